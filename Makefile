@@ -1,0 +1,63 @@
+# gpt2-toolchain: every pipeline stage on the embedded sample in fixtures/, as file targets, so
+# `make -j2` runs independent stages in parallel and reruns only what changed.
+#
+#   make demo    install if needed, build, run the pipeline on the sample, print a summary
+#   make test    install if needed, build, run the test suite (what CI runs)
+#   make bench   benchmarks (need ../shared/data; they say so and skip otherwise)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+SAMPLE   := fixtures/wikitext
+OUT      := build/demo
+INSTALL  := node_modules/.package-lock.json
+BUILT    := dist/tokenizer/gpt2.bin
+SOURCES  := $(shell find src -type f) tsconfig.json package.json
+
+PREP     := node bin/wikitext-prep.js --quiet
+ENCODE   := node bin/bpe-encode.js --quiet --overwrite
+
+.PHONY: demo test bench build install clean prep encode
+
+# --- set-up -----------------------------------------------------------------------------------
+$(INSTALL): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+$(BUILT): $(INSTALL) $(SOURCES)
+	npm run --silent build
+	@touch $@
+
+install: $(INSTALL)
+build: $(BUILT)
+
+# --- pipeline stages --------------------------------------------------------------------------
+# text → documents (train and valid are independent: -j2 runs them together)
+$(OUT)/%.docs.txt: $(SAMPLE)/wiki.%.tokens $(BUILT)
+	@mkdir -p $(@D)
+	$(PREP) --out $@ $<
+
+# documents → record shards: 1025 tokens for training (inputs + shifted labels), 1024 for eval
+$(OUT)/train/manifest.json: $(OUT)/train.docs.txt $(BUILT)
+	$(ENCODE) --block-size 1025 --out $(@D) $<
+
+$(OUT)/valid/manifest.json: $(OUT)/valid.docs.txt $(BUILT)
+	$(ENCODE) --block-size 1024 --keep-tail --out $(@D) $<
+
+prep: $(OUT)/train.docs.txt $(OUT)/valid.docs.txt
+encode: $(OUT)/train/manifest.json $(OUT)/valid/manifest.json
+
+demo: encode
+	@echo
+	node bin/bpe-encode.js --inspect $(OUT)/train --records 1
+	node bin/bpe-encode.js --inspect $(OUT)/valid --records 0
+
+# --- checks -----------------------------------------------------------------------------------
+test: $(BUILT)
+	npm test --silent
+
+bench: $(BUILT)
+	npm run --silent bench:bpe
+
+clean:
+	rm -rf build dist

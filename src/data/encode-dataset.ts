@@ -1,0 +1,128 @@
+/**
+ * bpe-encode's main job as a library function: documents (one per line) from files or stdin →
+ * token stream (in parallel, order kept) → record shards + manifest.
+ */
+import { availableParallelism } from 'node:os';
+import type { DocSeparator } from '../tokenizer/documents.js';
+import { separatorIds } from '../tokenizer/documents.js';
+import { createEncoderPool } from '../tokenizer/pool.js';
+import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
+import { ToolError } from '../util/errors.js';
+import { readTextChunks } from '../util/input.js';
+import type { IdDtype, Manifest } from './manifest.js';
+import { dtypeForVocab } from './records.js';
+import { countRecords, writeDataset, type ShardPlan } from './shard-writer.js';
+import { checkOutputDir } from '../util/atomic-dir.js';
+
+export interface EncodeDatasetOptions {
+  files: string[];
+  out: string;
+  overwrite?: boolean;
+  blockSize: number;
+  docSeparator?: DocSeparator;
+  keepTail?: boolean;
+  /** Default: the tokenizer's <|endoftext|>. */
+  padId?: number;
+  plan?: ShardPlan;
+  workers?: number;
+  tokenizerDir?: string;
+  allowSpecial?: boolean;
+  lossy?: boolean;
+  /** Input bytes per unit of work (default 1 MiB). */
+  chunkBytes?: number;
+  command?: string[];
+  onWarning?: (message: string) => void;
+  onBytes?: (bytes: number) => void;
+}
+
+export const defaultWorkers = () => availableParallelism();
+
+/** A growable id array in the data set's dtype (2 bytes a token for GPT-2, not 8 as a JS array). */
+class TokenStream {
+  data: Uint16Array | Int32Array;
+  length = 0;
+  constructor(readonly dtype: IdDtype) {
+    this.data = dtype === 'uint16' ? new Uint16Array(1 << 16) : new Int32Array(1 << 16);
+  }
+  append(ids: Uint32Array): void {
+    const need = this.length + ids.length;
+    if (need > this.data.length) {
+      let cap = this.data.length * 2;
+      while (cap < need) cap *= 2;
+      const next = this.dtype === 'uint16' ? new Uint16Array(cap) : new Int32Array(cap);
+      next.set(this.data.subarray(0, this.length));
+      this.data = next;
+    }
+    this.data.set(ids, this.length);
+    this.length = need;
+  }
+}
+
+export function checkBlockSize(blockSize: number): void {
+  if (!Number.isSafeInteger(blockSize) || blockSize < 2 || blockSize > 2 ** 31 - 1) {
+    throw new ToolError(`--block-size must be an integer in [2, 2147483647], got ${blockSize}`, { exitCode: 2 });
+  }
+}
+
+export function checkPadId(tokenizer: Tokenizer, padId: number | undefined): number {
+  const id = padId ?? tokenizer.eosId;
+  if (id === undefined) throw new ToolError('the vocabulary has no <|endoftext|>; give --pad-id', { exitCode: 2 });
+  if (!Number.isInteger(id) || id < 0 || id >= tokenizer.vocabSize) {
+    throw new ToolError(`--pad-id ${id} is outside the vocabulary (size ${tokenizer.vocabSize})`, { exitCode: 2 });
+  }
+  return id;
+}
+
+export async function encodeDataset(options: EncodeDatasetOptions): Promise<Manifest> {
+  checkBlockSize(options.blockSize);
+  const tokenizer = loadTokenizer(options.tokenizerDir);
+  const padId = checkPadId(tokenizer, options.padId);
+  const docSeparator = options.docSeparator ?? 'eos';
+  const separator = separatorIds(tokenizer, docSeparator);
+  const dtype = dtypeForVocab(tokenizer.vocabSize);
+  await checkOutputDir(options.out, !!options.overwrite);
+  const workers = Math.max(1, options.workers ?? defaultWorkers());
+  const pool = createEncoderPool(workers, { tokenizerDir: options.tokenizerDir, separator, allowSpecial: !!options.allowSpecial }, tokenizer);
+  const stream = new TokenStream(dtype);
+  let documents = 0;
+  let inputBytes = 0;
+  const collect = (chunks: { ids: Uint32Array; documents: number }[]) => {
+    for (const c of chunks) {
+      stream.append(c.ids);
+      documents += c.documents;
+    }
+  };
+  try {
+    for await (const chunk of readTextChunks(options.files, { lossy: options.lossy, onWarning: options.onWarning, onBytes: options.onBytes, chunkBytes: options.chunkBytes })) {
+      inputBytes += chunk.bytes.length;
+      await pool.submit(chunk.bytes, chunk.text);
+      collect(pool.drain());
+    }
+    collect(await pool.finish());
+  } finally {
+    await pool.close();
+  }
+  if (documents > 0) stream.length -= separator.length; // separators go between documents
+  if (documents === 0) options.onWarning?.('the input holds no documents; writing an empty data set');
+  else if (countRecords(stream.length, options.blockSize, !!options.keepTail) === 0) {
+    options.onWarning?.(`${stream.length} tokens make no block of ${options.blockSize}; writing an empty data set (--keep-tail keeps a padded partial block)`);
+  }
+  const ids = stream.data.subarray(0, stream.length);
+  return writeDataset(
+    options.out,
+    ids,
+    {
+      blockSize: options.blockSize,
+      dtype,
+      padId,
+      keepTail: !!options.keepTail,
+      tokenizer: tokenizer.identity,
+      docSeparator,
+      plan: options.plan ?? {},
+      documents,
+      inputBytes,
+      command: options.command ?? [],
+    },
+    !!options.overwrite,
+  );
+}

@@ -1,0 +1,208 @@
+/**
+ * GPT-2 byte-level BPE tokenizer: HF files in, tiktoken-identical ids out. Pure TypeScript.
+ *
+ *   const tok = loadTokenizer();            // built-in GPT-2 vocabulary
+ *   tok.encode('Hello world')               // [15496, 995]
+ *   tok.decode([15496, 995])                // 'Hello world'
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BpeMerger } from './bpe.js';
+import { IdBuffer } from './id-buffer.js';
+import { hashRange, MAX_CACHED_PIECE, PieceCache } from './piece-cache.js';
+import { pieceEnd } from './pretokenize.js';
+import { utf8EncodeRange } from './utf8.js';
+import { deserializeTables } from './compiled.js';
+import { parseVocabFiles, tokenizerSha256, type VocabTables } from './vocab-files.js';
+import { fsError, ToolError } from '../util/errors.js';
+
+/** sha256 of the built-in GPT-2 vocab.json followed by merges.txt. */
+export const GPT2_TOKENIZER_SHA256 = '00f404d36600411e497efb3df08d3b4e094f0820e2595afcb7cbd0c4353d4fcb';
+export const ENDOFTEXT = '<|endoftext|>';
+
+export interface TokenizerIdentity {
+  /** "gpt2" for OpenAI's GPT-2 files, else the directory name. */
+  name: string;
+  vocab_size: number;
+  /** sha256 of vocab.json bytes followed by merges.txt bytes. */
+  sha256: string;
+}
+
+export interface EncodeOptions {
+  /** Recognise special-token text such as <|endoftext|> (default: encode it as ordinary text). */
+  allowSpecial?: boolean;
+}
+
+export class Tokenizer {
+  readonly tables: VocabTables;
+  readonly identity: TokenizerIdentity;
+  /** Id of <|endoftext|>, or undefined when the vocabulary has none. */
+  readonly eosId: number | undefined;
+  private readonly merger: BpeMerger;
+  private readonly cache = new PieceCache();
+  private scratch = new Uint8Array(3 * 256);
+  private readonly specials: [string, number][];
+
+  constructor(tables: VocabTables, name: string) {
+    this.tables = tables;
+    this.merger = new BpeMerger(tables);
+    this.identity = {
+      name: tables.sha256 === GPT2_TOKENIZER_SHA256 ? 'gpt2' : name,
+      vocab_size: tables.vocabSize,
+      sha256: tables.sha256,
+    };
+    this.eosId = tables.specials.get(ENDOFTEXT);
+    // Longest first, so a special that is a prefix of another never wins.
+    this.specials = [...tables.specials].sort((a, b) => b[0].length - a[0].length);
+  }
+
+  get vocabSize(): number {
+    return this.tables.vocabSize;
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const out = new IdBuffer(text.length >> 2);
+    this.encodeInto(text, out, options);
+    return out.toArray();
+  }
+
+  /** Appends the ids of text to out. */
+  encodeInto(text: string, out: IdBuffer, options: EncodeOptions = {}): void {
+    if (!options.allowSpecial || this.specials.length === 0) {
+      this.encodeOrdinary(text, 0, text.length, out);
+      return;
+    }
+    let pos = 0;
+    for (;;) {
+      let at = -1;
+      let hit: [string, number] | undefined;
+      for (const special of this.specials) {
+        const k = text.indexOf(special[0], pos);
+        if (k >= 0 && (at < 0 || k < at)) {
+          at = k;
+          hit = special;
+        }
+      }
+      if (!hit) break;
+      this.encodeOrdinary(text, pos, at, out);
+      out.push(hit[1]);
+      pos = at + hit[0].length;
+    }
+    this.encodeOrdinary(text, pos, text.length, out);
+  }
+
+  /** Encodes text[start..end) with no special-token handling (tiktoken's encode_ordinary). */
+  encodeOrdinary(text: string, start: number, end: number, out: IdBuffer): void {
+    const cache = this.cache;
+    let i = start;
+    while (i < end) {
+      const j = pieceEnd(text, i, end);
+      if (j - i > MAX_CACHED_PIECE) {
+        this.mergePiece(text, i, j, out);
+      } else {
+        const h = hashRange(text, i, j);
+        const e = cache.find(text, i, j, h);
+        if (e >= 0) {
+          out.pushRange(cache.vals, cache.valueStart(e), cache.valueEnd(e));
+        } else {
+          const before = out.length;
+          this.mergePiece(text, i, j, out);
+          cache.insert(text, i, j, h, out.data, before, out.length);
+        }
+      }
+      i = j;
+    }
+  }
+
+  private mergePiece(text: string, start: number, end: number, out: IdBuffer): void {
+    const need = 3 * (end - start);
+    if (this.scratch.length < need) this.scratch = new Uint8Array(need);
+    const n = utf8EncodeRange(text, start, end, this.scratch);
+    this.merger.merge(this.scratch, n, out);
+  }
+
+  /** Raw bytes of ids; throws on ids outside the vocabulary. */
+  decodeBytes(ids: ArrayLike<number>): Uint8Array {
+    const { tokenBytes } = this.tables;
+    let n = 0;
+    for (let k = 0; k < ids.length; k++) n += this.bytesOf(ids[k]).length;
+    const out = new Uint8Array(n);
+    let off = 0;
+    for (let k = 0; k < ids.length; k++) {
+      const b = tokenBytes[ids[k]];
+      out.set(b, off);
+      off += b.length;
+    }
+    return out;
+  }
+
+  /** Text of ids; incomplete or invalid UTF-8 becomes U+FFFD. */
+  decode(ids: ArrayLike<number>): string {
+    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(this.decodeBytes(ids));
+  }
+
+  /** Bytes of one token. */
+  bytesOf(id: number): Uint8Array {
+    if (!Number.isInteger(id) || id < 0 || id >= this.tables.vocabSize || this.tables.tokenBytes[id].length === 0) {
+      throw new ToolError(`token id ${id} is not in the vocabulary (size ${this.tables.vocabSize})`);
+    }
+    return this.tables.tokenBytes[id];
+  }
+}
+
+/** The directory of the built-in GPT-2 vocab.json and merges.txt (works from src/ and dist/). */
+export function builtinTokenizerDir(): string {
+  const here = fileURLToPath(new URL('.', import.meta.url));
+  for (const dir of [join(here, 'gpt2'), resolve(here, '../../src/tokenizer/gpt2')]) {
+    if (existsSync(join(dir, 'vocab.json'))) return dir;
+  }
+  throw new ToolError('the built-in GPT-2 vocabulary is missing from this installation (src/tokenizer/gpt2)');
+}
+
+/** Where the build puts the binary image of the built-in tables (see compiled.ts). */
+export const builtinImagePath = (): string => fileURLToPath(new URL('./gpt2.bin', import.meta.url));
+
+function readBuiltinImage(): VocabTables | null {
+  try {
+    const tables = deserializeTables(readFileSync(builtinImagePath()));
+    return tables?.sha256 === GPT2_TOKENIZER_SHA256 ? tables : null;
+  } catch {
+    return null; // not built (e.g. running from src/ under vitest): parse the text files
+  }
+}
+
+/**
+ * Loads vocab.json + merges.txt from dir (default: the built-in GPT-2 files). Files identical to
+ * GPT-2's load from the prebuilt image; anything else is parsed and validated.
+ */
+export function loadTokenizer(dir?: string): Tokenizer {
+  if (dir === undefined) {
+    const image = readBuiltinImage();
+    if (image) return new Tokenizer(image, 'gpt2');
+  }
+  const root = dir ?? builtinTokenizerDir();
+  let isDir: boolean;
+  try {
+    isDir = statSync(root).isDirectory();
+  } catch (err) {
+    throw fsError(err, root);
+  }
+  if (!isDir) throw new ToolError(`${root}: not a directory (a tokenizer is a directory with vocab.json and merges.txt)`);
+  const read = (name: string) => {
+    const path = join(root, name);
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw fsError(err, path);
+    }
+  };
+  const vocab = read('vocab.json');
+  const merges = read('merges.txt');
+  if (tokenizerSha256(vocab, merges) === GPT2_TOKENIZER_SHA256) {
+    const image = readBuiltinImage();
+    if (image) return new Tokenizer(image, 'gpt2');
+  }
+  const tables = parseVocabFiles({ vocab, merges, vocabName: join(root, 'vocab.json'), mergesName: join(root, 'merges.txt') });
+  return new Tokenizer(tables, basename(resolve(root)));
+}

@@ -1,0 +1,48 @@
+/**
+ * Errors a user can act on. CLIs print them as one line `<tool>: error: <message>` and exit with
+ * `exitCode`; anything else is a bug and is reported with its stack under --debug.
+ */
+export class ToolError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, options: { exitCode?: number; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ToolError';
+    this.exitCode = options.exitCode ?? 1;
+  }
+}
+
+/** Bad flags or arguments: exit code 2. */
+export class UsageError extends ToolError {
+  constructor(message: string) {
+    super(message, { exitCode: 2 });
+    this.name = 'UsageError';
+  }
+}
+
+/** Turns a Node fs error into a one-line message naming the path. */
+export function describeFsError(err: unknown, path: string): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  switch (code) {
+    case 'ENOENT':
+      return `${path}: no such file or directory`;
+    case 'EISDIR':
+      return `${path}: is a directory, expected a file`;
+    case 'ENOTDIR':
+      return `${path}: not a directory`;
+    case 'EACCES':
+    case 'EPERM':
+      return `${path}: permission denied`;
+    case 'ENOSPC':
+      return `${path}: no space left on device`;
+    case 'EDQUOT':
+      return `${path}: disk quota exceeded`;
+    default:
+      return `${path}: ${(err as Error | undefined)?.message ?? String(err)}`;
+  }
+}
+
+/** Wraps a failing fs call into a ToolError naming the path. */
+export function fsError(err: unknown, path: string): ToolError {
+  if (err instanceof ToolError) return err;
+  return new ToolError(describeFsError(err, path), { cause: err });
+}

@@ -1,0 +1,133 @@
+/**
+ * Reading text inputs the way every tool does: files or stdin ("-" or none), validated as UTF-8
+ * with the byte offset and line of the first bad byte, in chunks of whole lines so that a 500 MB
+ * WikiText-103 never sits in memory as one string.
+ */
+import { createReadStream, statSync } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
+import type { Readable } from 'node:stream';
+import { findInvalidUtf8 } from '../tokenizer/utf8.js';
+import { fsError, ToolError } from './errors.js';
+
+export interface TextChunk {
+  /** File name for messages ("<stdin>" for standard input). */
+  source: string;
+  /** Whole lines, each ending in "\n" except possibly the file's last. */
+  text: string;
+  /** Raw bytes of `text` (valid UTF-8 unless --lossy replaced something). */
+  bytes: Buffer;
+  /** 1-based number of the chunk's first line within its source. */
+  firstLine: number;
+}
+
+export interface ReadOptions {
+  /** Replace invalid UTF-8 with U+FFFD (and report it through onWarning) instead of failing. */
+  lossy?: boolean;
+  onWarning?: (message: string) => void;
+  /** Target chunk size in bytes (default 1 MiB). */
+  chunkBytes?: number;
+  /** Called with the bytes read so far, for progress bars. */
+  onBytes?: (bytes: number) => void;
+}
+
+export const STDIN = '-';
+export const sourceName = (file: string) => (file === STDIN ? '<stdin>' : file);
+
+/** Stat the inputs up front, so a missing file fails before any work; returns total bytes (or undefined for stdin). */
+export function checkInputs(files: readonly string[]): number | undefined {
+  let total: number | undefined = 0;
+  for (const file of files) {
+    if (file === STDIN) {
+      total = undefined;
+      continue;
+    }
+    let stats;
+    try {
+      stats = statSync(file);
+    } catch (err) {
+      throw fsError(err, file);
+    }
+    if (stats.isDirectory()) throw new ToolError(`${file}: is a directory, expected a file`);
+    if (total !== undefined) total += stats.size;
+  }
+  return total;
+}
+
+function open(file: string): Readable {
+  return file === STDIN ? process.stdin : createReadStream(file, { highWaterMark: 1 << 20 });
+}
+
+/** Yields each input's text in chunks of whole lines. */
+export async function* readTextChunks(files: readonly string[], options: ReadOptions = {}): AsyncGenerator<TextChunk> {
+  const chunkBytes = options.chunkBytes ?? 1 << 20;
+  let bytesRead = 0;
+  for (const file of files.length === 0 ? [STDIN] : files) {
+    const source = sourceName(file);
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let line = 1;
+    let offset = 0; // byte offset of pending[0] in the source
+    let warned = false;
+    let threshold = chunkBytes;
+    const emit = (buf: Buffer): TextChunk => {
+      let text: string;
+      if (isUtf8(buf)) {
+        text = buf.toString('utf8');
+      } else {
+        const at = findInvalidUtf8(buf);
+        const badLine = line + countNewlines(buf, 0, at);
+        if (!options.lossy) {
+          throw new ToolError(`${source}: invalid UTF-8 at byte ${offset + at} (line ${badLine}); use --lossy to replace bad bytes with U+FFFD`);
+        }
+        if (!warned) options.onWarning?.(`${source}: invalid UTF-8 from byte ${offset + at} (line ${badLine}) on replaced with U+FFFD`);
+        warned = true;
+        text = buf.toString('utf8');
+      }
+      const chunk = { source, text, bytes: buf, firstLine: line };
+      line += countNewlines(buf, 0, buf.length);
+      offset += buf.length;
+      return chunk;
+    };
+    const stream = open(file);
+    try {
+      for await (const data of stream as AsyncIterable<Buffer>) {
+        bytesRead += data.length;
+        options.onBytes?.(bytesRead);
+        pending.push(data);
+        pendingBytes += data.length;
+        if (pendingBytes < threshold) continue;
+        const buf = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+        const cut = buf.lastIndexOf(0x0a) + 1;
+        if (cut === 0) {
+          pending = [buf];
+          threshold = 2 * pendingBytes; // one very long line: read on until it ends
+          continue;
+        }
+        threshold = chunkBytes;
+        yield emit(buf.subarray(0, cut));
+        const rest = buf.subarray(cut);
+        pending = rest.length > 0 ? [rest] : [];
+        pendingBytes = rest.length;
+      }
+    } catch (err) {
+      if (err instanceof ToolError) throw err;
+      throw fsError(err, source);
+    } finally {
+      if (file !== STDIN) stream.destroy();
+    }
+    if (pendingBytes > 0) yield emit(pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes));
+  }
+}
+
+function countNewlines(buf: Buffer, start: number, end: number): number {
+  let n = 0;
+  for (let i = buf.indexOf(0x0a, start); i >= 0 && i < end; i = buf.indexOf(0x0a, i + 1)) n++;
+  return n;
+}
+
+/** Splits a chunk's text into lines without their "\n" (a trailing "\n" does not add an empty line). */
+export function chunkLines(text: string): string[] {
+  const lines = text.split('\n');
+  if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  return lines;
+}

@@ -1,0 +1,134 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { applyUnk, CLEAN_RULES, cleanLines, DocumentAssembler, headingLevel, prepareWikitext, replaceLiteral, wikitextClean } from '../../src/data/wikitext.js';
+import { expectOneLineError, fixture, runCli, tempDir } from '../helpers.js';
+
+// One case per rule of the seed's wikitext_clean, in its order: [input, output of that rule alone].
+const RULE_CASES: [string, string][] = [
+  ["the players ' union", "the players' union"],
+  ["the ' 80s and ' 92 but 5 ' 100 and Keats' 18", "the '80s and '92 but 5 ' 100 and Keats' 18"],
+  ['well @-@ known', 'well-known'],
+  ['1 @,@ 000', '1,000'],
+  ['3 @.@ 5', '3.5'],
+  ['as follows : one', 'as follows: one'],
+  ['one ; two', 'one; two'],
+  ['end . Next . ', 'end. Next. '],
+  ['end .', 'end.'],
+  ['wow ! yes', 'wow! yes'],
+  ['why ? because', 'why? because'],
+  ['a , b , c', 'a, b, c'],
+  ['x ( inner text ) y ( ) z', 'x (inner text) y () z'],
+  ['x [ inner ] y', 'x [inner] y'],
+  ['x { inner } y', 'x {inner} y'],
+  ['he said " hello there " and " bye "', 'he said "hello there" and "bye"'],
+  ["the ' Song Title ' by", "the 'Song Title' by"],
+  ['a = = = = b', 'a ==== b'],
+  ['a = = = b', 'a === b'],
+  ['a = = b', 'a == b'],
+  ['at 20 ° C', 'at 20°C'],
+  ['line \nnext', 'line\nnext'],
+  ['line\n next', 'line\nnext'],
+  ['in N years', 'in 1 years'],
+  ["the town 's mill", "the town's mill"],
+];
+
+describe('wikitext_clean rules', () => {
+  it("has the seed's 25 rules", () => expect(CLEAN_RULES).toHaveLength(RULE_CASES.length));
+
+  it.each(CLEAN_RULES.map(([name, apply], i) => [i + 1, name, apply, ...RULE_CASES[i]] as const))('rule %i: %s', (_i, _name, apply, input, output) => {
+    expect(apply(input)).toBe(output);
+  });
+
+  it('applies the rules in order', () => {
+    // " . " runs before " .", so "a . . b" keeps one space: "a. . b" → "a.. b"
+    expect(wikitextClean('a . . b')).toBe('a.. b');
+    // @-@ joins before the quote trim sees the text
+    expect(wikitextClean('" well @-@ known "')).toBe('"well-known"');
+  });
+
+  it('replaceLiteral matches str.replace: leftmost, non-overlapping', () => {
+    expect(replaceLiteral('aaaa', 'aa', 'b')).toBe('bb');
+    expect(replaceLiteral(' . . . ', ' . ', '. ')).toBe('. .. '); // as Python: ' . . . '.replace(' . ', '. ')
+    expect(replaceLiteral('= = = = =', '= =', '==')).toBe('== == =');
+    expect(replaceLiteral('none here', ' @-@ ', '-')).toBe('none here');
+  });
+
+  it('cleans many lines at once exactly as line by line', () => {
+    const lines = ['a " b', 'c " d', "e ' f", "g ' h ( i", 'j ) k', "x ' 80s"];
+    expect(cleanLines(lines)).toEqual(lines.map(wikitextClean));
+  });
+});
+
+describe('documents', () => {
+  it('recognises heading levels', () => {
+    expect(headingLevel('= Title =')).toBe(1);
+    expect(headingLevel('= = Section = =')).toBe(2);
+    expect(headingLevel('= = = Sub = = =')).toBe(3);
+    expect(headingLevel('Text = not a heading')).toBe(0);
+  });
+
+  it('keeps the last passage, which the seed loses', () => {
+    const docs = prepareWikitext(' = A = \n first \n = B = \n last line \n', { split: 'sections', clean: true, unk: { kind: 'keep' }, minChars: 0 });
+    expect(docs).toEqual(['first', 'last line']);
+  });
+
+  it('handles <unk>', () => {
+    expect(applyUnk('a <unk> b <unk>', { kind: 'keep' })).toBe('a <unk> b <unk>');
+    expect(applyUnk('<unk> a <unk> b <unk>', { kind: 'drop' })).toBe('a b');
+    expect(applyUnk('a <unk> b', { kind: 'replace', with: '[UNK]' })).toBe('a [UNK] b');
+  });
+
+  it('drops documents under --min-chars; text before any title is its own document', () => {
+    const assembler = new DocumentAssembler({ split: 'articles', clean: false, unk: { kind: 'keep' }, minChars: 5 });
+    const docs = [...assembler.push(' preface text '), ...assembler.push(' = T = '), ...assembler.push(' tiny '), ...assembler.finish()];
+    expect(docs).toEqual(['preface text']);
+  });
+});
+
+describe('wikitext-prep (golden, expected output derived by hand from the rules)', () => {
+  it('articles', () => {
+    const r = runCli('wikitext-prep', [fixture('wikitext', 'golden.tokens')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(readFileSync(fixture('wikitext', 'golden.articles.txt'), 'utf8'));
+  });
+
+  it('sections, from stdin', () => {
+    const r = runCli('wikitext-prep', ['--split', 'sections', '-'], { input: readFileSync(fixture('wikitext', 'golden.tokens')) });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(readFileSync(fixture('wikitext', 'golden.sections.txt'), 'utf8'));
+  });
+
+  it('--no-clean, --unk drop and --out', () => {
+    const out = `${tempDir()}/docs.txt`;
+    const r = runCli('wikitext-prep', ['--no-clean', '--unk', 'drop', '--split', 'sections', '--out', out, fixture('wikitext', 'golden.tokens')]);
+    expect(r.code).toBe(0);
+    const docs = readFileSync(out, 'utf8').split('\n');
+    expect(docs[0]).toBe("Alpha Town is a town of 1 @,@ 234 people ( about 3 @.@ 5 % of the county ) . It 's well @-@ known .");
+    expect(docs[1]).toContain('The river flows at 12 ° C');
+  });
+});
+
+describe('wikitext-prep bad inputs', () => {
+  const dir = tempDir();
+  it('missing file', () => expectOneLineError(runCli('wikitext-prep', [`${dir}/nope.tokens`]), 'wikitext-prep', /nope\.tokens: no such file/));
+  it('a directory', () => expectOneLineError(runCli('wikitext-prep', [dir]), 'wikitext-prep', /is a directory/));
+  it('bad --unk', () => expectOneLineError(runCli('wikitext-prep', ['--unk', 'zap']), 'wikitext-prep', /--unk must be keep, drop or replace=STRING/, 2));
+  it('unknown flag', () => expectOneLineError(runCli('wikitext-prep', ['--frobnicate']), 'wikitext-prep', /unknown option '--frobnicate'/, 2));
+  it('invalid UTF-8, with byte offset and line', () => {
+    const bytes = Buffer.concat([Buffer.from(' = T = \n ok line \n bad '), Buffer.from([0xc3, 0x28]), Buffer.from(' here \n')]);
+    const out = `${dir}/bad.txt`;
+    const r = runCli('wikitext-prep', ['--out', out, '-'], { input: bytes });
+    expectOneLineError(r, 'wikitext-prep', /<stdin>: invalid UTF-8 at byte 23 \(line 3\)/);
+    expect(() => readFileSync(out)).toThrow(); // nothing written
+    const lossy = runCli('wikitext-prep', ['--lossy', '-'], { input: bytes });
+    expect(lossy.code).toBe(0);
+    expect(lossy.stdout).toBe('ok line bad \ufffd( here\n');
+    expect(lossy.stderr).toMatch(/warning: .*invalid UTF-8/);
+  });
+  it('empty input gives no documents and a warning', () => {
+    const r = runCli('wikitext-prep', ['-'], { input: '' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/warning: no documents/);
+  });
+});

@@ -1,0 +1,48 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
+
+export const ROOT = new URL('..', import.meta.url).pathname;
+export const SHARED = join(ROOT, '..', 'shared');
+export const fixture = (...parts: string[]) => join(ROOT, 'fixtures', ...parts);
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  stdoutBytes: Buffer;
+}
+
+/** Runs bin/<tool>.js with args; `input` goes to stdin. */
+export function runCli(tool: string, args: string[], options: { input?: string | Buffer; cwd?: string; env?: NodeJS.ProcessEnv } = {}): CliResult {
+  const result = spawnSync(process.execPath, [join(ROOT, 'bin', `${tool}.js`), ...args], {
+    input: options.input ?? '',
+    cwd: options.cwd ?? ROOT,
+    env: { ...process.env, ...options.env },
+    maxBuffer: 1 << 28,
+  });
+  return {
+    code: result.status ?? -1,
+    stdout: result.stdout.toString('utf8'),
+    stderr: result.stderr.toString('utf8'),
+    stdoutBytes: result.stdout,
+  };
+}
+
+/** A fresh temporary directory, removed after the test file. */
+export function tempDir(prefix = 'gpt2tc-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The stderr contract: exactly one line `<tool>: error: ...`, no stack trace. */
+export function expectOneLineError(result: CliResult, tool: string, pattern: RegExp, code = 1): void {
+  const lines = result.stderr.trimEnd().split('\n');
+  const errorLines = lines.filter((l) => l.startsWith(`${tool}: error: `));
+  if (result.code !== code || errorLines.length !== 1 || !pattern.test(errorLines[0]) || /\n\s+at /.test(result.stderr)) {
+    throw new Error(`expected exit ${code} and one error line matching ${pattern}, got exit ${result.code}, stderr:\n${result.stderr}`);
+  }
+}
