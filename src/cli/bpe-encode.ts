@@ -1,12 +1,10 @@
 /** bpe-encode: documents (one per line) → GPT-2 BPE token ids → msgpack record shards. */
+import { availableParallelism } from 'node:os';
 import { Option } from 'commander';
-import { encodeDataset, defaultWorkers } from '../data/encode-dataset.js';
-import { inspectDataset } from '../data/inspect.js';
 import type { DocSeparator } from '../tokenizer/documents.js';
-import { formatIds, parseIds } from '../tokenizer/id-lines.js';
-import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { checkInputs, chunkLines, readTextChunks } from '../util/input.js';
 import { openOutput } from '../util/output.js';
+// Each mode imports what it needs when it runs: start-up time is most of a small job.
 import { choiceOption, createProgram, intArg, logger, runProgram, UsageError } from './common.js';
 import { createProgress } from './progress.js';
 
@@ -56,7 +54,7 @@ without a manifest is incomplete and every reader refuses it.`,
   .option('--pad-id <id>', 'padding token for --keep-tail (default: <|endoftext|>)', intArg('--pad-id', 0))
   .option('--num-shards <n>', 'write exactly n shards (records spread evenly)', intArg('--num-shards', 1))
   .option('--shard-records <n>', 'records per shard (default: about 64 MiB a shard)', intArg('--shard-records', 1))
-  .option('-j, --workers <n>', 'encoding threads (output is identical for any n)', intArg('--workers', 1, 256), defaultWorkers())
+  .option('-j, --workers <n>', 'encoding threads (output is identical for any n)', intArg('--workers', 1, 256), availableParallelism())
   .option('--tokenizer <dir>', 'directory with vocab.json and merges.txt (default: built-in GPT-2)')
   .option('--allow-special', 'encode the text <|endoftext|> as the special token (default: as plain text)')
   .option('--lossy', 'replace invalid UTF-8 with U+FFFD (with a warning) instead of failing')
@@ -74,6 +72,8 @@ without a manifest is incomplete and every reader refuses it.`,
 
     if (flags.inspect !== undefined) {
       if (files.length > 0) throw new UsageError('--inspect takes no input files');
+      const { inspectDataset } = await import('../data/inspect.js');
+      const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
       const tokenizer = loadTokenizer(flags.tokenizer);
       process.stdout.write(await inspectDataset(flags.inspect, { records: flags.records, tokenizer }));
       return;
@@ -81,6 +81,8 @@ without a manifest is incomplete and every reader refuses it.`,
 
     const total = checkInputs(files);
     if (flags.ids || flags.decode) {
+      const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
+      const { formatIds, parseIds } = await import('../tokenizer/id-lines.js');
       const tokenizer = loadTokenizer(flags.tokenizer);
       const output = openOutput(flags.out);
       try {
@@ -103,6 +105,7 @@ without a manifest is incomplete and every reader refuses it.`,
     if (flags.out === undefined) throw new UsageError('--out DIR is required (or use --ids, --decode or --inspect)');
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'bpe-encode', unit: 'bytes' });
     const started = performance.now();
+    const { encodeDataset } = await import('../data/encode-dataset.js');
     let manifest;
     try {
       manifest = await encodeDataset({
@@ -119,6 +122,7 @@ without a manifest is incomplete and every reader refuses it.`,
         allowSpecial: flags.allowSpecial,
         lossy: flags.lossy,
         chunkBytes: flags.chunkBytes,
+        expectedBytes: total,
         command: ['bpe-encode', ...process.argv.slice(2)],
         onWarning: log.warn,
         onBytes: (b) => progress.update(b),

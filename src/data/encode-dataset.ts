@@ -9,9 +9,8 @@ import { createEncoderPool } from '../tokenizer/pool.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { ToolError } from '../util/errors.js';
 import { readTextChunks } from '../util/input.js';
-import type { IdDtype, Manifest } from './manifest.js';
-import { dtypeForVocab } from './records.js';
-import { countRecords, writeDataset, type ShardPlan } from './shard-writer.js';
+import { dtypeForVocab, type IdDtype, type Manifest } from './manifest.js';
+import type { ShardPlan } from './shard-writer.js';
 import { checkOutputDir } from '../util/atomic-dir.js';
 
 export interface EncodeDatasetOptions {
@@ -28,8 +27,10 @@ export interface EncodeDatasetOptions {
   tokenizerDir?: string;
   allowSpecial?: boolean;
   lossy?: boolean;
-  /** Input bytes per unit of work (default 1 MiB). */
+  /** Input bytes per unit of work (default 256 KiB). */
   chunkBytes?: number;
+  /** Total input size when known (files): large inputs start the worker threads at once. */
+  expectedBytes?: number;
   command?: string[];
   onWarning?: (message: string) => void;
   onBytes?: (bytes: number) => void;
@@ -75,14 +76,27 @@ export function checkPadId(tokenizer: Tokenizer, padId: number | undefined): num
 
 export async function encodeDataset(options: EncodeDatasetOptions): Promise<Manifest> {
   checkBlockSize(options.blockSize);
-  const tokenizer = loadTokenizer(options.tokenizerDir);
-  const padId = checkPadId(tokenizer, options.padId);
-  const docSeparator = options.docSeparator ?? 'eos';
-  const separator = separatorIds(tokenizer, docSeparator);
-  const dtype = dtypeForVocab(tokenizer.vocabSize);
   await checkOutputDir(options.out, !!options.overwrite);
+  const docSeparator = options.docSeparator ?? 'eos';
   const workers = Math.max(1, options.workers ?? defaultWorkers());
-  const pool = createEncoderPool(workers, { tokenizerDir: options.tokenizerDir, separator, allowSpecial: !!options.allowSpecial }, tokenizer);
+  const chunkBytes = options.chunkBytes ?? 1 << 18;
+  const setup = { tokenizerDir: options.tokenizerDir, docSeparator, allowSpecial: !!options.allowSpecial };
+  // Threads first, so they boot while this thread loads the tokenizer and the shard writer.
+  const eager = (options.expectedBytes ?? 0) > chunkBytes;
+  let tokenizer: Tokenizer | undefined;
+  const pool = createEncoderPool(workers, setup, { eager, tokenizer: () => tokenizer! });
+  let padId: number;
+  let separator: number[];
+  try {
+    tokenizer = loadTokenizer(options.tokenizerDir);
+    padId = checkPadId(tokenizer, options.padId);
+    separator = separatorIds(tokenizer, docSeparator);
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  const dtype = dtypeForVocab(tokenizer.vocabSize);
+  const writer = import('./shard-writer.js'); // msgpackr and friends load while the threads work
   const stream = new TokenStream(dtype);
   let documents = 0;
   let inputBytes = 0;
@@ -93,9 +107,9 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Mani
     }
   };
   try {
-    for await (const chunk of readTextChunks(options.files, { lossy: options.lossy, onWarning: options.onWarning, onBytes: options.onBytes, chunkBytes: options.chunkBytes })) {
+    for await (const chunk of readTextChunks(options.files, { lossy: options.lossy, onWarning: options.onWarning, onBytes: options.onBytes, chunkBytes })) {
       inputBytes += chunk.bytes.length;
-      await pool.submit(chunk.bytes, chunk.text);
+      await pool.submit(chunk);
       collect(pool.drain());
     }
     collect(await pool.finish());
@@ -104,7 +118,8 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Mani
   }
   if (documents > 0) stream.length -= separator.length; // separators go between documents
   if (documents === 0) options.onWarning?.('the input holds no documents; writing an empty data set');
-  else if (countRecords(stream.length, options.blockSize, !!options.keepTail) === 0) {
+  const { countRecords, writeDataset } = await writer;
+  if (documents > 0 && countRecords(stream.length, options.blockSize, !!options.keepTail) === 0) {
     options.onWarning?.(`${stream.length} tokens make no block of ${options.blockSize}; writing an empty data set (--keep-tail keeps a padded partial block)`);
   }
   const ids = stream.data.subarray(0, stream.length);

@@ -12,6 +12,9 @@ export const RECORDS_VERSION = 1;
 
 export type IdDtype = 'uint16' | 'int32';
 
+/** uint16 when every id fits, else int32. */
+export const dtypeForVocab = (vocabSize: number): IdDtype => (vocabSize <= 65536 ? 'uint16' : 'int32');
+
 export interface ShardInfo {
   file: string;
   records: number;

@@ -28,9 +28,6 @@ export function idArray(dtype: IdDtype, length: number): Uint16Array | Int32Arra
   return dtype === 'uint16' ? new Uint16Array(length) : new Int32Array(length);
 }
 
-/** uint16 when every id fits, else int32. */
-export const dtypeForVocab = (vocabSize: number): IdDtype => (vocabSize <= 65536 ? 'uint16' : 'int32');
-
 const ONES = new Map<number, Uint8Array>();
 /** Shared all-ones mask of a length (read-only by convention). */
 function ones(length: number): Uint8Array {

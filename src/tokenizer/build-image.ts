@@ -5,7 +5,7 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serializeTables } from './compiled.js';
-import { builtinImagePath, builtinTokenizerDir, GPT2_TOKENIZER_SHA256 } from './tokenizer.js';
+import { builtinImagePath, builtinTokenizerDir, GPT2_TOKENIZER_SHA256, Tokenizer } from './tokenizer.js';
 import { parseVocabFiles } from './vocab-files.js';
 
 const dir = builtinTokenizerDir();
@@ -14,5 +14,6 @@ if (tables.sha256 !== GPT2_TOKENIZER_SHA256) {
   throw new Error(`built-in tokenizer files do not match GPT-2's (sha256 ${tables.sha256})`);
 }
 const out = builtinImagePath();
-writeFileSync(`${out}.tmp`, serializeTables(tables));
+const seedCache = new Tokenizer(tables, 'gpt2').seedPieceCache();
+writeFileSync(`${out}.tmp`, serializeTables({ ...tables, seedCache }));
 renameSync(`${out}.tmp`, out);

@@ -4,25 +4,28 @@
  * GPT-2 files (dist/tokenizer/gpt2.bin); it carries the sha256 of the files it was made from and
  * is used only when that matches.
  *
- * Layout (little-endian): magic "GPT2BPE\x02", u32 vocabSize, byteCount, slotCount, pairSlots,
- * specialsLength, sha256 (64 ASCII hex), then the 4-byte arrays offsets[vocabSize+1],
- * rankOf[vocabSize], hashes[vocabSize], slots[slotCount], pairLeft/pairRight/pairRank[pairSlots],
- * then the token bytes and the specials as JSON.
+ * Layout (little-endian): magic "GPT2BPE\x03", u32 vocabSize, byteCount, slotCount, pairSlots,
+ * specialsLength, cacheTable, cacheVals, cacheKeys, cacheCount, sha256 (64 ASCII hex), then the
+ * 4-byte arrays offsets[vocabSize+1], rankOf[vocabSize], hashes[vocabSize], slots[slotCount],
+ * pairLeft/pairRight/pairRank[pairSlots], cache table[cacheTable] and vals[cacheVals], then the
+ * cache keys (u16[cacheKeys]), the token bytes and the specials as JSON.
  */
 import { PairTable } from './pair-table.js';
 import { TokenTable } from './token-table.js';
 import type { VocabTables } from './vocab-files.js';
 
-const MAGIC = 'GPT2BPE\x02';
-const HEADER = 8 + 20 + 64;
+const MAGIC = 'GPT2BPE\x03';
+const HEADER = 8 + 36 + 64;
 
 export function serializeTables(t: VocabTables): Uint8Array {
   const n = t.vocabSize;
   let byteCount = 0;
   for (const b of t.tokenBytes) byteCount += b.length;
   const specials = Buffer.from(JSON.stringify([...t.specials]), 'utf8');
-  const arrays: (Int32Array | Uint32Array)[] = [
+  const cache = t.seedCache ?? { table: new Int32Array(0), vals: new Uint32Array(0), keys: new Uint16Array(0), count: 0 };
+  const arrays: (Int32Array | Uint32Array | Uint16Array)[] = [
     new Uint32Array(n + 1), t.rankOf, t.table.hashes, t.table.slots, t.pairs.left, t.pairs.right, t.pairs.rank,
+    cache.table, cache.vals, cache.keys,
   ];
   const offsets = arrays[0];
   let pos = 0;
@@ -31,12 +34,13 @@ export function serializeTables(t: VocabTables): Uint8Array {
     pos += b.length;
   });
   offsets[n] = pos;
-  const words = arrays.reduce((sum, a) => sum + 4 * a.length, 0);
+  const words = arrays.reduce((sum, a) => sum + a.byteLength, 0);
   const out = new Uint8Array(HEADER + words + byteCount + specials.length);
   const view = new DataView(out.buffer);
   out.set(Buffer.from(MAGIC, 'latin1'), 0);
-  [n, byteCount, t.table.slots.length, t.pairs.left.length, specials.length].forEach((v, k) => view.setUint32(8 + 4 * k, v, true));
-  out.set(Buffer.from(t.sha256, 'latin1'), 28);
+  const counts = [n, byteCount, t.table.slots.length, t.pairs.left.length, specials.length, cache.table.length, cache.vals.length, cache.keys.length, cache.count];
+  counts.forEach((v, k) => view.setUint32(8 + 4 * k, v, true));
+  out.set(Buffer.from(t.sha256, 'latin1'), 44);
   let off = HEADER;
   for (const a of arrays) {
     out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off);
@@ -53,14 +57,14 @@ export function deserializeTables(buf: Uint8Array): VocabTables | null {
   // Typed-array views need a 4-byte aligned offset; copy if the read was not.
   const data = buf.byteOffset % 4 === 0 ? buf : buf.slice();
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const [n, byteCount, slotCount, pairSlots, specialsLength] = [0, 1, 2, 3, 4].map((k) => view.getUint32(8 + 4 * k, true));
-  const sha256 = Buffer.from(data.subarray(28, HEADER)).toString('latin1');
-  const words = 4 * (n + 1) + 8 * n + 4 * slotCount + 12 * pairSlots;
+  const [n, byteCount, slotCount, pairSlots, specialsLength, cacheTable, cacheVals, cacheKeys, cacheCount] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((k) => view.getUint32(8 + 4 * k, true));
+  const sha256 = Buffer.from(data.subarray(44, HEADER)).toString('latin1');
+  const words = 4 * (n + 1) + 8 * n + 4 * slotCount + 12 * pairSlots + 4 * (cacheTable + cacheVals) + 2 * cacheKeys;
   if (data.length !== HEADER + words + byteCount + specialsLength) return null;
   let off = data.byteOffset + HEADER;
-  const take = <T>(make: new (b: ArrayBufferLike, o: number, l: number) => T, len: number): T => {
+  const take = <T extends { byteLength: number }>(make: new (b: ArrayBufferLike, o: number, l: number) => T, len: number): T => {
     const a = new make(data.buffer, off, len);
-    off += 4 * len;
+    off += a.byteLength;
     return a;
   };
   const offsets = take(Uint32Array, n + 1);
@@ -68,6 +72,10 @@ export function deserializeTables(buf: Uint8Array): VocabTables | null {
   const hashes = take(Uint32Array, n);
   const slots = take(Int32Array, slotCount);
   const pairs = PairTable.fromParts(take(Int32Array, pairSlots), take(Int32Array, pairSlots), take(Int32Array, pairSlots));
+  const seedTable = take(Int32Array, cacheTable);
+  const seedVals = take(Uint32Array, cacheVals);
+  const seedKeys = take(Uint16Array, cacheKeys);
+  const seedCache = cacheTable > 0 ? { table: seedTable, vals: seedVals, keys: seedKeys, count: cacheCount } : undefined;
   const bytes = new Uint8Array(data.buffer, off, byteCount);
   const tokenBytes = new Array<Uint8Array>(n);
   for (let id = 0; id < n; id++) tokenBytes[id] = bytes.subarray(offsets[id], offsets[id + 1]);
@@ -79,5 +87,5 @@ export function deserializeTables(buf: Uint8Array): VocabTables | null {
     byteToId[b] = table.find(Uint8Array.of(b), 0, 1);
     if (byteToId[b] < 0) return null;
   }
-  return { vocabSize: n, tokenBytes, table, pairs, byteToId, rankOf, specials, sha256 };
+  return { vocabSize: n, tokenBytes, table, pairs, byteToId, rankOf, specials, sha256, seedCache };
 }

@@ -3,10 +3,10 @@
  * the token stream (and every shard written from it) is byte-identical for any N. Even N = 1 uses
  * a thread, so the main thread keeps reading stdin while the worker encodes (otherwise an
  * upstream `wikitext-prep |` stalls on a full pipe and the two alternate instead of overlapping).
- * Threads start only once a second chunk arrives: an input of one chunk is encoded inline.
+ * An input that fits in one chunk is encoded inline, without starting threads.
  */
 import { Worker } from 'node:worker_threads';
-import { encodeDocuments, type DocumentEncoding } from './documents.js';
+import { encodeDocuments, separatorIds } from './documents.js';
 import { IdBuffer } from './id-buffer.js';
 import { loadTokenizer, type Tokenizer } from './tokenizer.js';
 import type { WorkReply, WorkerSetup } from './encode-worker.js';
@@ -16,9 +16,18 @@ export interface EncodedChunk {
   documents: number;
 }
 
+export interface Chunk {
+  /** Whole lines as UTF-8 (what threads get) */
+  bytes: Uint8Array;
+  /** ... and as text (what the inline path uses; decoded on demand). */
+  readonly text: string;
+  /** No chunk follows. */
+  final: boolean;
+}
+
 export interface EncoderPool {
   /** Queues a chunk; resolves when there is room for more (backpressure). */
-  submit(bytes: Uint8Array, text: string): Promise<void>;
+  submit(chunk: Chunk): Promise<void>;
   /** Results in submission order, as they become available. */
   drain(): EncodedChunk[];
   /** Waits for everything submitted; returns the remaining results in order. */
@@ -26,40 +35,28 @@ export interface EncoderPool {
   close(): Promise<void>;
 }
 
-export function createEncoderPool(workers: number, setup: WorkerSetup, tokenizer?: Tokenizer): EncoderPool {
-  if (workers < 1) return inlinePool(setup, tokenizer ?? loadTokenizer(setup.tokenizerDir));
-  let first: { bytes: Uint8Array; text: string } | undefined;
-  let pool: EncoderPool | undefined;
+/**
+ * `eager`: start the threads now (the caller knows the input is large), so they boot while the
+ * main thread is still loading; otherwise the first chunk decides (a final one is done inline).
+ */
+export function createEncoderPool(workers: number, setup: WorkerSetup, options: { tokenizer?: () => Tokenizer; eager?: boolean } = {}): EncoderPool {
+  let pool: EncoderPool | undefined = options.eager && workers >= 1 ? threadPool(workers, setup) : undefined;
   return {
-    async submit(bytes, text) {
-      if (!pool && !first) {
-        first = { bytes, text };
-        return;
-      }
-      if (!pool) {
-        pool = threadPool(workers, setup);
-        await pool.submit(first!.bytes, first!.text);
-        first = undefined;
-      }
-      await pool.submit(bytes, text);
+    async submit(chunk) {
+      pool ??= workers < 1 || chunk.final ? inlinePool(setup, options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir)) : threadPool(workers, setup);
+      await pool.submit(chunk);
     },
     drain: () => pool?.drain() ?? [],
-    async finish() {
-      if (pool) return pool.finish();
-      if (!first) return [];
-      const inline = inlinePool(setup, tokenizer ?? loadTokenizer(setup.tokenizerDir));
-      await inline.submit(first.bytes, first.text);
-      first = undefined;
-      return inline.finish();
-    },
+    finish: async () => pool?.finish() ?? [],
     close: async () => pool?.close(),
   };
 }
 
-function inlinePool(how: DocumentEncoding, tokenizer: Tokenizer): EncoderPool {
+function inlinePool(setup: WorkerSetup, tokenizer: Tokenizer): EncoderPool {
+  const how = { separator: separatorIds(tokenizer, setup.docSeparator), allowSpecial: setup.allowSpecial };
   let ready: EncodedChunk[] = [];
   return {
-    async submit(_bytes, text) {
+    async submit({ text }) {
       const out = new IdBuffer(text.length >> 2);
       const documents = encodeDocuments(tokenizer, text, how, out);
       ready.push({ ids: out.view(), documents });
@@ -112,7 +109,7 @@ function threadPool(size: number, setup: WorkerSetup): EncoderPool {
   };
 
   return {
-    async submit(bytes) {
+    async submit({ bytes }) {
       check();
       while (inFlight() >= maxInFlight) {
         await wait();

@@ -5,8 +5,9 @@
  * Every malformed input is a ToolError naming the file and, where known, the line.
  */
 import { createHash } from 'node:crypto';
-import { BYTE_TO_CHAR, CHAR_TO_BYTE } from './bytes.js';
+import { BYTE_TO_CHAR, CHAR_TO_BYTE, tokenStringToBytes } from './bytes.js';
 import { PairTable } from './pair-table.js';
+import type { PieceCacheParts } from './piece-cache.js';
 import { TokenTable } from './token-table.js';
 import { ToolError } from '../util/errors.js';
 
@@ -27,6 +28,8 @@ export interface VocabTables {
   readonly specials: ReadonlyMap<string, number>;
   /** sha256 of vocab.json bytes followed by merges.txt bytes: the tokenizer's identity. */
   readonly sha256: string;
+  /** A piece cache to start from (the compiled image carries one: see seedPieceCache). */
+  readonly seedCache?: PieceCacheParts;
 }
 
 export interface VocabSources {
@@ -62,7 +65,7 @@ export function parseVocabFiles(src: VocabSources): VocabTables {
     if (token.length === 0) throw new ToolError(`${vocabName}: empty token string for id ${id}`);
     names[id] = token;
     // Tokens outside the byte alphabet can only be added special tokens; they keep their UTF-8 text.
-    tokenBytes[id] = alphabetToBytes(token) ?? Buffer.from(token, 'utf8');
+    tokenBytes[id] = tokenStringToBytes(token) ?? Buffer.from(token, 'utf8');
   }
   const table = TokenTable.build(tokenBytes);
 
@@ -91,18 +94,6 @@ export function parseVocabFiles(src: VocabSources): VocabTables {
 }
 
 const EMPTY = new Uint8Array(0);
-
-/** Bytes of a token spelled in the byte alphabet, or null if it uses other characters. */
-function alphabetToBytes(token: string): Uint8Array | null {
-  const out = new Uint8Array(token.length);
-  for (let i = 0; i < token.length; i++) {
-    const c = token.charCodeAt(i);
-    const b = c < 512 ? CHAR_TO_BYTE[c] : -1;
-    if (b < 0) return null;
-    out[i] = b;
-  }
-  return out;
-}
 
 /**
  * [token, id] pairs of vocab.json. A flat object of strings to integers is scanned directly;

@@ -9,15 +9,26 @@ import type { Readable } from 'node:stream';
 import { findInvalidUtf8 } from '../tokenizer/utf8.js';
 import { fsError, ToolError } from './errors.js';
 
-export interface TextChunk {
-  /** File name for messages ("<stdin>" for standard input). */
-  source: string;
-  /** Whole lines, each ending in "\n" except possibly the file's last. */
-  text: string;
-  /** Raw bytes of `text` (valid UTF-8 unless --lossy replaced something). */
-  bytes: Buffer;
-  /** 1-based number of the chunk's first line within its source. */
-  firstLine: number;
+export class TextChunk {
+  private decoded: string | undefined;
+  constructor(
+    /** File name for messages ("<stdin>" for standard input). */
+    readonly source: string,
+    /** Whole lines as valid UTF-8 (with --lossy, after replacing bad bytes with U+FFFD). */
+    readonly bytes: Buffer,
+    /** 1-based number of the chunk's first line within its source. */
+    readonly firstLine: number,
+    /** True for the last chunk of the last input. */
+    readonly final: boolean,
+    decoded?: string,
+  ) {
+    this.decoded = decoded;
+  }
+
+  /** The lines as text, each ending in "\n" except possibly the input's last (decoded on first use). */
+  get text(): string {
+    return (this.decoded ??= this.bytes.toString('utf8'));
+  }
 }
 
 export interface ReadOptions {
@@ -61,7 +72,9 @@ function open(file: string): Readable {
 export async function* readTextChunks(files: readonly string[], options: ReadOptions = {}): AsyncGenerator<TextChunk> {
   const chunkBytes = options.chunkBytes ?? 1 << 20;
   let bytesRead = 0;
-  for (const file of files.length === 0 ? [STDIN] : files) {
+  const inputs = files.length === 0 ? [STDIN] : files;
+  for (const [index, file] of inputs.entries()) {
+    const lastInput = index === inputs.length - 1;
     const source = sourceName(file);
     let pending: Buffer[] = [];
     let pendingBytes = 0;
@@ -69,10 +82,10 @@ export async function* readTextChunks(files: readonly string[], options: ReadOpt
     let offset = 0; // byte offset of pending[0] in the source
     let warned = false;
     let threshold = chunkBytes;
-    const emit = (buf: Buffer): TextChunk => {
-      let text: string;
+    const emit = (buf: Buffer, final: boolean): TextChunk => {
+      let chunk: TextChunk;
       if (isUtf8(buf)) {
-        text = buf.toString('utf8');
+        chunk = new TextChunk(source, buf, line, final);
       } else {
         const at = findInvalidUtf8(buf);
         const badLine = line + countNewlines(buf, 0, at);
@@ -81,9 +94,9 @@ export async function* readTextChunks(files: readonly string[], options: ReadOpt
         }
         if (!warned) options.onWarning?.(`${source}: invalid UTF-8 from byte ${offset + at} (line ${badLine}) on replaced with U+FFFD`);
         warned = true;
-        text = buf.toString('utf8');
+        const text = buf.toString('utf8');
+        chunk = new TextChunk(source, Buffer.from(text, 'utf8'), line, final, text);
       }
-      const chunk = { source, text, bytes: buf, firstLine: line };
       line += countNewlines(buf, 0, buf.length);
       offset += buf.length;
       return chunk;
@@ -104,7 +117,7 @@ export async function* readTextChunks(files: readonly string[], options: ReadOpt
           continue;
         }
         threshold = chunkBytes;
-        yield emit(buf.subarray(0, cut));
+        yield emit(buf.subarray(0, cut), false);
         const rest = buf.subarray(cut);
         pending = rest.length > 0 ? [rest] : [];
         pendingBytes = rest.length;
@@ -115,7 +128,7 @@ export async function* readTextChunks(files: readonly string[], options: ReadOpt
     } finally {
       if (file !== STDIN) stream.destroy();
     }
-    if (pendingBytes > 0) yield emit(pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes));
+    if (pendingBytes > 0) yield emit(pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes), lastInput);
   }
 }
 

@@ -105,6 +105,15 @@ describe('tokenizer files', () => {
     expect(deserializeTables(new Uint8Array(100))).toBeNull();
   });
 
+  it('a seeded piece cache changes speed, not ids', () => {
+    const seedCache = tok.seedPieceCache();
+    expect(seedCache.count).toBeGreaterThan(40_000); // most GPT-2 tokens are whole pre-tokens
+    const seeded = new Tokenizer(deserializeTables(serializeTables({ ...tok.tables, seedCache }))!, 'x');
+    const cases = JSON.parse(readFileSync(new URL('../../fixtures/tokenizer/hard-cases.json', import.meta.url), 'utf8')) as string[];
+    const fresh = loadTokenizer();
+    for (const text of [...cases, 'the cat sat on the mat', ' of the', "it's 1999!"]) expect(seeded.encode(text)).toEqual(fresh.encode(text));
+  });
+
   it('loads a small custom vocabulary from a directory', () => {
     const dir = join(tempDir(), 'tiny');
     mkdirSync(dir);
