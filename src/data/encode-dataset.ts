@@ -8,7 +8,7 @@ import { separatorIds } from '../tokenizer/documents.js';
 import { createEncoderPool } from '../tokenizer/pool.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { ToolError } from '../util/errors.js';
-import { readTextChunks } from '../util/input.js';
+import { readTextChunks, STDIN } from '../util/input.js';
 import { dtypeForVocab, type IdDtype, type Manifest } from './manifest.js';
 import type { ShardPlan } from './shard-writer.js';
 import { checkOutputDir } from '../util/atomic-dir.js';
@@ -84,7 +84,8 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Mani
   // Threads first, so they boot while this thread loads the tokenizer and the shard writer.
   const eager = (options.expectedBytes ?? 0) > chunkBytes;
   let tokenizer: Tokenizer | undefined;
-  const pool = createEncoderPool(workers, setup, { eager, tokenizer: () => tokenizer! });
+  const fromFiles = options.files.length > 0 && !options.files.includes(STDIN);
+  const pool = createEncoderPool(workers, setup, { eager, tokenizer: () => tokenizer!, mainShare: fromFiles });
   let padId: number;
   let separator: number[];
   try {

@@ -45,10 +45,15 @@ export const shardName = (k: number) => `shard-${String(k).padStart(5, '0')}.msg
 export function* blockRecords(ids: ArrayLike<number>, spec: Pick<DatasetSpec, 'blockSize' | 'dtype' | 'padId' | 'keepTail'>): Generator<StoredRecord> {
   const { blockSize, dtype } = spec;
   const full = Math.floor(ids.length / blockSize);
+  const Ids = dtype === 'uint16' ? Uint16Array : Int32Array;
   for (let r = 0; r < full; r++) {
-    const block = idArray(dtype, blockSize);
-    for (let k = 0; k < blockSize; k++) block[k] = ids[r * blockSize + k];
-    yield { input_ids: block };
+    if (ids instanceof Ids) {
+      yield { input_ids: ids.slice(r * blockSize, (r + 1) * blockSize) }; // a memcpy
+    } else {
+      const block = idArray(dtype, blockSize);
+      for (let k = 0; k < blockSize; k++) block[k] = ids[r * blockSize + k];
+      yield { input_ids: block };
+    }
   }
   const tail = ids.length - full * blockSize;
   if (spec.keepTail && tail > 0) {

@@ -1,9 +1,9 @@
 /**
- * Encodes chunks of documents on N worker threads and hands the results back in input order, so
- * the token stream (and every shard written from it) is byte-identical for any N. Even N = 1 uses
- * a thread, so the main thread keeps reading stdin while the worker encodes (otherwise an
- * upstream `wikitext-prep |` stalls on a full pipe and the two alternate instead of overlapping).
- * An input that fits in one chunk is encoded inline, without starting threads.
+ * Encodes chunks of documents on N workers and hands the results back in input order, so the
+ * token stream (and every shard written from it) is byte-identical for any N. Reading a pipe, even
+ * N = 1 is a thread, so this thread keeps draining stdin while the worker encodes (otherwise an
+ * upstream `wikitext-prep |` stalls on a full pipe and the two alternate instead of overlapping);
+ * reading files, this thread is one of the N. An input of one chunk is encoded here, no threads.
  */
 import { Worker } from 'node:worker_threads';
 import { encodeDocuments, separatorIds } from './documents.js';
@@ -35,15 +35,28 @@ export interface EncoderPool {
   close(): Promise<void>;
 }
 
-/**
- * `eager`: start the threads now (the caller knows the input is large), so they boot while the
- * main thread is still loading; otherwise the first chunk decides (a final one is done inline).
- */
-export function createEncoderPool(workers: number, setup: WorkerSetup, options: { tokenizer?: () => Tokenizer; eager?: boolean } = {}): EncoderPool {
-  let pool: EncoderPool | undefined = options.eager && workers >= 1 ? threadPool(workers, setup) : undefined;
+export interface PoolOptions {
+  /** The caller's tokenizer, for work done on this thread (loaded here if not given). */
+  tokenizer?: () => Tokenizer;
+  /** Start the threads now: the caller knows the input is large, so they boot while it loads. */
+  eager?: boolean;
+  /**
+   * This thread takes a share of the chunks (reading files: nothing upstream waits on us), so
+   * N workers are this thread + N − 1 threads, and one worker starts no thread at all. Reading a
+   * pipe, all N are threads and this thread keeps draining the pipe.
+   */
+  mainShare?: boolean;
+}
+
+export function createEncoderPool(workers: number, setup: WorkerSetup, options: PoolOptions = {}): EncoderPool {
+  const threads = Math.max(0, options.mainShare ? workers - 1 : workers);
+  let encodeHere: ((text: string) => EncodedChunk) | undefined;
+  const here = () => (encodeHere ??= inlineEncoder(setup, options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir)));
+  const start = (inline: boolean) => (inline || threads === 0 ? chunkPool(0, setup, here) : chunkPool(threads, setup, options.mainShare ? here : undefined));
+  let pool: EncoderPool | undefined = options.eager ? start(false) : undefined;
   return {
     async submit(chunk) {
-      pool ??= workers < 1 || chunk.final ? inlinePool(setup, options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir)) : threadPool(workers, setup);
+      pool ??= start(chunk.final); // a lone final chunk is not worth starting threads for
       await pool.submit(chunk);
     },
     drain: () => pool?.drain() ?? [],
@@ -52,32 +65,27 @@ export function createEncoderPool(workers: number, setup: WorkerSetup, options: 
   };
 }
 
-function inlinePool(setup: WorkerSetup, tokenizer: Tokenizer): EncoderPool {
+function inlineEncoder(setup: WorkerSetup, tokenizer: Tokenizer): (text: string) => EncodedChunk {
   const how = { separator: separatorIds(tokenizer, setup.docSeparator), allowSpecial: setup.allowSpecial };
-  let ready: EncodedChunk[] = [];
-  return {
-    async submit({ text }) {
-      const out = new IdBuffer(text.length >> 2);
-      const documents = encodeDocuments(tokenizer, text, how, out);
-      ready.push({ ids: out.view(), documents });
-    },
-    drain: () => ready.splice(0),
-    finish: async () => ready.splice(0),
-    close: async () => {
-      ready = [];
-    },
+  return (text) => {
+    const out = new IdBuffer(text.length >> 2);
+    const documents = encodeDocuments(tokenizer, text, how, out);
+    return { ids: out.view(), documents };
   };
 }
 
-function threadPool(size: number, setup: WorkerSetup): EncoderPool {
+/** Chunk k goes to slot k mod slots; slot 0 is this thread when `here` is given. */
+function chunkPool(threads: number, setup: WorkerSetup, here?: () => (text: string) => EncodedChunk): EncoderPool {
   const url = new URL('./encode-worker.js', import.meta.url);
-  const workers = Array.from({ length: size }, () => new Worker(url, { workerData: setup }));
+  const workers = Array.from({ length: threads }, () => new Worker(url, { workerData: setup }));
+  const inline = here !== undefined;
+  const slots = threads + (inline ? 1 : 0);
   const results = new Map<number, EncodedChunk>();
   let nextSeq = 0; // next chunk to submit
   let nextOut = 0; // next chunk to hand back
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
-  const maxInFlight = 2 * size;
+  const maxInFlight = 2 * slots;
 
   const settle = () => {
     wake?.();
@@ -109,15 +117,20 @@ function threadPool(size: number, setup: WorkerSetup): EncoderPool {
   };
 
   return {
-    async submit({ bytes }) {
+    async submit(chunk) {
       check();
       while (inFlight() >= maxInFlight) {
         await wait();
         check();
       }
-      const copy = new Uint8Array(bytes); // own buffer, so it can be transferred
-      workers[nextSeq % size].postMessage({ seq: nextSeq, bytes: copy }, [copy.buffer]);
-      nextSeq++;
+      const seq = nextSeq++;
+      const slot = seq % slots;
+      if (inline && slot === 0) {
+        results.set(seq, here!()(chunk.text));
+        return;
+      }
+      const copy = new Uint8Array(chunk.bytes); // own buffer, so it can be transferred
+      workers[slot - (inline ? 1 : 0)].postMessage({ seq, bytes: copy }, [copy.buffer]);
     },
     drain,
     async finish() {

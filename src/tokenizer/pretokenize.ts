@@ -91,8 +91,31 @@ function runEnd(text: string, i: number, end: number, cls: number): number {
 
 const APOS = 0x27;
 
-/** Index just past the pre-token that starts at `i` in text[..end). Requires i < end. */
+/**
+ * Index just past the pre-token that starts at `i` in text[..end). Requires i < end.
+ * Most English pieces are " word", "word", " 1999" or ",": an ASCII run (after an optional space)
+ * that ends at an ASCII character of another class. Those are decided here from a 128-entry
+ * table; anything else (apostrophes, whitespace, non-ASCII) takes the general path.
+ */
 export function pieceEnd(text: string, i: number, end: number): number {
+  const c = text.charCodeAt(i);
+  if (c !== APOS && c < 0x80) {
+    let j = c === 0x20 ? i + 1 : i;
+    if (j < end) {
+      const first = text.charCodeAt(j);
+      const cls = first < 0x80 ? BMP[first] : SPACE;
+      if (cls !== SPACE) {
+        j++;
+        let d = 0;
+        while (j < end && (d = text.charCodeAt(j)) < 0x80 && BMP[d] === cls) j++;
+        if (j === end || d < 0x80) return j;
+      }
+    }
+  }
+  return pieceEndGeneral(text, i, end);
+}
+
+function pieceEndGeneral(text: string, i: number, end: number): number {
   const c = text.charCodeAt(i);
   if (c === APOS && i + 1 < end) {
     const d = text.charCodeAt(i + 1);
