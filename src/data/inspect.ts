@@ -14,6 +14,8 @@ export async function inspectDataset(dir: string, options: { records: number; to
     `source      ${m.totals.documents} documents, ${m.totals.input_bytes} bytes of text`,
     `made by     ${m.created_by.command.join(' ')} (${m.created_by.tool} ${m.created_by.version})`,
   ];
+  const tokenizer = options.tokenizer?.identity.sha256 === m.tokenizer.sha256 ? options.tokenizer : undefined;
+  if (options.tokenizer && !tokenizer) lines.push(`(records not decoded: they belong to tokenizer ${m.tokenizer.name}, not ${options.tokenizer.identity.name}; pass --tokenizer DIR)`);
   for (const s of m.shards) lines.push(`  ${s.file}  ${s.records} records  ${s.tokens} tokens  ${s.bytes} bytes  sha256 ${s.sha256.slice(0, 12)}…`);
   let shown = 0;
   for await (const { record, shard, index } of dataset.iterate()) {
@@ -22,7 +24,7 @@ export async function inspectDataset(dir: string, options: { records: number; to
     lines.push('', `record ${shown - 1} (shard ${shard}, index ${index}): ${real}/${record.input_ids.length} tokens`);
     const ids = Array.from(record.input_ids.subarray(0, real));
     lines.push(`  ids   ${ids.slice(0, 16).join(' ')}${ids.length > 16 ? ' …' : ''}`);
-    if (options.tokenizer) lines.push(`  text  ${JSON.stringify(options.tokenizer.decode(ids.slice(0, 64)))}${ids.length > 64 ? ' …' : ''}`);
+    if (tokenizer) lines.push(`  text  ${JSON.stringify(tokenizer.decode(ids.slice(0, 64)))}${ids.length > 64 ? ' …' : ''}`);
   }
   return `${lines.join('\n')}\n`;
 }

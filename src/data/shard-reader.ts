@@ -10,6 +10,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsError, ToolError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
+import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { MANIFEST_FILE, validateManifest, type Manifest } from './manifest.js';
 import { unpacker, withDefaults, type StoredRecord, type TokenRecord } from './records.js';
 
@@ -76,6 +77,14 @@ export class ShardDataset {
     const dataset = new ShardDataset(dir, manifest, verify);
     if (verify !== 'none') await dataset.checkSizes();
     return dataset;
+  }
+
+  /** Fails unless the ids were made by this tokenizer (same vocab.json + merges.txt bytes). */
+  requireTokenizer(identity: TokenizerIdentity, what = 'the tokenizer'): void {
+    const t = this.manifest.tokenizer;
+    if (t.sha256 !== identity.sha256) {
+      throw new ToolError(`${this.dir}: encoded with tokenizer ${t.name} (vocab ${t.vocab_size}, sha256 ${t.sha256.slice(0, 12)}…), not ${what} ${identity.name} (vocab ${identity.vocab_size}, sha256 ${identity.sha256.slice(0, 12)}…)`);
+    }
   }
 
   get numRecords(): number {

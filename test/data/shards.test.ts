@@ -100,6 +100,11 @@ describe('shard reader', () => {
     expect(parts[1]).toEqual(global.filter((_, p) => p % 3 === 1));
   });
 
+  it('refuses another tokenizer', () => {
+    expect(() => dataset.requireTokenizer({ name: 'test', vocab_size: 1000, sha256: '0'.repeat(64) })).not.toThrow();
+    expect(() => dataset.requireTokenizer({ name: 'gpt2', vocab_size: 50257, sha256: 'f'.repeat(64) }, 'the model\'s tokenizer')).toThrow(/encoded with tokenizer test .* not the model's tokenizer gpt2/);
+  });
+
   it('resumes mid-epoch from a position', async () => {
     const all: number[] = [];
     for await (const r of dataset.iterate({ shuffle: true, seed: 3 })) all.push(firstId(r));
