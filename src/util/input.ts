@@ -92,7 +92,7 @@ export async function* readTextChunks(files: readonly string[], options: ReadOpt
         if (!options.lossy) {
           throw new ToolError(`${source}: invalid UTF-8 at byte ${offset + at} (line ${badLine}); use --lossy to replace bad bytes with U+FFFD`);
         }
-        if (!warned) options.onWarning?.(`${source}: invalid UTF-8 from byte ${offset + at} (line ${badLine}) on replaced with U+FFFD`);
+        if (!warned) options.onWarning?.(`${source}: invalid UTF-8 at byte ${offset + at} (line ${badLine}) and any later bad bytes replaced with U+FFFD`);
         warned = true;
         const text = buf.toString('utf8');
         chunk = new TextChunk(source, Buffer.from(text, 'utf8'), line, final, text);
