@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsError, ToolError } from '../util/errors.js';
+import { readJsonFile } from '../util/json-file.js';
 import { Rng } from '../util/rng.js';
 import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { MANIFEST_FILE, validateManifest, type Manifest } from './manifest.js';
@@ -56,24 +57,13 @@ export class ShardDataset {
   static async open(dir: string, options: { verify?: Verify } = {}): Promise<ShardDataset> {
     const verify = options.verify ?? 'checksum';
     const path = join(dir, MANIFEST_FILE);
-    let text: string;
-    try {
-      if (!(await stat(dir)).isDirectory()) throw new ToolError(`${dir}: not a directory (expected record shards written by bpe-encode)`);
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        const missingDir = !(await stat(dir).then(() => true, () => false));
-        throw new ToolError(missingDir ? `${dir}: no such directory` : `${dir}: no ${MANIFEST_FILE}, so the data set is incomplete (was bpe-encode interrupted?)`);
-      }
-      throw fsError(err, path);
+    const isDir = await stat(dir).then((s) => s.isDirectory(), () => undefined);
+    if (isDir === undefined) throw new ToolError(`${dir}: no such directory`);
+    if (!isDir) throw new ToolError(`${dir}: not a directory (expected record shards written by bpe-encode)`);
+    if (!(await stat(path).then(() => true, () => false))) {
+      throw new ToolError(`${dir}: no ${MANIFEST_FILE}, so the data set is incomplete (was bpe-encode interrupted?)`);
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (err) {
-      throw new ToolError(`${path}: not valid JSON (${(err as Error).message})`);
-    }
-    const manifest = validateManifest(json, path);
+    const manifest = validateManifest(await readJsonFile(path), path);
     const dataset = new ShardDataset(dir, manifest, verify);
     if (verify !== 'none') await dataset.checkSizes();
     return dataset;

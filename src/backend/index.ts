@@ -1,0 +1,12 @@
+/** The compute-backend layer: callers take `tf` from `selectBackend` (see select.ts). */
+export {
+  activeBackend,
+  BACKEND_ENV,
+  BACKEND_NAMES,
+  parseBackendName,
+  selectBackend,
+  type BackendName,
+  type ResolvedBackendName,
+  type SelectedBackend,
+  type Tf,
+} from './select.js';

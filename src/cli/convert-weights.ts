@@ -1,0 +1,61 @@
+/** convert-weights: Hugging Face / PyTorch / MindFormers GPT-2 weights → our checkpoint directory. */
+import { choiceOption, createProgram, logger, runProgram } from './common.js';
+import { createProgress } from './progress.js';
+
+interface Flags {
+  overwrite?: boolean;
+  config?: string;
+  to: 'hf' | 'mindformers';
+  dtype: 'f32' | 'f16';
+  quiet?: boolean;
+}
+
+const program = createProgram({
+  name: 'convert-weights',
+  summary: 'Convert GPT-2 weights into a checkpoint directory that Hugging Face transformers opens unchanged.',
+  examples: [
+    'convert-weights path/to/hf-gpt2 models/gpt2                 # model.safetensors or pytorch_model.bin',
+    'convert-weights gpt2/pytorch_model.bin models/gpt2 --config gpt2',
+    'convert-weights models/gpt2 models/gpt2-ms --to mindformers  # also writes mindformers.safetensors',
+    'convert-weights models/gpt2-ms/mindformers.safetensors back --config models/gpt2-ms/config.json',
+    'convert-weights models/gpt2 models/gpt2-half --dtype f16',
+  ],
+  notes: `SRC is a directory (config.json + model.safetensors or pytorch_model.bin) or a weights file.
+pytorch_model.bin is read in both PyTorch formats (zip, and the legacy one of the original gpt2)
+by a restricted unpickler that refuses anything a state dict does not need: nothing executes.
+Names with or without "transformer." are accepted, attention-mask buffers are dropped, and a
+file with MindFormers names (backbone.*) is converted back. vocab.json and merges.txt are copied
+from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
+})
+  .argument('<src>', 'HF model directory, or a .safetensors / .bin weights file')
+  .argument('<dst>', 'checkpoint directory to write')
+  .option('--overwrite', 'replace DST if it exists')
+  .option('--config <preset|file>', "model config when SRC has none (or to override it): a preset name or a config.json")
+  .addOption(choiceOption('--to <format>', 'also write MindFormers names (mindformers.safetensors in DST)', ['hf', 'mindformers'], 'hf'))
+  .addOption(choiceOption('--dtype <dtype>', 'float type of the written weights', ['f32', 'f16'], 'f32'))
+  .action(async (src: string, dst: string, flags: Flags) => {
+    const log = logger('convert-weights', !!flags.quiet);
+    const { convertWeights } = await import('../model/convert.js');
+    const progress = await createProgress({ quiet: flags.quiet, label: 'convert-weights', unit: 'bytes' });
+    let result;
+    try {
+      result = await convertWeights(src, dst, {
+        config: flags.config,
+        to: flags.to,
+        dtype: flags.dtype,
+        overwrite: flags.overwrite,
+        onInfo: log.info,
+        onProgress: (done, total) => {
+          progress.setTotal(total);
+          progress.update(done);
+        },
+      });
+    } finally {
+      progress.stop();
+    }
+    for (const name of result.ignored) log.warn(`ignoring tensor ${name} (not a GPT-2 parameter)`);
+    const c = result.config;
+    log.info(`${dst}: ${c.n_layer} layers, ${c.n_embd} wide, ${c.n_head} heads, vocab ${c.vocab_size} (from ${result.source === 'mindformers' ? 'MindFormers names' : 'HF names'} in ${result.weightsPath})`);
+  });
+
+await runProgram(program);

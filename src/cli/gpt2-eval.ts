@@ -1,0 +1,56 @@
+/** gpt2-eval: perplexity of a model on record shards, as one JSON line. */
+import { createProgram, intArg, logger, runProgram } from './common.js';
+import { createProgress } from './progress.js';
+
+interface Flags {
+  model: string;
+  data: string;
+  batchSize: number;
+  maxRecords?: number;
+  backend?: string;
+  seed: number;
+  quiet?: boolean;
+}
+
+const program = createProgram({
+  name: 'gpt2-eval',
+  summary: 'Evaluate a GPT-2 checkpoint on record shards: mean next-token cross-entropy and perplexity.',
+  examples: [
+    'gpt2-eval --model runs/a/checkpoints/latest --data data/valid',
+    'gpt2-eval --model models/gpt2 --data data/valid --batch-size 4 --max-records 100 --backend wasm',
+    'gpt2-eval --model gpt2-tiny --data data/valid        # a preset: random weights (a baseline)',
+  ],
+  notes: `Prints {"loss", "perplexity", "tokens", "records"} on stdout: the token-weighted mean cross-entropy
+of every predicted position whose target is real (attention_mask 1), inputs = ids[:-1] and
+labels = ids[1:] of each record (make eval shards with bpe-encode --block-size n_positions). The
+shards must come from the model's tokenizer. --backend (or $GPT2_BACKEND): auto, tensorflow-gpu,
+tensorflow, wasm, cpu.`,
+})
+  .requiredOption('-m, --model <dir|preset>', 'checkpoint directory (HF layout) or a preset name')
+  .requiredOption('-d, --data <dir>', 'record shards written by bpe-encode')
+  .option('-b, --batch-size <n>', 'records per forward pass', intArg('--batch-size', 1), 8)
+  .option('--max-records <n>', 'evaluate only the first n records', intArg('--max-records', 1))
+  .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
+  .option('--seed <n>', 'seed for a preset\'s random weights', intArg('--seed', 0), 0)
+  .action(async (flags: Flags) => {
+    const log = logger('gpt2-eval', !!flags.quiet);
+    const { ShardDataset } = await import('../data/shard-reader.js');
+    const dataset = await ShardDataset.open(flags.data);
+    const { openModel } = await import('../model/open.js');
+    const opened = await openModel(flags.model, { backend: flags.backend, log: log.info, seed: flags.seed });
+    for (const name of opened.ignored) log.warn(`${flags.model}: ignoring tensor ${name} (not a GPT-2 parameter)`);
+    dataset.requireTokenizer(opened.tokenizer, "the model's tokenizer");
+    const { evaluate } = await import('../train/evaluate.js');
+    const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
+    const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items' });
+    try {
+      const result = await evaluate(opened.model, dataset, { batchSize: flags.batchSize, maxRecords: flags.maxRecords, onProgress: (n) => progress.update(n) });
+      progress.stop();
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+    } finally {
+      progress.stop();
+      opened.model.dispose();
+    }
+  });
+
+await runProgram(program);

@@ -1,0 +1,156 @@
+/**
+ * Checkpoints are Hugging Face model directories: config.json, model.safetensors (F32, HF names,
+ * no lm_head: it is tied), vocab.json + merges.txt. HF transformers opens them unchanged; anything
+ * only we need (optimizer state, trainer state) lives in other files beside them.
+ *
+ * Loading is lenient where HF checkpoints differ and strict where a mistake would hide: names with
+ * or without "transformer.", the attention-mask buffers ignored, an lm_head.weight accepted only
+ * if it equals wte; a missing tensor or a wrong shape is an error naming the tensor.
+ */
+import { copyFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stageDir } from '../util/atomic-dir.js';
+import { fsError, ToolError } from '../util/errors.js';
+import { readJsonFile } from '../util/json-file.js';
+import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
+import { configFromJson, configToJson, type GPT2Config } from './config.js';
+import { parameterShapes, PREFIX, type ParameterValues } from './params.js';
+import { readSafetensors, writeSafetensors, type Tensor32 } from './safetensors.js';
+
+export const CONFIG_FILE = 'config.json';
+export const WEIGHTS_FILE = 'model.safetensors';
+export const TORCH_WEIGHTS_FILE = 'pytorch_model.bin';
+
+const exists = (path: string) => stat(path).then(() => true, () => false);
+
+/** Reads config.json of a model directory. */
+export async function readConfig(dir: string): Promise<GPT2Config> {
+  const path = join(dir, CONFIG_FILE);
+  return configFromJson(await readJsonFile(path), path);
+}
+
+/** Raw tensors of a weights file: safetensors, or a PyTorch pytorch_model.bin (zip or legacy). */
+export async function readWeightsFile(path: string, onProgress?: (done: number, total: number) => void): Promise<Map<string, Tensor32>> {
+  const head = Buffer.alloc(4);
+  try {
+    const { open } = await import('node:fs/promises');
+    const file = await open(path, 'r');
+    await file.read(head, 0, 4, 0);
+    await file.close();
+  } catch (err) {
+    throw fsError(err, path);
+  }
+  // PyTorch files start with a zip signature (PK) or a pickle (0x80 = PROTO); safetensors with a length.
+  if ((head[0] === 0x50 && head[1] === 0x4b) || head[0] === 0x80) {
+    const { readPytorchBin } = await import('./pytorch-bin.js');
+    return (await readPytorchBin(path, { onProgress })) as Map<string, Tensor32>;
+  }
+  return (await readSafetensors(path)).tensors;
+}
+
+/** The weights file of a model directory (model.safetensors, else pytorch_model.bin). */
+export async function weightsPathIn(dir: string): Promise<string> {
+  for (const name of [WEIGHTS_FILE, TORCH_WEIGHTS_FILE]) if (await exists(join(dir, name))) return join(dir, name);
+  throw new ToolError(`${dir}: no ${WEIGHTS_FILE} or ${TORCH_WEIGHTS_FILE} (not a model directory?)`);
+}
+
+const BUFFER = /(^|\.)attn\.(bias|masked_bias)$/;
+
+/**
+ * HF tensors → our parameter values for config. `where` names the source in errors; names that
+ * are neither parameters nor known buffers are returned as `ignored`.
+ */
+export function stateDictToParameters(tensors: Map<string, Tensor32>, config: GPT2Config, where: string): { values: ParameterValues; ignored: string[] } {
+  const byName = new Map<string, Tensor32>();
+  const ignored: string[] = [];
+  let lmHead: Tensor32 | undefined;
+  for (const [raw, t] of tensors) {
+    if (raw === 'lm_head.weight') {
+      lmHead = t;
+      continue;
+    }
+    const name = raw.startsWith(PREFIX) ? raw : PREFIX + raw;
+    if (BUFFER.test(raw)) continue; // causal-mask buffers (h.N.attn.bias, .masked_bias), not parameters
+    byName.set(name, t);
+  }
+  const values: ParameterValues = new Map();
+  for (const [name, shape] of parameterShapes(config)) {
+    const t = byName.get(name) ?? byName.get(name.slice(PREFIX.length));
+    if (!t) throw new ToolError(`${where}: missing tensor ${name}`);
+    if (t.shape.join(',') !== shape.join(',')) {
+      throw new ToolError(`${where}: tensor ${name} has shape [${t.shape.join(', ')}], the config expects [${shape.join(', ')}]`);
+    }
+    values.set(name, { shape, data: t.data });
+    byName.delete(name);
+  }
+  ignored.push(...byName.keys());
+  if (lmHead) {
+    const wte = values.get(`${PREFIX}wte.weight`)!;
+    if (lmHead.shape.join(',') !== wte.shape.join(',') || !lmHead.data.every((v, k) => v === wte.data[k])) {
+      throw new ToolError(`${where}: lm_head.weight differs from transformer.wte.weight; GPT-2's LM head is tied to the embedding and an untied head is not supported`);
+    }
+  }
+  return { values, ignored };
+}
+
+export interface LoadedCheckpoint {
+  config: GPT2Config;
+  values: ParameterValues;
+  /** Directory holding vocab.json + merges.txt for this model. */
+  tokenizerDir: string;
+  ignored: string[];
+}
+
+/** Loads a checkpoint directory (ours or HF's). */
+export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
+  let isDir = false;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch (err) {
+    throw fsError(err, dir);
+  }
+  if (!isDir) throw new ToolError(`${dir}: not a directory (a checkpoint is a directory with config.json and model.safetensors)`);
+  const config = await readConfig(dir);
+  const path = await weightsPathIn(dir);
+  const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path);
+  const hasTokenizer = (await exists(join(dir, 'vocab.json'))) && (await exists(join(dir, 'merges.txt')));
+  return { config, values, tokenizerDir: hasTokenizer ? dir : builtinTokenizerDir(), ignored };
+}
+
+export interface SaveOptions {
+  /** Where vocab.json + merges.txt come from (default: the built-in GPT-2 files). */
+  tokenizerDir?: string;
+  dtype?: 'F32' | 'F16';
+  overwrite?: boolean;
+  /** Writes further files (optimizer state, …) into the staged directory before it is renamed. */
+  extra?: (stagedDir: string) => Promise<void>;
+}
+
+/** Writes an HF model directory atomically (staged beside dir, renamed into place). */
+export async function saveCheckpoint(dir: string, config: GPT2Config, values: ParameterValues, options: SaveOptions = {}): Promise<void> {
+  const staged = await stageDir(dir, !!options.overwrite, 'checkpoint directory');
+  try {
+    const config_ = `${JSON.stringify(configToJson(config), null, 2)}\n`;
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(join(staged.path, CONFIG_FILE), config_).catch((err) => {
+      throw fsError(err, join(dir, CONFIG_FILE));
+    });
+    const tensors = parameterShapes(config).map(([name, shape]) => {
+      const v = values.get(name);
+      if (!v) throw new ToolError(`cannot save: missing tensor ${name}`);
+      return { name, shape, data: v.data };
+    });
+    await writeSafetensors(join(staged.path, WEIGHTS_FILE), tensors, { dtype: options.dtype });
+    const tokenizerDir = options.tokenizerDir ?? builtinTokenizerDir();
+    for (const name of ['vocab.json', 'merges.txt']) {
+      await copyFile(join(tokenizerDir, name), join(staged.path, name)).catch((err) => {
+        throw fsError(err, join(tokenizerDir, name));
+      });
+    }
+    await options.extra?.(staged.path);
+    await staged.commit();
+  } catch (err) {
+    await staged.abort();
+    throw err;
+  }
+}

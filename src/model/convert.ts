@@ -1,0 +1,78 @@
+/**
+ * convert-weights as a library function: a Hugging Face GPT-2 (directory or weights file:
+ * model.safetensors, or pytorch_model.bin in the zip or the legacy format) or a MindFormers
+ * safetensors file → our checkpoint directory; optionally also the MindFormers names.
+ */
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { fsError, ToolError } from '../util/errors.js';
+import { readJsonFile } from '../util/json-file.js';
+import { configFromJson, presetConfig, PRESETS, type GPT2Config } from './config.js';
+import { readConfig, readWeightsFile, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
+import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
+import type { ParameterValues } from './params.js';
+import { writeSafetensors } from './safetensors.js';
+
+export const MINDFORMERS_FILE = 'mindformers.safetensors';
+
+export interface ConvertOptions {
+  /** Preset name or path of a config.json; default: SRC's config.json. */
+  config?: string;
+  to?: 'hf' | 'mindformers';
+  dtype?: 'f32' | 'f16';
+  overwrite?: boolean;
+  onProgress?: (done: number, total: number) => void;
+  onInfo?: (message: string) => void;
+}
+
+export interface ConvertResult {
+  config: GPT2Config;
+  source: 'hf' | 'mindformers';
+  weightsPath: string;
+  ignored: string[];
+}
+
+const exists = (path: string) => stat(path).then(() => true, () => false);
+
+async function configFor(option: string | undefined, srcDir: string): Promise<GPT2Config> {
+  if (option !== undefined) {
+    if (option in PRESETS) return presetConfig(option);
+    if (!(await exists(option))) throw new ToolError(`--config ${option}: neither a preset (${Object.keys(PRESETS).join(', ')}) nor a file`);
+    return configFromJson(await readJsonFile(option), option);
+  }
+  if (await exists(join(srcDir, 'config.json'))) return readConfig(srcDir);
+  throw new ToolError(`${srcDir}: no config.json; give --config PRESET or --config FILE`);
+}
+
+export async function convertWeights(src: string, dst: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  let srcIsDir: boolean;
+  try {
+    srcIsDir = (await stat(src)).isDirectory();
+  } catch (err) {
+    throw fsError(err, src);
+  }
+  const srcDir = srcIsDir ? src : dirname(src);
+  const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
+  const config = await configFor(options.config, srcDir);
+  options.onInfo?.(`reading ${weightsPath}`);
+  const tensors = await readWeightsFile(weightsPath, options.onProgress);
+  let values: ParameterValues;
+  let ignored: string[] = [];
+  const source = isMindformers(tensors.keys()) ? 'mindformers' : 'hf';
+  if (source === 'mindformers') {
+    values = fromMindformers(config, tensors, weightsPath);
+  } else {
+    ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath));
+  }
+  const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
+  await saveCheckpoint(dst, config, values, {
+    overwrite: options.overwrite,
+    dtype: options.dtype === 'f16' ? 'F16' : 'F32',
+    tokenizerDir: hasTokenizer ? srcDir : undefined,
+    extra:
+      options.to === 'mindformers'
+        ? (staged) => writeSafetensors(join(staged, MINDFORMERS_FILE), toMindformers(config, values), { dtype: options.dtype === 'f16' ? 'F16' : 'F32', metadata: { source: basename(weightsPath) } })
+        : undefined,
+  });
+  return { config, source, weightsPath, ignored };
+}

@@ -1,0 +1,90 @@
+/**
+ * Perplexity of a model on record shards (gpt2-eval, and periodic evaluation in training): the
+ * token-weighted mean next-token cross-entropy over every position whose target is real
+ * (attention_mask 1), with the seed's shift: inputs = ids[:-1], labels = ids[1:].
+ * (MindFormers averages per-batch losses instead; that equals ours for equal, unpadded blocks.)
+ */
+import type { ShardDataset } from '../data/shard-reader.js';
+import type { GPT2 } from '../model/gpt2.js';
+import { ToolError } from '../util/errors.js';
+import { crossEntropySum } from './loss.js';
+
+export interface EvalResult {
+  loss: number;
+  perplexity: number;
+  tokens: number;
+  records: number;
+}
+
+export interface EvalOptions {
+  batchSize?: number;
+  maxRecords?: number;
+  onProgress?: (records: number, total: number) => void;
+}
+
+/** Checks that a data set fits a model: block size within the context, ids within the vocabulary. */
+export function checkDataFitsModel(dataset: ShardDataset, model: GPT2): void {
+  const { block_size: block, tokenizer } = dataset.manifest;
+  const c = model.config;
+  if (block - 1 > c.n_positions) {
+    throw new ToolError(`${dataset.dir}: block size ${block} needs ${block - 1} positions; the model has ${c.n_positions} (use --block-size ≤ ${c.n_positions + 1})`);
+  }
+  if (tokenizer.vocab_size > c.vocab_size) {
+    throw new ToolError(`${dataset.dir}: tokenizer vocabulary (${tokenizer.vocab_size}) is larger than the model's (${c.vocab_size})`);
+  }
+}
+
+export async function evaluate(model: GPT2, dataset: ShardDataset, options: EvalOptions = {}): Promise<EvalResult> {
+  checkDataFitsModel(dataset, model);
+  const batchSize = options.batchSize ?? 8;
+  const total = Math.min(dataset.numRecords, options.maxRecords ?? Infinity);
+  const vocab = model.config.vocab_size;
+  let sum = 0;
+  let tokens = 0;
+  let records = 0;
+  let batch: { ids: number[]; mask: Uint8Array; where: string }[] = [];
+
+  const run = async () => {
+    const length = batch[0].ids.length - 1;
+    const { hidden } = model.hidden(batch.map((r) => r.ids.slice(0, length)));
+    const labels = new Int32Array(batch.length * length);
+    const weights = new Uint8Array(batch.length * length);
+    batch.forEach((r, b) => {
+      for (let t = 0; t < length; t++) {
+        labels[b * length + t] = r.ids[t + 1];
+        weights[b * length + t] = r.mask[t + 1];
+      }
+    });
+    const flat = hidden.reshape([batch.length * length, model.config.n_embd]);
+    hidden.dispose();
+    try {
+      const part = await crossEntropySum(model, flat as never, labels, weights);
+      sum += part.sum;
+      tokens += part.count;
+    } finally {
+      flat.dispose();
+    }
+    batch = [];
+  };
+
+  for await (const { record, shard, index } of dataset.iterate()) {
+    if (records >= total) break;
+    const ids = Array.from(record.input_ids);
+    for (const id of ids) {
+      if (id >= vocab) throw new ToolError(`${dataset.dir}: shard ${shard} record ${index}: token id ${id} is outside the model's vocabulary (${vocab})`);
+    }
+    batch.push({ ids, mask: record.attention_mask, where: `shard ${shard} record ${index}` });
+    records++;
+    if (batch.length === batchSize) {
+      await run();
+      options.onProgress?.(records, total);
+    }
+  }
+  if (batch.length > 0) {
+    await run();
+    options.onProgress?.(records, total);
+  }
+  if (tokens === 0) throw new ToolError(`${dataset.dir}: no tokens to evaluate (${records} records)`);
+  const loss = sum / tokens;
+  return { loss, perplexity: Math.exp(loss), tokens, records };
+}
