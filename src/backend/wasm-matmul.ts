@@ -49,8 +49,19 @@ function matMulC(backend: WasmBackend): MatMulC {
  */
 const rightShapes = new WeakMap<object, string>();
 
+/**
+ * Whether XNNPACK may keep each weight matrix's packed form between calls. Kept, a model holds a
+ * second copy of its matmul weights (+70% memory for GPT-2); not kept, each product repacks its
+ * right operand — noise next to a multi-row product, and the default.
+ */
+let cachePackedWeights = false;
+export function setPackedWeightCache(enabled: boolean): void {
+  cachePackedWeights = enabled;
+}
+
 /** True when XNNPACK may cache b's packed form under its own id: first use, or the same shape. */
 function claimRightOperand(dataId: object, k: number, n: number): boolean {
+  if (!cachePackedWeights) return false;
   const key = `${k},${n}`;
   const recorded = rightShapes.get(dataId);
   if (recorded === undefined) rightShapes.set(dataId, key);

@@ -28,7 +28,8 @@ if (args[0] === '--child') {
   const t1 = performance.now();
   // What generation's prefill computes: hidden states for every token, logits for the last.
   const { hidden } = model.hidden(ids);
-  const last = model.tf.tidy(() => model.lmHead(hidden.slice([0, length - 1, 0], [batch, 1, -1]).reshape([batch, model.config.n_embd])));
+  const tf = model.tf;
+  const last = tf.tidy(() => model.lmHead(tf.reshape(tf.slice(hidden, [0, length - 1, 0], [batch, 1, -1]), [batch, model.config.n_embd])));
   await last.data();
   const prefillMs = performance.now() - t1;
   model.tf.dispose([hidden, last]);

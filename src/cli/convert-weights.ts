@@ -45,6 +45,7 @@ from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
         dtype: flags.dtype,
         overwrite: flags.overwrite,
         onInfo: log.info,
+        onWarning: log.warn,
         onProgress: (done, total) => {
           progress.setTotal(total);
           progress.update(done);

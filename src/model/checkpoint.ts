@@ -15,7 +15,7 @@ import { readJsonFile } from '../util/json-file.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
 import { configFromJson, configToJson, type GPT2Config } from './config.js';
 import { parameterShapes, PREFIX, type ParameterValues } from './params.js';
-import { readSafetensors, writeSafetensors, type Tensor32 } from './safetensors.js';
+import { openSafetensors, readSafetensors, writeSafetensors, type LazyTensor, type Tensor32 } from './safetensors.js';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -57,39 +57,43 @@ export async function weightsPathIn(dir: string): Promise<string> {
 const BUFFER = /(^|\.)attn\.(bias|masked_bias)$/;
 
 /**
- * HF tensors → our parameter values for config. `where` names the source in errors; names that
- * are neither parameters nor known buffers are returned as `ignored`.
+ * Which stored tensor holds each parameter of config: names with or without "transformer.",
+ * causal-mask buffers skipped, shapes checked. `where` names the source in errors; names that are
+ * neither parameters nor known buffers come back as `ignored`.
  */
-export function stateDictToParameters(tensors: Map<string, Tensor32>, config: GPT2Config, where: string): { values: ParameterValues; ignored: string[] } {
-  const byName = new Map<string, Tensor32>();
-  const ignored: string[] = [];
-  let lmHead: Tensor32 | undefined;
+export function resolveNames<T extends { shape: number[] }>(tensors: Map<string, T>, config: GPT2Config, where: string): { params: Map<string, T>; ignored: string[]; lmHead?: T } {
+  const byName = new Map<string, T>();
+  let lmHead: T | undefined;
   for (const [raw, t] of tensors) {
-    if (raw === 'lm_head.weight') {
-      lmHead = t;
-      continue;
-    }
-    const name = raw.startsWith(PREFIX) ? raw : PREFIX + raw;
-    if (BUFFER.test(raw)) continue; // causal-mask buffers (h.N.attn.bias, .masked_bias), not parameters
-    byName.set(name, t);
+    if (raw === 'lm_head.weight') lmHead = t;
+    else if (!BUFFER.test(raw)) byName.set(raw.startsWith(PREFIX) ? raw : PREFIX + raw, t);
   }
-  const values: ParameterValues = new Map();
+  const params = new Map<string, T>();
   for (const [name, shape] of parameterShapes(config)) {
-    const t = byName.get(name) ?? byName.get(name.slice(PREFIX.length));
+    const t = byName.get(name);
     if (!t) throw new ToolError(`${where}: missing tensor ${name}`);
     if (t.shape.join(',') !== shape.join(',')) {
       throw new ToolError(`${where}: tensor ${name} has shape [${t.shape.join(', ')}], the config expects [${shape.join(', ')}]`);
     }
-    values.set(name, { shape, data: t.data });
+    params.set(name, t);
     byName.delete(name);
   }
-  ignored.push(...byName.keys());
-  if (lmHead) {
-    const wte = values.get(`${PREFIX}wte.weight`)!;
-    if (lmHead.shape.join(',') !== wte.shape.join(',') || !lmHead.data.every((v, k) => v === wte.data[k])) {
-      throw new ToolError(`${where}: lm_head.weight differs from transformer.wte.weight; GPT-2's LM head is tied to the embedding and an untied head is not supported`);
-    }
+  return { params, ignored: [...byName.keys()], lmHead };
+}
+
+/** GPT-2's head is tied: a stored lm_head.weight must equal wte. */
+function checkTiedHead(lmHead: Float32Array, wte: Float32Array, where: string): void {
+  if (lmHead.length !== wte.length || !lmHead.every((v, k) => v === wte[k])) {
+    throw new ToolError(`${where}: lm_head.weight differs from transformer.wte.weight; GPT-2's LM head is tied to the embedding and an untied head is not supported`);
   }
+}
+
+/** HF tensors (in memory) → our parameter values for config. */
+export function stateDictToParameters(tensors: Map<string, Tensor32>, config: GPT2Config, where: string): { values: ParameterValues; ignored: string[] } {
+  const { params, ignored, lmHead } = resolveNames(tensors, config, where);
+  const values: ParameterValues = new Map();
+  for (const [name, t] of params) values.set(name, { shape: t.shape, data: t.data });
+  if (lmHead) checkTiedHead(lmHead.data, values.get(`${PREFIX}wte.weight`)!.data, where);
   return { values, ignored };
 }
 
@@ -101,8 +105,7 @@ export interface LoadedCheckpoint {
   ignored: string[];
 }
 
-/** Loads a checkpoint directory (ours or HF's). */
-export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
+async function checkpointDir(dir: string): Promise<void> {
   let isDir = false;
   try {
     isDir = (await stat(dir)).isDirectory();
@@ -110,11 +113,54 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     throw fsError(err, dir);
   }
   if (!isDir) throw new ToolError(`${dir}: not a directory (a checkpoint is a directory with config.json and model.safetensors)`);
+}
+
+async function tokenizerDirFor(dir: string): Promise<string> {
+  const hasTokenizer = (await exists(join(dir, 'vocab.json'))) && (await exists(join(dir, 'merges.txt')));
+  return hasTokenizer ? dir : builtinTokenizerDir();
+}
+
+/** Loads a checkpoint directory (ours or HF's) into memory. */
+export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
+  await checkpointDir(dir);
   const config = await readConfig(dir);
   const path = await weightsPathIn(dir);
   const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path);
-  const hasTokenizer = (await exists(join(dir, 'vocab.json'))) && (await exists(join(dir, 'merges.txt')));
-  return { config, values, tokenizerDir: hasTokenizer ? dir : builtinTokenizerDir(), ignored };
+  return { config, values, tokenizerDir: await tokenizerDirFor(dir), ignored };
+}
+
+export interface StreamedCheckpoint {
+  config: GPT2Config;
+  /** Each parameter's values, read when asked (from safetensors, one tensor at a time). */
+  params: Map<string, LazyTensor>;
+  tokenizerDir: string;
+  ignored: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A checkpoint whose tensors are read one by one as the model takes them, so loading never holds
+ * the weights twice (file + backend). PyTorch .bin files are read whole (convert them once).
+ */
+export async function openCheckpoint(dir: string): Promise<StreamedCheckpoint> {
+  await checkpointDir(dir);
+  const config = await readConfig(dir);
+  const path = await weightsPathIn(dir);
+  const tokenizerDir = await tokenizerDirFor(dir);
+  if (!path.endsWith('.safetensors')) {
+    const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path);
+    const params = new Map([...values].map(([name, v]) => [name, { shape: v.shape, dtype: 'F32' as const, read: async () => v.data, readInto: async (dest: Float32Array) => dest.set(v.data) }]));
+    return { config, params, tokenizerDir, ignored, close: async () => {} };
+  }
+  const file = await openSafetensors(path);
+  try {
+    const { params, ignored, lmHead } = resolveNames(file.tensors, config, path);
+    if (lmHead) checkTiedHead(await lmHead.read(), await params.get(`${PREFIX}wte.weight`)!.read(), path);
+    return { config, params, tokenizerDir, ignored, close: file.close };
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
 }
 
 export interface SaveOptions {

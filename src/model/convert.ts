@@ -23,6 +23,7 @@ export interface ConvertOptions {
   overwrite?: boolean;
   onProgress?: (done: number, total: number) => void;
   onInfo?: (message: string) => void;
+  onWarning?: (message: string) => void;
 }
 
 export interface ConvertResult {
@@ -65,6 +66,9 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath));
   }
   const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
+  if (!hasTokenizer && config.vocab_size !== 50257) {
+    options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (50257 tokens) although the model has ${config.vocab_size}`);
+  }
   await saveCheckpoint(dst, config, values, {
     overwrite: options.overwrite,
     dtype: options.dtype === 'f16' ? 'F16' : 'F32',

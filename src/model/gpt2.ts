@@ -8,6 +8,7 @@
  * them as `past` with the next tokens; the result equals running the whole sequence at once.
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import { tensorFromReader } from '../backend/tensor-from-reader.js';
 import { ToolError } from '../util/errors.js';
 import type { GPT2Config } from './config.js';
 import { parameterShapes, PREFIX, type ParameterValues } from './params.js';
@@ -37,6 +38,8 @@ export interface ForwardOptions {
 }
 
 const NEG = -1e9; // "minus infinity" that stays finite when two masks add up (no NaN rows)
+const SCORE_ELEMENTS = 1 << 20; // attention scores computed at once in inference (4 MB)
+const MLP_ROWS = 256; // rows through the MLP at once in inference
 
 export class GPT2 {
   private constructor(
@@ -56,6 +59,25 @@ export class GPT2 {
       const t = tf.tensor(v.data, shape, 'float32');
       params.set(name, options.trainable ? tf.variable(t, true, name) : t);
       if (options.trainable) t.dispose();
+    }
+    return new GPT2(tf, config, params);
+  }
+
+  /**
+   * A model over tensors read one at a time from `sources` (each read is dropped once its
+   * tensor is made), so loading needs little more memory than the weights themselves.
+   */
+  static async fromSources(tf: TF, config: GPT2Config, sources: Map<string, { shape: number[]; readInto(dest: Float32Array): Promise<void> }>): Promise<GPT2> {
+    const params = new Map<string, Tensor>();
+    try {
+      for (const [name, shape] of parameterShapes(config)) {
+        const source = sources.get(name);
+        if (!source) throw new ToolError(`missing tensor ${name}`);
+        params.set(name, await tensorFromReader(tf, shape, (dest) => source.readInto(dest)));
+      }
+    } catch (err) {
+      tf.dispose([...params.values()]);
+      throw err;
     }
     return new GPT2(tf, config, params);
   }
@@ -98,10 +120,20 @@ export class GPT2 {
         // freed before the next block runs, not at the end of the whole pass.
         const input = x;
         const block = tf.tidy(() => {
-          const { out, k, v } = this.attention(i, this.layerNorm(input, `h.${i}.ln_1`), bias, options.past?.layers[i], options);
-          const mid = tf.add(input, out);
-          const y = tf.add(mid, this.mlp(i, this.layerNorm(mid as tfjs.Tensor3D, `h.${i}.ln_2`), options)) as tfjs.Tensor3D;
-          return options.useCache ? { y, k, v } : { y };
+          // In inference each intermediate is freed as soon as the next step has it (a scope
+          // alone would keep them all to the block's end); training keeps them for the gradients.
+          const done = (...ts: Tensor[]) => options.training || tf.dispose(ts);
+          const normed = this.layerNorm(input, `h.${i}.ln_1`);
+          const { out, k, v } = this.attention(i, normed, bias, options.past?.layers[i], options);
+          done(normed);
+          const mid = tf.add(input, out) as tfjs.Tensor3D;
+          done(out);
+          const ff = this.feedForward(i, mid, options);
+          const y = tf.add(mid, ff) as tfjs.Tensor3D;
+          done(mid, ff);
+          if (options.useCache) return { y, k, v };
+          done(k, v);
+          return { y };
         });
         if (block.k && block.v) layers.push({ k: block.k, v: block.v });
         if (i > 0) input.dispose();
@@ -112,16 +144,22 @@ export class GPT2 {
     });
   }
 
-  /** LM head: logits [N, vocab] of hidden states [N, n_embd] (tied to wte). */
+  /**
+   * LM head: logits [N, vocab] of hidden states [N, n_embd] (tied to wte). Computed as
+   * (wte · hᵀ)ᵀ: the product then transposes the small hidden states, where h · wteᵀ would
+   * transpose (and on wasm repack) the 150 MB embedding on every call.
+   */
   lmHead(hidden2d: tfjs.Tensor2D): tfjs.Tensor2D {
-    return this.tf.matMul(hidden2d, this.param('wte.weight') as tfjs.Tensor2D, false, true);
+    const tf = this.tf;
+    return tf.tidy(() => tf.transpose(tf.matMul(this.param('wte.weight') as tfjs.Tensor2D, hidden2d, false, true)) as tfjs.Tensor2D);
   }
 
   /** Logits [B, T, vocab] and, with useCache, the extended cache. */
   forward(ids: number[][], options: ForwardOptions = {}): { logits: tfjs.Tensor3D; cache?: KVCache } {
     const { hidden, cache } = this.hidden(ids, options);
     const [b, t, d] = hidden.shape;
-    const logits = this.tf.tidy(() => this.lmHead(hidden.reshape([b * t, d])).reshape([b, t, this.config.vocab_size]) as tfjs.Tensor3D);
+    const tf = this.tf;
+    const logits = tf.tidy(() => tf.reshape(this.lmHead(tf.reshape(hidden, [b * t, d])), [b, t, this.config.vocab_size]) as tfjs.Tensor3D);
     hidden.dispose();
     return { logits, cache };
   }
@@ -167,8 +205,8 @@ export class GPT2 {
     const tf = this.tf;
     const [b, t, d] = x.shape;
     const w = this.param(`${name}.weight`) as tfjs.Tensor2D;
-    const y = tf.add(tf.matMul(x.reshape([b * t, d]), w), this.param(`${name}.bias`));
-    return y.reshape([b, t, w.shape[1]]);
+    const y = tf.add(tf.matMul(tf.reshape(x, [b * t, d]), w), this.param(`${name}.bias`));
+    return tf.reshape(y, [b, t, w.shape[1]]);
   }
 
   private attention(i: number, x: tfjs.Tensor3D, bias: Tensor, past: { k: Tensor; v: Tensor } | undefined, options: ForwardOptions) {
@@ -176,18 +214,58 @@ export class GPT2 {
     const { n_head: heads, n_embd: d } = this.config;
     const hd = d / heads;
     const [b, t] = x.shape;
-    const qkv = this.conv1d(x, `h.${i}.attn.c_attn`);
-    const [q, kNew, vNew] = tf.split(qkv, 3, 2).map((part) => part.reshape([b, t, heads, hd]).transpose([0, 2, 1, 3]));
-    const k = past ? tf.concat([past.k, kNew], 2) : kNew;
-    const v = past ? tf.concat([past.v, vNew], 2) : vNew;
+    const [q, k, v] = tf.tidy(() => {
+      const qkv = this.conv1d(x, `h.${i}.attn.c_attn`);
+      const [qh, kNew, vNew] = tf.split(qkv, 3, 2).map((part) => tf.transpose(tf.reshape(part, [b, t, heads, hd]), [0, 2, 1, 3]));
+      return [tf.mul(qh, 1 / Math.sqrt(hd)), past ? tf.concat([past.k, kNew], 2) : kNew, past ? tf.concat([past.v, vNew], 2) : vNew];
+    });
     const s = k.shape[2] as number;
-    const scores = tf.matMul(q.reshape([b * heads, t, hd]), k.reshape([b * heads, s, hd]), false, true).reshape([b, heads, t, s]);
-    let probs = tf.softmax(tf.add(tf.mul(scores, 1 / Math.sqrt(hd)), bias));
-    probs = this.dropout(probs, this.config.attn_pdrop, options, 1 + 2 * i);
-    const ctx = tf.matMul(probs.reshape([b * heads, t, s]), v.reshape([b * heads, s, hd])).reshape([b, heads, t, hd]);
-    const merged = ctx.transpose([0, 2, 1, 3]).reshape([b, t, d]) as tfjs.Tensor3D;
-    const out = this.dropout(this.conv1d(merged, `h.${i}.attn.c_proj`), this.config.resid_pdrop, options, 2 + 2 * i);
+    const rows = b * heads;
+    const q3 = tf.reshape(q, [rows, t, hd]);
+    const k3 = tf.reshape(k, [rows, s, hd]);
+    const v3 = tf.reshape(v, [rows, s, hd]);
+    // Scores are [batch·heads, T, S]: 50 MB a layer for one 1024-token prompt. Inference takes them
+    // a few (batch, head) rows at a time so they never dominate memory; training keeps one product.
+    const group = options.training ? rows : Math.max(1, Math.floor(SCORE_ELEMENTS / (t * s)));
+    const biasRows = bias.shape[0] === 1 ? undefined : tf.reshape(bias, [b, t, s]);
+    const parts: Tensor[] = [];
+    for (let g = 0; g < rows; g += group) {
+      const n = Math.min(group, rows - g);
+      parts.push(
+        tf.tidy(() => {
+          const scores = tf.matMul(tf.slice(q3, [g, 0, 0], [n, -1, -1]), tf.slice(k3, [g, 0, 0], [n, -1, -1]), false, true);
+          const rowBias = biasRows ? tf.gather(biasRows, tf.tensor1d(Array.from({ length: n }, (_, r) => Math.floor((g + r) / heads)), 'int32')) : tf.reshape(bias, [1, t, s]);
+          const probs = this.dropout(tf.softmax(tf.add(scores, rowBias)), this.config.attn_pdrop, options, 1 + 2 * i);
+          return tf.matMul(probs, tf.slice(v3, [g, 0, 0], [n, -1, -1]));
+        }),
+      );
+    }
+    if (!options.training) tf.dispose([q, q3]);
+    const out = tf.tidy(() => {
+      const ctx = parts.length === 1 ? parts[0] : tf.concat(parts, 0);
+      const merged = tf.reshape(tf.transpose(tf.reshape(ctx, [b, heads, t, hd]), [0, 2, 1, 3]), [b, t, d]) as tfjs.Tensor3D;
+      return this.dropout(this.conv1d(merged, `h.${i}.attn.c_proj`), this.config.resid_pdrop, options, 2 + 2 * i);
+    });
     return { out, k, v };
+  }
+
+  /**
+   * ln_2 → MLP. Its activation is a chain of ~9 elementwise ops on [rows, 4·n_embd], all alive
+   * until the block's scope ends, so inference runs it on slices of MLP_ROWS rows at a time
+   * (a 1024-token prompt would otherwise hold ~110 MB of them per block).
+   */
+  private feedForward(i: number, x: tfjs.Tensor3D, options: ForwardOptions): tfjs.Tensor3D {
+    const tf = this.tf;
+    const [b, t, d] = x.shape;
+    const rows = b * t;
+    if (options.training || rows <= MLP_ROWS) return this.mlp(i, this.layerNorm(x, `h.${i}.ln_2`), options);
+    const flat = tf.reshape(x, [1, rows, d]) as tfjs.Tensor3D;
+    const parts: Tensor[] = [];
+    for (let r = 0; r < rows; r += MLP_ROWS) {
+      const n = Math.min(MLP_ROWS, rows - r);
+      parts.push(tf.tidy(() => this.mlp(i, this.layerNorm(tf.slice(flat, [0, r, 0], [1, n, d]), `h.${i}.ln_2`), options)));
+    }
+    return tf.reshape(tf.concat(parts, 1), [b, t, d]);
   }
 
   private mlp(i: number, x: tfjs.Tensor3D, options: ForwardOptions): tfjs.Tensor3D {

@@ -8,7 +8,7 @@ import { selectBackend, type BackendName, type SelectedBackend } from '../backen
 import { tokenizerSha256 } from '../tokenizer/vocab-files.js';
 import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { fsError } from '../util/errors.js';
-import { loadCheckpoint } from './checkpoint.js';
+import { openCheckpoint } from './checkpoint.js';
 import { presetConfig, PRESETS } from './config.js';
 import { GPT2 } from './gpt2.js';
 import { initialParameters } from './params.js';
@@ -34,14 +34,18 @@ export async function tokenizerIdentityOf(dir: string): Promise<TokenizerIdentit
 
 /** `source` is a checkpoint directory or a preset name (random weights from `seed`). */
 export async function openModel(source: string, options: { backend?: BackendName | string; log?: (m: string) => void; seed?: number } = {}): Promise<OpenedModel> {
-  const backend = await selectBackend(options.backend, options.log);
+  const backend = await selectBackend(options.backend, options.log, { gradients: false });
   if (source in PRESETS) {
     const config = presetConfig(source);
     const model = GPT2.fromValues(backend.tf, config, initialParameters(config, options.seed ?? 0));
     const tokenizerDir = builtinTokenizerDir();
     return { model, backend, tokenizerDir, tokenizer: await tokenizerIdentityOf(tokenizerDir), ignored: [] };
   }
-  const ck = await loadCheckpoint(source);
-  const model = GPT2.fromValues(backend.tf, ck.config, ck.values);
-  return { model, backend, tokenizerDir: ck.tokenizerDir, tokenizer: await tokenizerIdentityOf(ck.tokenizerDir), ignored: ck.ignored };
+  const ck = await openCheckpoint(source);
+  try {
+    const model = await GPT2.fromSources(backend.tf, ck.config, ck.params);
+    return { model, backend, tokenizerDir: ck.tokenizerDir, tokenizer: await tokenizerIdentityOf(ck.tokenizerDir), ignored: ck.ignored };
+  } finally {
+    await ck.close();
+  }
 }

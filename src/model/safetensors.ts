@@ -38,23 +38,38 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   return parseSafetensors(buf, path);
 }
 
-export function parseSafetensors(buf: Uint8Array, where: string): SafetensorsFile {
+/** A tensor's place in the file, from a validated header. */
+export interface TensorEntry {
+  name: string;
+  dtype: StoredDtype;
+  shape: number[];
+  /** Absolute byte offset in the file. */
+  offset: number;
+  count: number;
+}
+
+/**
+ * Validates the header in `head` (at least the first 8 + header-length bytes of a file of
+ * fileSize bytes): size limit, JSON, known dtypes, offsets inside the file, byte counts that match
+ * the shapes, no overlaps.
+ */
+export function parseHeader(head: Uint8Array, fileSize: number, where: string): { entries: TensorEntry[]; metadata: Record<string, string>; headerBytes: number } {
   const fail = (what: string) => new ToolError(`${where}: ${what}`);
-  if (buf.length < 8) throw fail(`too short for a safetensors file (${buf.length} bytes)`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const headerLength = Number(view.getBigUint64(0, true));
+  if (fileSize < 8 || head.length < 8) throw fail(`too short for a safetensors file (${fileSize} bytes)`);
+  const headerLength = Number(new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true));
   if (headerLength > MAX_HEADER_BYTES) throw fail(`header length ${headerLength} is absurd (limit ${MAX_HEADER_BYTES}); not a safetensors file?`);
-  if (8 + headerLength > buf.length) throw fail(`header length ${headerLength} runs past the end of the file (${buf.length} bytes): truncated?`);
+  if (8 + headerLength > fileSize) throw fail(`header length ${headerLength} runs past the end of the file (${fileSize} bytes): truncated?`);
+  if (8 + headerLength > head.length) return { entries: [], metadata: {}, headerBytes: 8 + headerLength }; // caller reads more
   let header: unknown;
   try {
-    header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, headerLength).toString('utf8'));
+    header = JSON.parse(Buffer.from(head.buffer, head.byteOffset + 8, headerLength).toString('utf8'));
   } catch (err) {
     throw fail(`header is not valid JSON (${(err as Error).message})`);
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw fail('header is not a JSON object');
   const dataStart = 8 + headerLength;
-  const dataLength = buf.length - dataStart;
-  const tensors = new Map<string, Tensor32>();
+  const dataLength = fileSize - dataStart;
+  const entries: TensorEntry[] = [];
   let metadata: Record<string, string> = {};
   const spans: [number, number, string][] = [];
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
@@ -76,13 +91,76 @@ export function parseSafetensors(buf: Uint8Array, where: string): SafetensorsFil
     const count = (shape as number[]).reduce((a, b) => a * b, 1);
     if (end - begin !== count * DTYPE_BYTES[dtype]) throw fail(`tensor ${name}: ${end - begin} bytes for shape [${shape.join(', ')}] of ${dtype} (expected ${count * DTYPE_BYTES[dtype]})`);
     spans.push([begin, end, name]);
-    tensors.set(name, { shape: shape as number[], dtype, data: decode(buf, dataStart + begin, count, dtype) });
+    entries.push({ name, dtype, shape: shape as number[], offset: dataStart + begin, count });
   }
   spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   for (let k = 1; k < spans.length; k++) {
     if (spans[k][0] < spans[k - 1][1]) throw fail(`tensors ${spans[k - 1][2]} and ${spans[k][2]} overlap in the data section`);
   }
+  return { entries, metadata, headerBytes: dataStart };
+}
+
+export function parseSafetensors(buf: Uint8Array, where: string): SafetensorsFile {
+  const { entries, metadata } = parseHeader(buf, buf.length, where);
+  const tensors = new Map<string, Tensor32>();
+  for (const e of entries) tensors.set(e.name, { shape: e.shape, dtype: e.dtype, data: decode(buf, e.offset, e.count, e.dtype) });
   return { tensors, metadata };
+}
+
+/** A tensor whose values are read from disk when asked for. */
+export interface LazyTensor {
+  shape: number[];
+  dtype: StoredDtype;
+  read(): Promise<Float32Array>;
+  /** Reads the values into dest (F32 files straight from disk into it). */
+  readInto(dest: Float32Array): Promise<void>;
+}
+
+/**
+ * The tensors of a safetensors file, read one at a time on demand: loading a model this way never
+ * holds the whole file in memory next to the model's own copy of the weights.
+ */
+export async function openSafetensors(path: string): Promise<{ tensors: Map<string, LazyTensor>; close(): Promise<void> }> {
+  let file;
+  try {
+    file = await open(path, 'r');
+    const size = (await file.stat()).size;
+    const first = Buffer.alloc(Math.min(size, 8));
+    await file.read(first, 0, first.length, 0);
+    let head = parseHeader(first, size, path);
+    const all = Buffer.alloc(head.headerBytes);
+    await file.read(all, 0, all.length, 0);
+    head = parseHeader(all, size, path);
+    const handle = file;
+    const tensors = new Map<string, LazyTensor>();
+    for (const e of head.entries) {
+      tensors.set(e.name, {
+        shape: e.shape,
+        dtype: e.dtype,
+        async read() {
+          const out = new Float32Array(e.count);
+          await this.readInto(out);
+          return out;
+        },
+        async readInto(dest: Float32Array) {
+          if (dest.length !== e.count) throw new Error(`tensor ${e.name}: ${dest.length} slots for ${e.count} values`);
+          const direct = e.dtype === 'F32';
+          const bytes = direct ? new Uint8Array(dest.buffer, dest.byteOffset, dest.byteLength) : new Uint8Array(e.count * DTYPE_BYTES[e.dtype]);
+          // One tensor can exceed what a single read returns (2 GiB): read until done.
+          for (let done = 0; done < bytes.length; ) {
+            const { bytesRead } = await handle.read(bytes, done, Math.min(bytes.length - done, 1 << 30), e.offset + done);
+            if (bytesRead === 0) throw new ToolError(`${path}: tensor ${e.name} is cut short: truncated file?`);
+            done += bytesRead;
+          }
+          if (!direct) dest.set(storageToFloat32(bytes, e.dtype));
+        },
+      });
+    }
+    return { tensors, close: () => handle.close() };
+  } catch (err) {
+    await file?.close();
+    throw fsError(err, path);
+  }
 }
 
 /** A tensor's bytes as float32; a view (no copy) for aligned F32, as loading weights is mostly that. */

@@ -55,7 +55,7 @@ export async function evaluate(model: GPT2, dataset: ShardDataset, options: Eval
         weights[b * length + t] = r.mask[t + 1];
       }
     });
-    const flat = hidden.reshape([batch.length * length, model.config.n_embd]);
+    const flat = model.tf.reshape(hidden, [batch.length * length, model.config.n_embd]);
     hidden.dispose();
     try {
       const part = await crossEntropySum(model, flat as never, labels, weights);

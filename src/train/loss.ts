@@ -17,7 +17,7 @@ export interface LossSum {
  * Cross-entropy of hidden states [N, D] against labels, counting rows whose weight is 1.
  * Sums in float64 on the JavaScript side, one chunk of rows at a time.
  */
-export async function crossEntropySum(model: GPT2, hidden2d: tfjs.Tensor2D, labels: Int32Array, weights: Uint8Array, rowsPerChunk = 512): Promise<LossSum> {
+export async function crossEntropySum(model: GPT2, hidden2d: tfjs.Tensor2D, labels: Int32Array, weights: Uint8Array, rowsPerChunk = 128): Promise<LossSum> {
   const tf = model.tf;
   const [rows] = hidden2d.shape;
   const vocab = model.config.vocab_size;
@@ -31,8 +31,8 @@ export async function crossEntropySum(model: GPT2, hidden2d: tfjs.Tensor2D, labe
     const index = new Int32Array(n);
     for (let r = 0; r < n; r++) index[r] = r * vocab + labels[start + r];
     const ce = tf.tidy(() => {
-      const logits = model.lmHead(hidden2d.slice([start, 0], [n, -1]));
-      const picked = tf.gather(logits.reshape([n * vocab]), tf.tensor1d(index, 'int32'));
+      const logits = model.lmHead(tf.slice(hidden2d, [start, 0], [n, -1]));
+      const picked = tf.gather(tf.reshape(logits, [n * vocab]), tf.tensor1d(index, 'int32'));
       return tf.sub(tf.logSumExp(logits, 1), picked);
     });
     const values = (await ce.data()) as Float32Array;
