@@ -58,6 +58,7 @@ test: $(BUILT)
 
 bench: $(BUILT)
 	npm run --silent bench:bpe
+	npm run --silent bench:forward
 
 clean:
 	rm -rf build dist

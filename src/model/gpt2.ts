@@ -276,8 +276,8 @@ export class GPT2 {
   private activation(x: tfjs.Tensor3D): tfjs.Tensor3D {
     const tf = this.tf;
     switch (this.config.activation_function) {
-      case 'gelu_new': // tanh approximation, GPT-2's own
-        return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI))), 1)) as tfjs.Tensor3D;
+      case 'gelu_new': // GPT-2's tanh approximation, as x·σ(2z) = ½x(1 + tanh z): wasm's sigmoid is vectorised, its tanh is not
+        return tf.mul(x, tf.sigmoid(tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), 2 * Math.sqrt(2 / Math.PI)))) as tfjs.Tensor3D;
       case 'gelu': // exact, with erf
         return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)) as tfjs.Tensor3D;
       case 'fast_gelu': // x·σ(1.702x), the seed's xl/13b/52b configs
