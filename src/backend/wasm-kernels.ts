@@ -11,6 +11,7 @@
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './select.js';
 import { makeMatMulKernels } from './wasm-matmul.js';
+import { makeTransposeKernel } from './wasm-transpose.js';
 import { sizeOf, type WasmBackend } from './wasm-backend.js';
 
 /** Marks our kernel functions, so that a second copy of this module (src and dist) registers nothing. */
@@ -31,6 +32,9 @@ export function registerWasmKernels(tf: Tf): void {
   if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
     tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: marked(unsortedSegmentSum) });
   }
+
+  const stockTranspose = tf.getKernel('Transpose', 'wasm');
+  if (stockTranspose) reregister(tf, [{ ...stockTranspose, kernelFunc: marked(makeTransposeKernel(stockTranspose)) }]);
 
   const stockMatMul = tf.getKernel('BatchMatMul', 'wasm');
   if (!stockMatMul) throw new Error('@tensorflow/tfjs-backend-wasm registered no BatchMatMul kernel');

@@ -57,7 +57,8 @@ export class GPT2 {
       if (!v) throw new ToolError(`missing tensor ${name}`);
       if (v.shape.join(',') !== shape.join(',')) throw new ToolError(`tensor ${name} has shape [${v.shape.join(', ')}], expected [${shape.join(', ')}]`);
       const t = tf.tensor(v.data, shape, 'float32');
-      params.set(name, options.trainable ? tf.variable(t, true, name) : t);
+      // Variables stay unnamed: tfjs names must be unique per process, and tests train several models.
+      params.set(name, options.trainable ? tf.variable(t, true) : t);
       if (options.trainable) t.dispose();
     }
     return new GPT2(tf, config, params);

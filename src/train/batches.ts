@@ -1,0 +1,77 @@
+/**
+ * The order training reads records in, and where it stands in it. An epoch is `repeat` passes
+ * over the shards, each pass in the reader's deterministic order for (seed, pass number): shards
+ * shuffled, then records within each. A position (epoch, records consumed in it) is all a
+ * checkpoint needs to continue the exact same stream.
+ */
+import type { ShardDataset } from '../data/shard-reader.js';
+import type { TokenRecord } from '../data/records.js';
+
+export interface DataPosition {
+  epoch: number;
+  /** Records of this epoch already consumed. */
+  offset: number;
+}
+
+export interface BatchPlan {
+  batchSize: number;
+  shuffle: boolean;
+  seed: number;
+  repeat: number;
+  dropRemainder: boolean;
+}
+
+/** Records of one epoch. */
+export const recordsPerEpoch = (dataset: ShardDataset, plan: BatchPlan): number => dataset.numRecords * plan.repeat;
+
+/** Micro-batches in one epoch (the last one may be short unless dropRemainder). */
+export function batchesPerEpoch(dataset: ShardDataset, plan: BatchPlan): number {
+  const n = recordsPerEpoch(dataset, plan);
+  return plan.dropRemainder ? Math.floor(n / plan.batchSize) : Math.ceil(n / plan.batchSize);
+}
+
+export class BatchStream {
+  private iterator: AsyncGenerator<{ record: TokenRecord }> | undefined;
+  private iteratorPass = -1;
+  private nextInPass = 0;
+
+  constructor(
+    private readonly dataset: ShardDataset,
+    private readonly plan: BatchPlan,
+    /** Where to start; advanced as batches are taken. */
+    readonly position: DataPosition = { epoch: 0, offset: 0 },
+  ) {}
+
+  /** The next micro-batch, moving on to the next epoch when this one is used up. */
+  async next(): Promise<TokenRecord[]> {
+    const { batchSize, dropRemainder } = this.plan;
+    const perEpoch = recordsPerEpoch(this.dataset, this.plan);
+    if (perEpoch === 0 || (dropRemainder && perEpoch < batchSize)) throw new Error('the training data has fewer records than one batch');
+    const left = perEpoch - this.position.offset;
+    if (left === 0 || (dropRemainder && left < batchSize)) {
+      this.position.epoch++;
+      this.position.offset = 0;
+    }
+    const take = Math.min(batchSize, perEpoch - this.position.offset);
+    const batch: TokenRecord[] = [];
+    for (let k = 0; k < take; k++) batch.push(await this.record(this.position.epoch, this.position.offset + k));
+    this.position.offset += take;
+    return batch;
+  }
+
+  /** Record `offset` of an epoch's order (reads sequentially; jumps restart the pass iterator). */
+  private async record(epoch: number, offset: number): Promise<TokenRecord> {
+    const n = this.dataset.numRecords;
+    const pass = epoch * this.plan.repeat + Math.floor(offset / n);
+    const inPass = offset % n;
+    if (pass !== this.iteratorPass || inPass !== this.nextInPass) {
+      await this.iterator?.return(undefined);
+      this.iterator = this.dataset.iterate({ shuffle: this.plan.shuffle, seed: this.plan.seed, epoch: pass, start: inPass });
+      this.iteratorPass = pass;
+    }
+    const { value, done } = await this.iterator!.next();
+    if (done || !value) throw new Error(`data order ended early at pass ${pass}, record ${inPass}`);
+    this.nextInPass = inPass + 1;
+    return value.record;
+  }
+}
