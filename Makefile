@@ -37,12 +37,13 @@ $(OUT)/%.docs.txt: $(SAMPLE)/wiki.%.tokens $(BUILT)
 	@mkdir -p $(@D)
 	$(PREP) --out $@ $<
 
-# documents → record shards: 1025 tokens for training (inputs + shifted labels), 1024 for eval
+# documents → record shards of n_positions + 1 tokens (inputs + shifted labels) for the tiny
+# model's 64 positions; real GPT-2 takes the seed's 1025 (training) and 1024 (evaluation).
 $(OUT)/train/manifest.json: $(OUT)/train.docs.txt $(BUILT)
-	$(ENCODE) --block-size 1025 --out $(@D) $<
+	$(ENCODE) --block-size 65 --out $(@D) $<
 
 $(OUT)/valid/manifest.json: $(OUT)/valid.docs.txt $(BUILT)
-	$(ENCODE) --block-size 1024 --keep-tail --out $(@D) $<
+	$(ENCODE) --block-size 65 --keep-tail --out $(@D) $<
 
 prep: $(OUT)/train.docs.txt $(OUT)/valid.docs.txt
 encode: $(OUT)/train/manifest.json $(OUT)/valid/manifest.json

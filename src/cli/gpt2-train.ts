@@ -1,0 +1,116 @@
+/** gpt2-train: YAML-configured GPT-2 pre-training and fine-tuning with exact resume. */
+import { ToolError } from '../util/errors.js';
+import { createProgram, intArg, logger, runProgram } from './common.js';
+import { createProgress } from './progress.js';
+
+interface Flags {
+  config: string;
+  trainData?: string;
+  evalData?: string;
+  outputDir?: string;
+  maxSteps?: number;
+  stopAt?: number;
+  resume?: boolean;
+  overwrite?: boolean;
+  initFrom?: string;
+  set: string[];
+  backend?: string;
+  seed?: number;
+  quiet?: boolean;
+}
+
+const program = createProgram({
+  name: 'gpt2-train',
+  summary: 'Train or fine-tune GPT-2 on record shards, as configured in YAML.',
+  examples: [
+    'gpt2-train --config configs/gpt2/run_gpt2_tiny.yaml --train-data data/train --output-dir runs/a',
+    'gpt2-train --config configs/gpt2/run_gpt2.yaml --train-data data/train --eval-data data/valid --output-dir runs/b',
+    'gpt2-train --config configs/gpt2/run_gpt2_tiny.yaml --output-dir runs/a --resume      # continue from runs/a/checkpoints/latest',
+    'gpt2-train --config run.yaml --init-from models/gpt2 --set lr_schedule.lr=1e-5 --set runner.max_steps=200',
+    'gpt2-train plot runs/a                                                                # writes runs/a/loss.svg',
+  ],
+  notes: `The run directory gets config.yaml (the effective config), metrics.jsonl (one line per logged
+step and per evaluation), loss.svg, and checkpoints/step-NNNNNN/ — Hugging Face model directories
+plus optimizer.safetensors and trainer_state.json — with checkpoints/latest pointing at the newest.
+--resume continues bit for bit where the last checkpoint left off. SIGINT/SIGTERM finish the current
+step, save a checkpoint and exit with 130/143. Flags override the config file; --set key.path=value
+sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
+})
+  .requiredOption('-c, --config <file>', 'YAML config (configs/gpt2/*.yaml); `extends:` chains are followed')
+  .option('--train-data <dir>', 'record shards to train on (train_dataset.path)')
+  .option('--eval-data <dir>', 'record shards to evaluate on (eval_dataset.path)')
+  .option('-o, --output-dir <dir>', 'run directory (output_dir)')
+  .option('--max-steps <n>', 'optimizer steps in all (runner.max_steps)', intArg('--max-steps', 1))
+  .option('--stop-at <n>', 'stop with a checkpoint after step n, schedule unchanged (resume later)', intArg('--stop-at', 1))
+  .option('--resume', 'continue the run in the output directory from its latest checkpoint')
+  .option('--overwrite', 'replace an output directory that holds another run')
+  .option('--init-from <dir|preset>', 'start from a checkpoint or preset with fresh optimizer state (model.init_from)')
+  .option('--set <key=value>', 'override any config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
+  .option('--seed <n>', 'random seed (seed)', intArg('--seed', 0))
+  .action(async (flags: Flags) => {
+    const log = logger('gpt2-train', !!flags.quiet);
+    if (flags.resume && flags.overwrite) throw new ToolError('--resume and --overwrite contradict each other', { exitCode: 2 });
+    const { loadTrainConfig } = await import('../train/config.js');
+    const overrides = [...flags.set];
+    const flag = (key: string, value: unknown) => value !== undefined && overrides.push(`${key}=${JSON.stringify(value)}`);
+    flag('train_dataset.path', flags.trainData);
+    flag('eval_dataset.path', flags.evalData);
+    flag('output_dir', flags.outputDir);
+    flag('runner.max_steps', flags.maxSteps);
+    flag('model.init_from', flags.initFrom);
+    flag('backend', flags.backend);
+    flag('seed', flags.seed);
+    const config = loadTrainConfig(flags.config, overrides);
+
+    let signal: 'SIGINT' | 'SIGTERM' | undefined;
+    const onSignal = (name: 'SIGINT' | 'SIGTERM') => {
+      if (signal) process.exit(name === 'SIGINT' ? 130 : 143); // a second signal: stop now
+      signal = name;
+      process.stderr.write(`\ngpt2-train: ${name}: finishing the current step and saving a checkpoint (again to stop at once)\n`);
+    };
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+
+    const progress = await createProgress({ quiet: flags.quiet, label: 'gpt2-train', unit: 'items' });
+    const plain = !process.stderr.isTTY;
+    const { train } = await import('../train/trainer.js');
+    let result;
+    try {
+      result = await train({
+        config,
+        resume: flags.resume,
+        overwrite: flags.overwrite,
+        stopAt: flags.stopAt,
+        log: (m) => (plain ? log.info(m) : undefined),
+        warn: log.warn,
+        interrupted: () => signal,
+        onStep: ({ step, total, loss, lr, tokensPerS }) => {
+          progress.setTotal(total);
+          progress.update(step, { loss: loss.toFixed(4), lr: lr.toExponential(2), tps: tokensPerS.toFixed(0) });
+          if (plain && (step % config.logging.interval === 0 || step === total)) {
+            log.info(`step ${step}/${total} loss ${loss.toFixed(4)} lr ${lr.toExponential(2)} ${tokensPerS.toFixed(0)} tokens/s`);
+          }
+        },
+      });
+    } finally {
+      progress.stop();
+    }
+    if (result.stoppedBy === 'SIGINT' || result.stoppedBy === 'SIGTERM') {
+      process.stderr.write(`gpt2-train: stopped by ${result.stoppedBy} after step ${result.steps}; checkpoint ${result.checkpoint}\n`);
+      process.exitCode = result.stoppedBy === 'SIGINT' ? 130 : 143;
+      return;
+    }
+    log.info(`done: ${result.steps} steps, final loss ${result.finalLoss.toFixed(4)}${result.bestEvalLoss === null ? '' : `, best eval loss ${result.bestEvalLoss.toFixed(4)}`}; checkpoint ${result.checkpoint}`);
+  });
+
+program
+  .command('plot')
+  .description('write RUN_DIR/loss.svg from RUN_DIR/metrics.jsonl')
+  .argument('<run-dir>', 'a gpt2-train output directory')
+  .action(async (dir: string) => {
+    const { plot } = await import('../train/trainer.js');
+    process.stdout.write(`${await plot(dir)}\n`);
+  });
+
+await runProgram(program);
