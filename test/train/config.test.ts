@@ -76,7 +76,7 @@ describe('shipped configs', () => {
   it('tiny gives the whole model without a preset', () => {
     const tiny = cfg('run_gpt2_tiny.yaml');
     expect(tiny.model.preset).toBeNull();
-    expect(resolveModelConfig(tiny)).toMatchObject({ vocab_size: 50257, n_positions: 128, n_embd: 64, n_layer: 2, n_head: 2, n_inner: null, resid_pdrop: 0, attn_pdrop: 0 });
+    expect(resolveModelConfig(tiny)).toMatchObject({ vocab_size: 50257, n_positions: 64, n_embd: 64, n_layer: 2, n_head: 2, n_inner: null, resid_pdrop: 0, attn_pdrop: 0 });
     expect(tiny.runner.max_steps).toBe(50);
     expect(tiny.lr_schedule).toMatchObject({ lr: 3e-3, warmup_steps: 5 });
     expect(tiny).toMatchObject({ checkpoint: { interval: 25, keep_last: 2 }, eval: { interval: 25, max_records: 8 }, logging: { interval: 5 } });
