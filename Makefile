@@ -17,7 +17,7 @@ SOURCES  := $(shell find src -type f) tsconfig.json package.json
 PREP     := node bin/wikitext-prep.js --quiet
 ENCODE   := node bin/bpe-encode.js --quiet --overwrite
 
-.PHONY: demo test bench build install clean prep encode
+.PHONY: demo test bench build install clean prep encode train
 
 # --- set-up -----------------------------------------------------------------------------------
 $(INSTALL): package.json package-lock.json
@@ -45,13 +45,22 @@ $(OUT)/train/manifest.json: $(OUT)/train.docs.txt $(BUILT)
 $(OUT)/valid/manifest.json: $(OUT)/valid.docs.txt $(BUILT)
 	$(ENCODE) --block-size 65 --keep-tail --out $(@D) $<
 
+# shards → a tiny GPT-2 (configs/gpt2/run_gpt2_tiny.yaml: 50 steps, ~30 s on wasm)
+TINY := configs/gpt2/run_gpt2_tiny.yaml
+$(OUT)/run/checkpoints/latest/model.safetensors: $(OUT)/train/manifest.json $(OUT)/valid/manifest.json $(TINY) $(BUILT)
+	node bin/gpt2-train.js --config $(TINY) --train-data $(OUT)/train --eval-data $(OUT)/valid --output-dir $(OUT)/run --overwrite
+
 prep: $(OUT)/train.docs.txt $(OUT)/valid.docs.txt
 encode: $(OUT)/train/manifest.json $(OUT)/valid/manifest.json
+train: $(OUT)/run/checkpoints/latest/model.safetensors
 
-demo: encode
+demo: train
 	@echo
 	node bin/bpe-encode.js --inspect $(OUT)/train --records 1
-	node bin/bpe-encode.js --inspect $(OUT)/valid --records 0
+	@echo
+	node bin/gpt2-eval.js --model $(OUT)/run/checkpoints/latest --data $(OUT)/valid
+	@echo "loss curve: $(OUT)/run/loss.svg"
+
 
 # --- checks -----------------------------------------------------------------------------------
 test: $(BUILT)
@@ -60,6 +69,7 @@ test: $(BUILT)
 bench: $(BUILT)
 	npm run --silent bench:bpe
 	npm run --silent bench:forward
+	npm run --silent bench:train
 
 clean:
 	rm -rf build dist

@@ -162,6 +162,8 @@ async function activate(name: ResolvedBackendName): Promise<SelectedBackend> {
     case 'cpu': {
       const tf = await importTf('cpu', tfPackage);
       if (tfPackage === CORE) await importPackage('cpu', '@tensorflow/tfjs-backend-cpu');
+      const { registerCpuKernels } = await import('./wasm-kernels.js');
+      registerCpuKernels(tf);
       await switchTo(tf, 'cpu', 'cpu');
       return { name, tf, description: 'cpu (plain JavaScript: slow)' };
     }

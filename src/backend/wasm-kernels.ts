@@ -74,6 +74,29 @@ export const unsortedSegmentSum: KernelFunc = ({ inputs, backend: backendArg, at
   const backend = backendArg as WasmBackend;
   const { x, segmentIds } = inputs as { x: TensorInfo; segmentIds: TensorInfo };
   const numSegments = (attrs as { numSegments: number }).numSegments;
+  checkSegmentArgs(x, segmentIds, numSegments);
+  const out = backend.makeOutput([numSegments, ...x.shape.slice(1)], 'float32');
+  // Heap views only after the last allocation: growing the heap detaches earlier ones.
+  const sums = backend.typedArrayFromHeap(out) as Float32Array;
+  segmentSum(backend.typedArrayFromHeap(x), backend.typedArrayFromHeap(segmentIds), x.shape, numSegments, sums);
+  return out;
+};
+
+/**
+ * The same on the cpu backend, whose own kernel builds a 0/1 mask per segment: for the gradient of
+ * a 50257-row embedding that is 50257 tensor ops, ~15 s a step for a tiny model.
+ */
+export const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend: backendArg, attrs }) => {
+  const backend = backendArg as unknown as { data: { get(id: object): { values: ArrayLike<number> } }; makeTensorInfo(shape: number[], dtype: string, values: Float32Array): TensorInfo };
+  const { x, segmentIds } = inputs as { x: TensorInfo; segmentIds: TensorInfo };
+  const numSegments = (attrs as { numSegments: number }).numSegments;
+  checkSegmentArgs(x, segmentIds, numSegments);
+  const sums = new Float32Array(numSegments * sizeOf(x.shape.slice(1)));
+  segmentSum(backend.data.get(x.dataId).values, backend.data.get(segmentIds.dataId).values, x.shape, numSegments, sums);
+  return backend.makeTensorInfo([numSegments, ...x.shape.slice(1)], 'float32', sums);
+};
+
+function checkSegmentArgs(x: TensorInfo, segmentIds: TensorInfo, numSegments: number): void {
   if (segmentIds.shape.length !== 1 || x.shape.length < 1 || segmentIds.shape[0] !== x.shape[0]) {
     throw new Error(
       `UnsortedSegmentSum (wasm): segmentIds must be 1-D with one id per row of x, got segmentIds ` +
@@ -83,15 +106,13 @@ export const unsortedSegmentSum: KernelFunc = ({ inputs, backend: backendArg, at
   if (!Number.isInteger(numSegments) || numSegments < 0) {
     throw new Error(`UnsortedSegmentSum (wasm): numSegments must be a non-negative integer, got ${numSegments}`);
   }
-  const rows = x.shape[0];
-  const rowSize = sizeOf(x.shape.slice(1));
-  const out = backend.makeOutput([numSegments, ...x.shape.slice(1)], 'float32');
-  // Heap views only after the last allocation: growing the heap detaches earlier ones.
-  const sums = backend.typedArrayFromHeap(out) as Float32Array;
+}
+
+function segmentSum(values: ArrayLike<number>, ids: ArrayLike<number>, shape: number[], numSegments: number, sums: Float32Array): void {
+  const rows = shape[0];
+  const rowSize = sizeOf(shape.slice(1));
   sums.fill(0);
-  if (rows === 0 || rowSize === 0 || numSegments === 0) return out;
-  const values = backend.typedArrayFromHeap(x);
-  const ids = backend.typedArrayFromHeap(segmentIds);
+  if (rows === 0 || rowSize === 0 || numSegments === 0) return;
   for (let i = 0; i < rows; i++) {
     const s = ids[i];
     if (s < 0 || s >= numSegments) continue;
@@ -99,5 +120,12 @@ export const unsortedSegmentSum: KernelFunc = ({ inputs, backend: backendArg, at
     const dst = s * rowSize;
     for (let j = 0; j < rowSize; j++) sums[dst + j] += values[src + j];
   }
-  return out;
-};
+}
+
+/** Our cpu kernels (see unsortedSegmentSumCpu); idempotent. */
+export function registerCpuKernels(tf: Tf): void {
+  if (isOurs(tf.getKernel('UnsortedSegmentSum', 'cpu'))) return;
+  const stock = tf.getKernel('UnsortedSegmentSum', 'cpu');
+  if (stock) tf.unregisterKernel('UnsortedSegmentSum', 'cpu');
+  tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'cpu', kernelFunc: marked(unsortedSegmentSumCpu) });
+}

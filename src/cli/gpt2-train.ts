@@ -4,7 +4,7 @@ import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
 
 interface Flags {
-  config: string;
+  config?: string;
   trainData?: string;
   evalData?: string;
   outputDir?: string;
@@ -36,7 +36,7 @@ plus optimizer.safetensors and trainer_state.json — with checkpoints/latest po
 step, save a checkpoint and exit with 130/143. Flags override the config file; --set key.path=value
 sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
 })
-  .requiredOption('-c, --config <file>', 'YAML config (configs/gpt2/*.yaml); `extends:` chains are followed')
+  .option('-c, --config <file>', 'YAML config (configs/gpt2/*.yaml); `extends:` chains are followed (required)')
   .option('--train-data <dir>', 'record shards to train on (train_dataset.path)')
   .option('--eval-data <dir>', 'record shards to evaluate on (eval_dataset.path)')
   .option('-o, --output-dir <dir>', 'run directory (output_dir)')
@@ -50,6 +50,7 @@ sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
   .option('--seed <n>', 'random seed (seed)', intArg('--seed', 0))
   .action(async (flags: Flags) => {
     const log = logger('gpt2-train', !!flags.quiet);
+    if (!flags.config) throw new ToolError('--config FILE is required (e.g. configs/gpt2/run_gpt2_tiny.yaml)', { exitCode: 2 });
     if (flags.resume && flags.overwrite) throw new ToolError('--resume and --overwrite contradict each other', { exitCode: 2 });
     const { loadTrainConfig } = await import('../train/config.js');
     const overrides = [...flags.set];

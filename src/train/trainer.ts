@@ -56,6 +56,16 @@ async function initialModel(config: TrainConfig): Promise<{ modelConfig: GPT2Con
   return { modelConfig, values: initialParameters(modelConfig, config.seed), tokenizerDir: builtinTokenizerDir() };
 }
 
+/** OUTPUT/tokenizer: vocab.json + merges.txt copied from `from` unless already there. */
+async function keepTokenizer(out: string, from: string): Promise<string> {
+  const { copyFile, mkdir, stat } = await import('node:fs/promises');
+  const dir = join(out, 'tokenizer');
+  if (await stat(join(dir, 'merges.txt')).then(() => true, () => false)) return dir;
+  await mkdir(dir, { recursive: true });
+  for (const name of ['vocab.json', 'merges.txt']) await copyFile(join(from, name), join(dir, name));
+  return dir;
+}
+
 const dropoutOverride = (c: TrainConfig): Partial<GPT2Config> =>
   c.model.dropout === null ? {} : { resid_pdrop: c.model.dropout, embd_pdrop: c.model.dropout, attn_pdrop: c.model.dropout };
 
@@ -75,7 +85,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     log(`resuming ${out} from step ${resumed.state.step} (${resumed.dir})`);
   }
   const start = resumed ? { modelConfig: resumed.modelConfig, values: resumed.values, tokenizerDir: resumed.tokenizerDir } : await initialModel(config);
-  const { modelConfig, tokenizerDir } = start;
+  const { modelConfig } = start;
+  // The run keeps its own copy of the tokenizer files: checkpoints come and go (keep_last).
+  const tokenizerDir = await keepTokenizer(out, start.tokenizerDir);
 
   if (config.train_dataset.path === null) throw new ToolError('no training data: give --train-data DIR or train_dataset.path');
   const trainData = await ShardDataset.open(config.train_dataset.path);
