@@ -4,7 +4,8 @@ Writes fixtures/models/ (everything but its README.md):
 
   tiny/            config.json, model.safetensors (F32, "transformer." names), pytorch_model.bin (zip format,
                    full HF state dict: attention buffers, tied lm_head.weight), mindformers.safetensors (the
-                   same weights under MindFormers' names), expected.json (logits, padded batch, loss)
+                   same weights under MindFormers' names), expected.json (logits, padded batch, loss),
+                   greedy.json (see below)
   tiny-legacy/     the same weights: config.json, pytorch_model.bin in torch's legacy (pre-1.6, non-zip)
                    format, names without the prefix as in OpenAI's converted `gpt2` checkpoint, buffers
                    included, no lm_head
@@ -13,7 +14,7 @@ Writes fixtures/models/ (everything but its README.md):
   tiny-f16/        the same weights rounded to F16 / BF16: config.json, model.safetensors, and an
   tiny-bf16/         expected.json computed from the rounded weights
   tiny-gelu/       new random models with activation_function "gelu" / "fast_gelu":
-  tiny-fastgelu/     config.json, model.safetensors, expected.json
+  tiny-fastgelu/     config.json, model.safetensors, expected.json, greedy.json
   tiny-strided/    config.json, pytorch_model.bin (zip) with the tiny weights where layer 0's c_attn.weight is a
                    transposed (non-contiguous) view and wpe a slice with a storage offset; tiny's expected.json
   gpt2vocab/       vocab 50257, 8-wide, 2 layers: config.json, model.safetensors, eval.json (three 65-token blocks
@@ -23,6 +24,15 @@ The reference forward pass is written here in plain torch (transformers and safe
 safetensors writer is below) and runs in float64 on the float32 (or rounded) weights; expected logits are
 then stored as float32. A second, loop-based NumPy implementation checks the torch one before anything is
 written. Deterministic: fixed seeds, one thread, deterministic pickle storage keys in the legacy format.
+
+greedy.json (tiny, tiny-gelu, tiny-fastgelu): for each of GREEDY_PROMPTS (one prompt at a time, batch 1),
+GREEDY_STEPS new tokens, each the argmax (lowest id on ties, as torch.argmax) of the last position's float64
+logits, recomputing the whole context every step (no cache), no EOS stopping. It stores the prompts, the
+continuations (new ids only), the float32-rounded last-position logits of every step of the first prompt
+([GREEDY_STEPS][vocab]) and min_top2_gap, the smallest float64 gap between the largest and second-largest
+logit over every step of every prompt (asserted >= 1e-3, so greedy is well-conditioned). The weights are
+the float32 ones stored in the directory's model.safetensors (read back and compared before use), and the
+continuations are re-checked with the loop-based NumPy implementation.
 
 Run by hand with Debian's python3-torch (torch 1.13) and python3-regex:
     /usr/bin/python3 test/oracle/make_model_fixtures.py
@@ -410,6 +420,54 @@ def expected_for(w, cfg):
     ]), logits
 
 
+# [1], not [0]: tiny-fastgelu's first greedy step after [0] is a near-tie (top-2 gap 6.7e-4)
+GREEDY_PROMPTS = [[5, 17, 250, 31], [1], [318, 2, 160, 45, 9, 280, 77]]
+GREEDY_STEPS = 12
+GREEDY_MIN_GAP = 1e-3
+
+
+def greedy_for(w, cfg):
+    """Greedy decoding in float64 with full-context recomputation (see the module docstring)."""
+    continuations, step_logits, gaps = [], [], []
+    for k, prompt in enumerate(GREEDY_PROMPTS):
+        seq = list(prompt)
+        for _ in range(GREEDY_STEPS):
+            last = forward(w, cfg, [seq])[0, -1]
+            top2 = torch.topk(last, 2).values
+            gaps.append(float(top2[0] - top2[1]))
+            nxt = int(torch.argmax(last))
+            assert last[nxt] == top2[0]
+            if k == 0:
+                step_logits.append(last.to(torch.float32).numpy())
+            seq.append(nxt)
+        assert len(seq) <= cfg["n_positions"]
+        # cross-check with the loop implementation: by causality the full sequence's logits at position t
+        # are the logits the greedy step saw when its context ended at t
+        naive = naive_forward(w, cfg, [seq[:-1]])[0]
+        assert [int(np.argmax(naive[t])) for t in range(len(prompt) - 1, len(seq) - 1)] == seq[len(prompt):]
+        continuations.append(seq[len(prompt):])
+    min_gap = min(gaps)
+    assert min_gap >= GREEDY_MIN_GAP, f"near-tie in greedy decoding: top-2 gap {min_gap}"
+    print(f"  greedy ({cfg['activation_function']}): {continuations}, min top-2 gap {min_gap:.4g}")
+    return OrderedDict([
+        ("prompts", GREEDY_PROMPTS),
+        ("continuations", continuations),
+        ("first_prompt_step_logits", np.stack(step_logits)),
+        ("min_top2_gap", min_gap),
+    ])
+
+
+def write_greedy(d, w, cfg):
+    """greedy.json from the float32 weights as stored in d/model.safetensors."""
+    stored = read_safetensors(d / "model.safetensors")
+    ws = OrderedDict()
+    for n, t in w.items():
+        x = stored["transformer." + n]
+        assert x.dtype == torch.float32 and torch.equal(x, t), n
+        ws[n] = x
+    write_json(d / "greedy.json", greedy_for(ws, cfg))
+
+
 def prefixed(w, dtype=torch.float32):
     return [("transformer." + n, t.to(dtype)) for n, t in sorted(w.items())]
 
@@ -435,6 +493,7 @@ def main():
     torch.save(hf_state_dict(w, TINY, "transformer.", torch.bool, lm_head=True), d / "pytorch_model.bin")
     write_safetensors(d / "mindformers.safetensors", mindformers_tensors(w, TINY))
     write_json(d / "expected.json", exp)
+    write_greedy(d, w, TINY)
 
     # tiny-legacy/: as OpenAI's converted gpt2 checkpoint (2019): no prefix, float32 0/1 causal buffer
     d = fresh_dir("tiny-legacy")
@@ -465,6 +524,7 @@ def main():
         write_config(d, cfg)
         write_safetensors(d / "model.safetensors", prefixed(wa))
         write_json(d / "expected.json", expected_for(wa, cfg)[0])
+        write_greedy(d, wa, cfg)
 
     # tiny-strided/: layer 0 c_attn.weight as a transposed view, wpe as an offset slice
     d = fresh_dir("tiny-strided")

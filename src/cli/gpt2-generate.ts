@@ -1,0 +1,123 @@
+/** gpt2-generate: text generation with a KV cache, the usual sampling controls, batches and streaming. */
+import { readFileSync } from 'node:fs';
+import { Option } from 'commander';
+import { ToolError, UsageError } from '../util/errors.js';
+import { choiceOption, createProgram, intArg, logger, runProgram } from './common.js';
+
+interface Flags {
+  model: string;
+  promptFile?: string;
+  inputFormat: 'text' | 'ids';
+  maxNewTokens: number;
+  maxLength?: number;
+  minNewTokens: number;
+  greedy?: boolean;
+  doSample?: boolean;
+  temperature: number;
+  topK: number;
+  topP: number;
+  repetitionPenalty: number;
+  noRepeatNgramSize: number;
+  seed: number;
+  stop: string[];
+  eosId?: number;
+  ignoreEos?: boolean;
+  numReturnSequences: number;
+  format: 'text' | 'jsonl' | 'ids';
+  stream?: boolean;
+  stats?: boolean;
+  batchSize: number;
+  cache: boolean;
+  truncate?: 'left';
+  backend?: string;
+  quiet?: boolean;
+}
+
+const num = (flag: string, check: (v: number) => boolean, want: string) => (value: string) => {
+  const v = Number(value);
+  if (value.trim() === '' || !Number.isFinite(v) || !check(v)) throw new UsageError(`${flag} must be ${want}, got ${JSON.stringify(value)}`);
+  return v;
+};
+
+const program = createProgram({
+  name: 'gpt2-generate',
+  summary: 'Generate text with a GPT-2 checkpoint (or a preset with random weights).',
+  examples: [
+    'gpt2-generate --model runs/a/checkpoints/latest "The meaning of life is"',
+    'gpt2-generate --model models/gpt2 --do-sample --top-k 40 --top-p 0.9 --temperature 0.8 --seed 1 "Once upon a time"',
+    'gpt2-generate --model models/gpt2 --prompt-file prompts.txt --batch-size 8 --format jsonl > out.jsonl',
+    'echo "464 3290 286" | gpt2-generate --model models/gpt2 --input-format ids --format ids',
+    'gpt2-generate --model models/gpt2 --stop "\\n\\n" --max-new-tokens 200 --stats "Q: Why is the sky blue?\\nA:"',
+  ],
+  notes: `Prompts come from the arguments, --prompt-file (one per line) or standard input (one per line);
+with none of them, generation starts from <|endoftext|> alone, as GPT-2 samples unconditionally (an
+empty prompt does the same). Greedy decoding is the default; --do-sample draws with --seed (same seed,
+same text). Text output streams token by token on a terminal or with --stream, never splitting a
+character; --format jsonl gives one object per sequence with prompt, text, ids and finish_reason
+(eos, stop, length). --stats prints timings as JSON on stderr.`,
+})
+  .argument('[prompts...]', 'prompts (text, or ids with --input-format ids)')
+  .requiredOption('-m, --model <dir|preset>', 'checkpoint directory or preset name')
+  .option('--prompt-file <file>', 'read prompts from a file, one per line')
+  .addOption(choiceOption('--input-format <format>', 'prompts as text or as space-separated token ids', ['text', 'ids'], 'text'))
+  .option('-n, --max-new-tokens <n>', 'tokens to generate', intArg('--max-new-tokens', 0), 50)
+  .option('--max-length <n>', 'prompt + new tokens at most (caps --max-new-tokens)', intArg('--max-length', 1))
+  .option('--min-new-tokens <n>', 'no end-of-text before this many tokens', intArg('--min-new-tokens', 0), 0)
+  .option('--greedy', 'always take the most likely token (default)')
+  .option('--do-sample', 'sample (with --temperature, --top-k, --top-p, --seed)')
+  .option('-t, --temperature <t>', 'sampling temperature (> 0)', num('--temperature', (v) => v > 0, 'a number > 0'), 1)
+  .option('-k, --top-k <k>', 'sample among the k most likely tokens (0: all)', intArg('--top-k', 0), 0)
+  .option('-p, --top-p <p>', 'nucleus sampling mass, in (0, 1]', num('--top-p', (v) => v > 0 && v <= 1, 'in (0, 1]'), 1)
+  .option('--repetition-penalty <r>', 'penalise tokens already present (HF: logits ÷ r if > 0, else × r)', num('--repetition-penalty', (v) => v > 0, 'a number > 0'), 1)
+  .option('--no-repeat-ngram-size <n>', 'never repeat an n-gram', intArg('--no-repeat-ngram-size', 0), 0)
+  .option('-s, --seed <n>', 'seed for sampling', intArg('--seed', 0), 0)
+  .option('--stop <string>', 'stop when the text ends with this (not printed); repeatable; \\n and \\t understood', (v: string, acc: string[]) => [...acc, v.replace(/\\n/g, '\n').replace(/\\t/g, '\t')], [] as string[])
+  .option('--eos-id <id>', "end-of-text token (default: the model config's eos_token_id)", intArg('--eos-id', 0))
+  .option('--ignore-eos', 'keep going past end-of-text')
+  .option('--num-return-sequences <n>', 'sequences per prompt', intArg('--num-return-sequences', 1), 1)
+  .addOption(choiceOption('-f, --format <format>', 'output: text, jsonl or ids', ['text', 'jsonl', 'ids'], 'text'))
+  .option('--stream', 'stream text as it is generated even when stdout is not a terminal')
+  .option('--stats', 'print timings as one JSON line on stderr')
+  .option('-b, --batch-size <n>', 'sequences generated together', intArg('--batch-size', 1), 1)
+  .option('--no-cache', 'recompute the whole context every step (same output, slower)')
+  .addOption(new Option('--truncate <side>', 'drop the oldest prompt tokens that do not fit').choices(['left']))
+  .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
+  .action(async (args: string[], flags: Flags) => {
+    const started = performance.now();
+    const log = logger('gpt2-generate', !!flags.quiet);
+    if (flags.greedy && flags.doSample) throw new UsageError('--greedy and --do-sample contradict each other');
+    const texts = readPrompts(args, flags);
+    const { openModel } = await import('../model/open.js');
+    const opened = await openModel(flags.model, { backend: flags.backend, log: log.info });
+    const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
+    const tokenizer = loadTokenizer(opened.tokenizerDir);
+    const { run } = await import('../generate/cli-run.js');
+    await run(opened, tokenizer, texts, flags, { started, log });
+  });
+
+function readPrompts(args: string[], flags: Flags): string[] {
+  if (args.length > 0 && flags.promptFile) throw new UsageError('give prompts as arguments or with --prompt-file, not both');
+  const lines = (buf: Buffer, source: string) => {
+    const { isUtf8 } = Buffer as unknown as { isUtf8?: (b: Buffer) => boolean };
+    if (!(isUtf8 ?? (() => true))(buf)) throw new ToolError(`${source}: prompts are not valid UTF-8`);
+    const text = buf.toString('utf8');
+    return (text.endsWith('\n') ? text.slice(0, -1) : text).split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
+  };
+  if (args.length > 0) return args;
+  if (flags.promptFile) {
+    try {
+      return lines(readFileSync(flags.promptFile), flags.promptFile);
+    } catch (err) {
+      if (err instanceof ToolError) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new ToolError(code === 'ENOENT' ? `${flags.promptFile}: no such file` : code === 'EISDIR' ? `${flags.promptFile}: is a directory` : `${flags.promptFile}: ${(err as Error).message}`);
+    }
+  }
+  if (!process.stdin.isTTY) {
+    const buf = readFileSync(0);
+    if (buf.length > 0) return lines(buf, '<stdin>');
+  }
+  return [''];
+}
+
+await runProgram(program);
