@@ -1,4 +1,5 @@
 /** gpt2-generate: text generation with a KV cache, the usual sampling controls, batches and streaming. */
+import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { Option } from 'commander';
 import { ToolError, UsageError } from '../util/errors.js';
@@ -98,8 +99,7 @@ character; --format jsonl gives one object per sequence with prompt, text, ids a
 function readPrompts(args: string[], flags: Flags): string[] {
   if (args.length > 0 && flags.promptFile) throw new UsageError('give prompts as arguments or with --prompt-file, not both');
   const lines = (buf: Buffer, source: string) => {
-    const { isUtf8 } = Buffer as unknown as { isUtf8?: (b: Buffer) => boolean };
-    if (!(isUtf8 ?? (() => true))(buf)) throw new ToolError(`${source}: prompts are not valid UTF-8`);
+    if (!isUtf8(buf)) throw new ToolError(`${source}: prompts are not valid UTF-8`);
     const text = buf.toString('utf8');
     return (text.endsWith('\n') ? text.slice(0, -1) : text).split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
   };
