@@ -4,6 +4,7 @@
  * slice of another tensor's heap memory.
  */
 import type { DataType, TensorInfo } from '@tensorflow/tfjs';
+import type { WasmMemory } from './wasm-asm.js';
 
 export interface WasmTensorData {
   id: number;
@@ -15,6 +16,8 @@ export interface WasmTensorData {
 
 export interface WasmModule {
   HEAPU8: Uint8Array;
+  /** The emscripten module's exports, among them its memory (the heap). */
+  asm?: { memory?: WasmMemory };
   cwrap(name: string, returnType: string | null, argTypes: string[]): (...args: unknown[]) => unknown;
   tfjs: {
     registerTensor(id: number, size: number, memoryOffset: number): void;
@@ -34,6 +37,11 @@ export interface WasmBackend {
   typedArrayFromHeap(info: TensorInfo): Float32Array | Int32Array | Uint8Array;
   readSync(dataId: object): unknown;
   disposeData(dataId: object, force?: boolean): boolean;
+}
+
+/** Byte offset of a tensor's data in the heap. */
+export function heapOffset(backend: WasmBackend, info: TensorInfo): number {
+  return backend.dataIdMap.get(info.dataId).memoryOffset;
 }
 
 export function wasmId(backend: WasmBackend, info: TensorInfo): number {

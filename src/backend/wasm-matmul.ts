@@ -15,7 +15,8 @@
  */
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './select.js';
-import { dropView, makeView, shapeBytes, sizeOf, wasmId, type WasmBackend } from './wasm-backend.js';
+import { dropView, heapOffset, makeView, shapeBytes, sizeOf, wasmId, type WasmBackend } from './wasm-backend.js';
+import { smallMatMul, type SmallMatMul } from './wasm-gemv.js';
 
 type MatMulC = (
   aId: number,
@@ -116,6 +117,10 @@ export function makeMatMulKernels(tf: Tf, originalBatchMatMul: KernelConfig, ori
       return { ...out, shape: outShape };
     }
 
+    if (!transposeA && smallProduct(backend, a, b, out, { transposeB, m, k, n, batchA, batchB, outOuter, aOuter, bOuter })) {
+      return { ...out, shape: outShape };
+    }
+
     // Operands as [batch, rows, inner] and [batch, inner, cols], transposing into temporaries.
     const temps: TensorInfo[] = [];
     let a3: TensorInfo = { dataId: a.dataId, shape: [batchA, aRows, aCols], dtype: 'float32' };
@@ -195,6 +200,54 @@ export function makeMatMulKernels(tf: Tf, originalBatchMatMul: KernelConfig, ori
   };
 
   return { batchMatMul, fusedMatMul };
+}
+
+/**
+ * Products with few rows (a decode step: one per sequence) or, for a·bᵀ, few columns (the LM head
+ * as wte·hᵀ), go to our streaming kernels (wasm-gemv.ts): no packing of the weight, no transpose.
+ * Returns false to leave the product to XNNPACK.
+ */
+const SMALL = 16;
+interface Dims {
+  transposeB: boolean;
+  m: number;
+  k: number;
+  n: number;
+  batchA: number;
+  batchB: number;
+  outOuter: number[];
+  aOuter: number[];
+  bOuter: number[];
+}
+function smallProduct(backend: WasmBackend, a: TensorInfo, b: TensorInfo, out: TensorInfo, d: Dims): boolean {
+  const { transposeB, m, k, n, batchA, batchB } = d;
+  const fits = transposeB ? k % 4 === 0 && (m <= SMALL || n <= SMALL) : n % 4 === 0 && m * (batchB === 1 ? batchA : 1) <= SMALL;
+  if (!fits) return false;
+  const kernels = kernelsFor(backend);
+  if (kernels === undefined) return false;
+  const kernel = transposeB ? kernels.nt : kernels.nn;
+  const [aAt, bAt, outAt] = [heapOffset(backend, a), heapOffset(backend, b), heapOffset(backend, out)];
+  if (batchB === 1) {
+    // Every batch of a against the same b: one call over all rows (nt: rows of a are independent too).
+    kernel(aAt, bAt, outAt, batchA * m, k, n);
+    return true;
+  }
+  const aIndex = batchIndexer(d.outOuter, d.aOuter);
+  const bIndex = batchIndexer(d.outOuter, d.bOuter);
+  const batchOut = sizeOf(d.outOuter);
+  for (let o = 0; o < batchOut; o++) kernel(aAt + aIndex(o) * m * k * 4, bAt + bIndex(o) * k * n * 4, outAt + o * m * n * 4, m, k, n);
+  return true;
+}
+
+const kernelCache = new WeakMap<object, SmallMatMul | null>();
+function kernelsFor(backend: WasmBackend): SmallMatMul | undefined {
+  let kernels = kernelCache.get(backend.wasm);
+  if (kernels === undefined) {
+    const memory = backend.wasm.asm?.memory;
+    kernels = memory ? smallMatMul(memory) : null;
+    kernelCache.set(backend.wasm, kernels);
+  }
+  return kernels ?? undefined;
 }
 
 /** Maps a flat index over the broadcast outer dims to the flat batch index of one operand. */

@@ -1,0 +1,136 @@
+/**
+ * Just enough of a WebAssembly assembler to write a few SIMD kernels without a wasm toolchain:
+ * one module importing a memory ("env", "memory") and exporting functions whose parameters are
+ * i32. Functions are written as flat byte code through the Code builder below; the module is
+ * checked by WebAssembly.validate when it is compiled.
+ */
+
+/** The WebAssembly API as far as we use it (Node has it; our lib settings, without DOM, do not declare it). */
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+}
+export type WasmModule = object;
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => WasmModule;
+  Instance: new (module: WasmModule, imports: object) => { exports: Record<string, unknown> };
+}
+export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+export const I32 = 0x7f;
+export const V128 = 0x7b;
+
+/** Unsigned LEB128. */
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (n !== 0);
+  return out;
+}
+
+/** Signed LEB128 (i32.const). */
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const byte = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0)) {
+      out.push(byte);
+      return out;
+    }
+    out.push(byte | 0x80);
+  }
+}
+
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+const name = (s: string): number[] => vec([...Buffer.from(s, 'utf8')].map((b) => [b]));
+const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
+const simd = (op: number): number[] => [0xfd, ...uleb(op)];
+
+/** A function body under construction; each method appends one instruction and returns this. */
+export class Code {
+  readonly bytes: number[] = [];
+  private emit(...b: number[]): this {
+    this.bytes.push(...b);
+    return this;
+  }
+  get(i: number) { return this.emit(0x20, ...uleb(i)); }
+  set(i: number) { return this.emit(0x21, ...uleb(i)); }
+  tee(i: number) { return this.emit(0x22, ...uleb(i)); }
+  i32(c: number) { return this.emit(0x41, ...sleb(c)); }
+  add() { return this.emit(0x6a); }
+  sub() { return this.emit(0x6b); }
+  mul() { return this.emit(0x6c); }
+  shl() { return this.emit(0x74); }
+  geU() { return this.emit(0x4f); }
+  gtU() { return this.emit(0x4b); }
+  /** block … end: `br depth` to it exits. */
+  block() { return this.emit(0x02, 0x40); }
+  /** loop … end: `br depth` to it starts the next iteration. */
+  loop() { return this.emit(0x03, 0x40); }
+  br(depth: number) { return this.emit(0x0c, ...uleb(depth)); }
+  brIf(depth: number) { return this.emit(0x0d, ...uleb(depth)); }
+  end() { return this.emit(0x0b); }
+  f32Load(offset = 0) { return this.emit(0x2a, 2, ...uleb(offset)); }
+  f32Store(offset = 0) { return this.emit(0x38, 2, ...uleb(offset)); }
+  f32Add() { return this.emit(0x92); }
+  v128Load(offset = 0) { return this.emit(...simd(0), 4, ...uleb(offset)); }
+  v128Store(offset = 0) { return this.emit(...simd(11), 4, ...uleb(offset)); }
+  v128Zero() { return this.emit(...simd(12), ...new Array<number>(16).fill(0)); }
+  f32x4Splat() { return this.emit(...simd(19)); }
+  f32x4Lane(lane: number) { return this.emit(...simd(31), lane); }
+  f32x4Add() { return this.emit(...simd(228)); }
+  f32x4Mul() { return this.emit(...simd(230)); }
+
+  /** `local[i] += c` for an i32 local. */
+  inc(i: number, c: number | (() => void)) {
+    this.get(i);
+    if (typeof c === 'number') this.i32(c);
+    else c();
+    return this.add().set(i);
+  }
+  /** `while (!(exit condition)) { body }`: `exit` pushes an i32, true to leave. */
+  whileNot(exit: () => void, body: () => void) {
+    this.block().loop();
+    exit();
+    this.brIf(1);
+    body();
+    return this.br(0).end().end();
+  }
+}
+
+export interface FunctionDef {
+  name: string;
+  params: number;
+  /** Extra locals by type, in order after the parameters. */
+  locals: { count: number; type: number }[];
+  code: Code;
+}
+
+/** Compiles a module importing env.memory and exporting `functions` (i32 parameters, no results). */
+export function assemble(functions: FunctionDef[]): WasmModule {
+  const types = functions.map((f) => [0x60, ...vec(new Array<number[]>(f.params).fill([I32])), 0]);
+  const bytes = [
+    ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    ...section(1, vec(types)),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x00]])),
+    ...section(3, vec(functions.map((_, i) => uleb(i)))),
+    ...section(7, vec(functions.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
+    ...section(
+      10,
+      vec(
+        functions.map((f) => {
+          const body = [...vec(f.locals.map((l) => [...uleb(l.count), l.type])), ...f.code.bytes, 0x0b];
+          return [...uleb(body.length), ...body];
+        }),
+      ),
+    ),
+  ];
+  const binary = new Uint8Array(bytes);
+  if (!wasmApi.validate(binary)) throw new Error('internal error: assembled wasm module does not validate');
+  return new wasmApi.Module(binary);
+}

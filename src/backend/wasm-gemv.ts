@@ -1,0 +1,164 @@
+/**
+ * Matrix products with few rows (or few columns) for the wasm backend, as hand-assembled SIMD
+ * kernels working directly in the backend's heap.
+ *
+ * Decoding one token multiplies a single row by every weight matrix. XNNPACK packs its right
+ * operand before multiplying — a second copy of every weight (+70% memory) if the packed form is
+ * cached, or a pass that costs more than the product itself if it is not — and runs an [m, 1]
+ * result (the LM head as wte·hᵀ) with 1 of 8 lanes busy. These kernels stream the weights once in
+ * their stored layout, which is what bounds a decode step: memory bandwidth.
+ *
+ * Each output element is computed in the same order whatever the number of rows, so a sequence's
+ * logits do not depend on the batch it runs in.
+ */
+import { assemble, Code, I32, V128, wasmApi, type WasmMemory, type WasmModule } from './wasm-asm.js';
+
+export interface SmallMatMul {
+  /** out[m, n] = a[m, k] · b[k, n]; n a multiple of 4. Byte offsets into the heap. */
+  nn(a: number, b: number, out: number, m: number, k: number, n: number): void;
+  /** out[m, n] = a[m, k] · b[n, k]ᵀ; k a multiple of 4. Byte offsets into the heap. */
+  nt(a: number, b: number, out: number, m: number, k: number, n: number): void;
+}
+
+// Parameters of both kernels: a, b, out, m, k, n.
+const [A, B, OUT, M, K, N] = [0, 1, 2, 3, 4, 5];
+
+/**
+ * nn: rows of b four at a time (r0..r3), each block applied to every row of a while it is in cache:
+ * out[i, :] += a[i, kk]·b[kk, :] + … + a[i, kk+3]·b[kk+3, :]; then leftover rows of b one by one.
+ */
+const NN_ROWS = 8;
+function nnKernel(): Code {
+  const [NB, KK, I, O, J, END, AP] = [6, 7, 8, 9, 10, 11, 12];
+  const R = [13, 14, 15, 16, 17, 18, 19, 20];
+  const X = [21, 22, 23, 24, 25, 26, 27, 28]; // v128
+  const R0 = R[0];
+  const c = new Code();
+  c.get(N).i32(2).shl().set(NB);
+  // out = 0
+  c.get(OUT).set(J);
+  c.get(OUT).get(M).get(NB).mul().add().set(END);
+  c.whileNot(
+    () => c.get(J).get(END).geU(),
+    () => c.get(J).v128Zero().v128Store().inc(J, 16),
+  );
+  const rowsOf = (width: number) => {
+    // for i in 0..m: splat a[i, kk..kk+width), then out[i, :] += Σ x·r over the row
+    c.i32(0).set(I);
+    c.whileNot(
+      () => c.get(I).get(M).geU(),
+      () => {
+        c.get(A).get(I).get(K).mul().get(KK).add().i32(2).shl().add().set(AP);
+        for (let t = 0; t < width; t++) c.get(AP).f32Load(4 * t).f32x4Splat().set(X[t]);
+        c.get(OUT).get(I).get(NB).mul().add().set(O);
+        c.i32(0).set(J);
+        c.whileNot(
+          () => c.get(J).get(NB).geU(),
+          () => {
+            c.get(O).get(J).add(); // store address
+            c.get(O).get(J).add().v128Load();
+            for (let t = 0; t < width; t++) c.get(X[t]).get(R[t]).get(J).add().v128Load().f32x4Mul().f32x4Add();
+            c.v128Store().inc(J, 16);
+          },
+        );
+        c.inc(I, 1);
+      },
+    );
+  };
+  c.i32(0).set(KK);
+  c.whileNot(
+    () => c.get(KK).i32(NN_ROWS).add().get(K).gtU(),
+    () => {
+      c.get(B).get(KK).get(NB).mul().add().set(R0);
+      for (let t = 1; t < NN_ROWS; t++) c.get(R[t - 1]).get(NB).add().set(R[t]);
+      rowsOf(NN_ROWS);
+      c.inc(KK, NN_ROWS);
+    },
+  );
+  c.whileNot(
+    () => c.get(KK).get(K).geU(),
+    () => {
+      c.get(B).get(KK).get(NB).mul().add().set(R0);
+      rowsOf(1);
+      c.inc(KK, 1);
+    },
+  );
+  return c;
+}
+
+/**
+ * nt: dot products of rows, four rows of a at a time against one row of b (four independent sums,
+ * one load of b), then leftover rows of a one by one. A sum runs over k in order, then its lanes.
+ */
+function ntKernel(): Code {
+  const [KB, I, J, P, RB, OP] = [6, 7, 8, 9, 10, 11];
+  const RA = [12, 13, 14, 15];
+  const ACC = [16, 17, 18, 19]; // v128
+  const BV = 20; // v128
+  const c = new Code();
+  c.get(K).i32(2).shl().set(KB);
+  const rows = (count: number) => {
+    // out[i..i+count, j] for every j
+    c.get(A).get(I).get(KB).mul().add().set(RA[0]);
+    for (let t = 1; t < count; t++) c.get(RA[t - 1]).get(KB).add().set(RA[t]);
+    c.i32(0).set(J);
+    c.whileNot(
+      () => c.get(J).get(N).geU(),
+      () => {
+        c.get(B).get(J).get(KB).mul().add().set(RB);
+        for (let t = 0; t < count; t++) c.v128Zero().set(ACC[t]);
+        c.i32(0).set(P);
+        c.whileNot(
+          () => c.get(P).get(KB).geU(),
+          () => {
+            c.get(RB).get(P).add().v128Load().set(BV);
+            for (let t = 0; t < count; t++) c.get(ACC[t]).get(RA[t]).get(P).add().v128Load().get(BV).f32x4Mul().f32x4Add().set(ACC[t]);
+            c.inc(P, 16);
+          },
+        );
+        c.get(OUT).get(I).get(N).mul().get(J).add().i32(2).shl().add().set(OP);
+        for (let t = 0; t < count; t++) {
+          c.get(OP);
+          c.get(ACC[t]).f32x4Lane(0).get(ACC[t]).f32x4Lane(1).f32Add().get(ACC[t]).f32x4Lane(2).f32Add().get(ACC[t]).f32x4Lane(3).f32Add();
+          c.f32Store();
+          if (t + 1 < count) c.inc(OP, () => c.get(N).i32(2).shl());
+        }
+        c.inc(J, 1);
+      },
+    );
+  };
+  c.i32(0).set(I);
+  c.whileNot(
+    () => c.get(I).i32(4).add().get(M).gtU(),
+    () => {
+      rows(4);
+      c.inc(I, 4);
+    },
+  );
+  c.whileNot(
+    () => c.get(I).get(M).geU(),
+    () => {
+      rows(1);
+      c.inc(I, 1);
+    },
+  );
+  return c;
+}
+
+let compiled: WasmModule | undefined;
+const instances = new WeakMap<WasmMemory, SmallMatMul>();
+
+/** The kernels bound to a wasm memory (the backend's heap), compiled once per process. */
+export function smallMatMul(memory: WasmMemory): SmallMatMul {
+  let kernels = instances.get(memory);
+  if (kernels === undefined) {
+    compiled ??= assemble([
+      { name: 'nn', params: 6, locals: [{ count: 15, type: I32 }, { count: 8, type: V128 }], code: nnKernel() },
+      { name: 'nt', params: 6, locals: [{ count: 10, type: I32 }, { count: 5, type: V128 }], code: ntKernel() },
+    ]);
+    const exports = new wasmApi.Instance(compiled, { env: { memory } }).exports as unknown as SmallMatMul;
+    kernels = { nn: exports.nn, nt: exports.nt };
+    instances.set(memory, kernels);
+  }
+  return kernels;
+}
