@@ -7,6 +7,7 @@
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import type { GPT2, KVCache } from '../model/gpt2.js';
+import { WasmDecoder } from '../model/wasm-decoder.js';
 import { StreamDecoder } from '../tokenizer/stream-decoder.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { ToolError } from '../util/errors.js';
@@ -29,6 +30,8 @@ export interface GenerateOptions {
   eosIds?: number[];
   stop?: string[];
   useCache?: boolean;
+  /** With the cache on wasm, decode steps outside the tfjs engine (WasmDecoder; default true). */
+  fastDecode?: boolean;
   batchSize?: number;
   /** Token put in front of shorter prompts of a batch (masked out). */
   padId?: number;
@@ -102,56 +105,79 @@ async function* generateBatch(model: GPT2, tokenizer: Tokenizer, prompts: number
   const positionsRow = (b: number, from: number, to: number) => Array.from({ length: to - from }, (_, k) => Math.max(0, from + k - padOf(b)));
   const needsMask = prompts.some((_, b) => padOf(b) > 0);
   let cache: KVCache | undefined;
+  let decoder: WasmDecoder | undefined;
+  const dropCache = () => {
+    if (cache) tf.dispose(cache.layers.flatMap((l) => [l.k, l.v]));
+    cache = undefined;
+  };
 
-  for (let step = 0; step < options.maxNewTokens; step++) {
-    // Logits of each sequence's last position.
-    let last: tfjs.Tensor2D;
-    const total = width + step;
-    if (useCache) {
-      const from = step === 0 ? 0 : total - 1;
-      const ids = seqs.map((s, b) => (step === 0 ? padded(b) : [s.tokens[s.tokens.length - 1]]));
-      const out = model.hidden(ids, {
-        past: cache,
-        useCache: true,
-        attentionMask: needsMask ? seqs.map((_, b) => maskRow(b, total)) : undefined,
-        positionIds: seqs.map((_, b) => positionsRow(b, from, total)),
-      });
-      if (cache) tf.dispose(cache.layers.flatMap((l) => [l.k, l.v]));
-      cache = out.cache;
-      last = lastPositions(model, out.hidden);
-    } else {
-      const out = model.hidden(seqs.map((_, b) => padded(b)), {
-        attentionMask: needsMask ? seqs.map((_, b) => maskRow(b, total)) : undefined,
-        positionIds: seqs.map((_, b) => positionsRow(b, 0, total)),
-      });
-      last = lastPositions(model, out.hidden);
-    }
-    const logits = (await last.data()) as Float32Array;
-    last.dispose();
-    const vocab = model.config.vocab_size;
-    for (const [b, s] of seqs.entries()) {
-      if (s.done) {
-        s.tokens.push(pad); // keeps the batch rectangular; never reported
-        continue;
+  try {
+    for (let step = 0; step < options.maxNewTokens; step++) {
+      // Logits of each sequence's last position.
+      let last: tfjs.Tensor2D | Float32Array;
+      const total = width + step;
+      if (decoder) {
+        last = decoder.step(seqs.map((s) => s.tokens[s.tokens.length - 1]), seqs.map((_, b) => positionsRow(b, total - 1, total)[0]));
+      } else if (useCache) {
+        const from = step === 0 ? 0 : total - 1;
+        const ids = seqs.map((s, b) => (step === 0 ? padded(b) : [s.tokens[s.tokens.length - 1]]));
+        const out = model.hidden(ids, {
+          past: cache,
+          useCache: true,
+          attentionMask: needsMask ? seqs.map((_, b) => maskRow(b, total)) : undefined,
+          positionIds: seqs.map((_, b) => positionsRow(b, from, total)),
+        });
+        dropCache();
+        cache = out.cache;
+        last = lastPositions(model, out.hidden);
+        if (step === 0 && options.maxNewTokens > 1 && (options.fastDecode ?? true)) {
+          decoder = WasmDecoder.create(model, seqs.length, width + options.maxNewTokens, seqs.map((_, b) => padOf(b)));
+          if (decoder) {
+            decoder.load(cache!);
+            dropCache();
+          }
+        }
+      } else {
+        const out = model.hidden(seqs.map((_, b) => padded(b)), {
+          attentionMask: needsMask ? seqs.map((_, b) => maskRow(b, total)) : undefined,
+          positionIds: seqs.map((_, b) => positionsRow(b, 0, total)),
+        });
+        last = lastPositions(model, out.hidden);
       }
-      const row = logits.slice(b * vocab, (b + 1) * vocab);
-      applyProcessors(processors, row, { tokens: s.tokens, generated: s.generated.length });
-      const id = options.doSample ? sample(row, s.rng) : argmax(row);
-      s.tokens.push(id);
-      if (eos.has(id)) {
-        yield finish(s, 'eos');
-        continue;
+      let logits: Float32Array;
+      if (last instanceof Float32Array) logits = last;
+      else {
+        logits = (await last.data()) as Float32Array;
+        last.dispose();
       }
-      s.generated.push(id);
-      const { release, stopped } = s.filter.push(s.decoder.push(id));
-      s.text += release;
-      yield { type: 'token', sequence: s.index, id, text: release };
-      if (stopped) yield finish(s, 'stop');
-      else if (s.generated.length === options.maxNewTokens) yield finish(s, 'length');
+      const vocab = model.config.vocab_size;
+      for (const [b, s] of seqs.entries()) {
+        if (s.done) {
+          s.tokens.push(pad); // keeps the batch rectangular; never reported
+          continue;
+        }
+        const row = logits.slice(b * vocab, (b + 1) * vocab);
+        applyProcessors(processors, row, { tokens: s.tokens, generated: s.generated.length });
+        const id = options.doSample ? sample(row, s.rng) : argmax(row);
+        s.tokens.push(id);
+        if (eos.has(id)) {
+          yield finish(s, 'eos');
+          continue;
+        }
+        s.generated.push(id);
+        const { release, stopped } = s.filter.push(s.decoder.push(id));
+        s.text += release;
+        yield { type: 'token', sequence: s.index, id, text: release };
+        if (stopped) yield finish(s, 'stop');
+        else if (s.generated.length === options.maxNewTokens) yield finish(s, 'length');
+      }
+      if (seqs.every((s) => s.done)) break;
     }
-    if (seqs.every((s) => s.done)) break;
+  } finally {
+    // Also when the consumer stops early.
+    dropCache();
+    decoder?.dispose();
   }
-  if (cache) tf.dispose(cache.layers.flatMap((l) => [l.k, l.v]));
   for (const s of seqs) if (!s.done) yield finish(s, 'length'); // max-new-tokens 0
 }
 

@@ -13,6 +13,9 @@ import { presetConfig, PRESETS } from './config.js';
 import { GPT2 } from './gpt2.js';
 import { initialParameters } from './params.js';
 
+/** Entries of GPT-2's vocab.json (known from its hash, so the 1 MB file need not be parsed). */
+const GPT2_VOCAB_SIZE = 50257;
+
 export interface OpenedModel {
   model: GPT2;
   backend: SelectedBackend;
@@ -28,8 +31,9 @@ export async function tokenizerIdentityOf(dir: string): Promise<TokenizerIdentit
   });
   const [vocab, merges] = await Promise.all([read('vocab.json'), read('merges.txt')]);
   const sha256 = tokenizerSha256(vocab, merges);
+  if (sha256 === GPT2_TOKENIZER_SHA256) return { name: 'gpt2', vocab_size: GPT2_VOCAB_SIZE, sha256 };
   const size = Object.keys(JSON.parse(vocab.toString('utf8')) as object).length;
-  return { name: sha256 === GPT2_TOKENIZER_SHA256 ? 'gpt2' : dir, vocab_size: size, sha256 };
+  return { name: dir, vocab_size: size, sha256 };
 }
 
 /** `source` is a checkpoint directory or a preset name (random weights from `seed`). */

@@ -3,9 +3,10 @@
  * loop, then through tf.matMul on wasm for the shapes decoding sends them, and the property the
  * generator relies on: a row's result does not depend on how many rows share the call.
  */
-import type { Tensor2D } from '@tensorflow/tfjs';
+import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/index.js';
+import { wasmApi } from '../../src/backend/wasm-asm.js';
 import { smallMatMul } from '../../src/backend/wasm-gemv.js';
 import { expectClose, makeRng, normals, onBackend } from './compare.js';
 
@@ -24,7 +25,7 @@ function reference(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k: num
 }
 
 describe('small-product kernels on a bare wasm memory', () => {
-  const memory = new WebAssembly.Memory({ initial: 64 });
+  const memory = new wasmApi.Memory({ initial: 64 });
   const kernels = smallMatMul(memory);
   const heap = new Float32Array(memory.buffer);
 
@@ -80,7 +81,7 @@ describe('small products through tf.matMul on wasm', () => {
   async function compare(aShape: number[], bShape: number[], transposeB: boolean): Promise<void> {
     const a = normals(rng, aShape.reduce((x, y) => x * y, 1));
     const b = normals(rng, bShape.reduce((x, y) => x * y, 1));
-    const run = () => tf.matMul(tf.tensor(a, aShape) as Tensor2D, tf.tensor(b, bShape) as Tensor2D, false, transposeB);
+    const run = () => tf.matMul(tf.tensor(a, aShape) as Tensor as Tensor2D, tf.tensor(b, bShape) as Tensor as Tensor2D, false, transposeB);
     const want = await onBackend(tf, 'cpu', run);
     const got = await onBackend(tf, 'wasm', run);
     expect(got.shape).toEqual(want.shape);

@@ -33,9 +33,13 @@ async function collect(m: GPT2, prompts: number[][], options: GenerateOptions): 
 
 describe.each(['tiny', 'tiny-gelu', 'tiny-fastgelu'])('greedy decoding of %s equals the PyTorch reference', (dir) => {
   const ref = JSON.parse(readFileSync(fixture('models', dir, 'greedy.json'), 'utf8')) as { prompts: number[][]; continuations: number[][] };
-  it.each([true, false])('with cache = %s', async (useCache) => {
+  it.each([
+    ['with the cache, decode steps by WasmDecoder', { useCache: true }],
+    ['with the cache, decode steps through the tfjs engine', { useCache: true, fastDecode: false }],
+    ['without the cache', { useCache: false }],
+  ] as const)('%s', async (_, flags) => {
     const m = await model(dir);
-    const ends = await collect(m, ref.prompts, { maxNewTokens: 12, useCache });
+    const ends = await collect(m, ref.prompts, { maxNewTokens: 12, ...flags });
     expect(ends.map((e) => e.ids)).toEqual(ref.continuations);
     expect(ends.every((e) => e.reason === 'length')).toBe(true);
     m.dispose();
