@@ -3,10 +3,19 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
+import type { Tf } from '../src/backend/select.js';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
+import { GPT2 } from '../src/model/gpt2.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const SHARED = join(ROOT, '..', 'shared');
 export const fixture = (...parts: string[]) => join(ROOT, 'fixtures', ...parts);
+
+/** A fixture model (fixtures/models/<dir>) on the current backend of `tf`. */
+export async function fixtureModel(tf: Tf, dir: string): Promise<GPT2> {
+  const ck = await loadCheckpoint(fixture('models', dir));
+  return GPT2.fromValues(tf, ck.config, ck.values);
+}
 
 export interface CliResult {
   code: number;

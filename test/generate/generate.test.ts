@@ -8,11 +8,10 @@ import { selectBackend, type Tf } from '../../src/backend/select.js';
 import { generate, processorsFor, type GenerateOptions, type GenerationEvent } from '../../src/generate/generate.js';
 import { applyProcessors } from '../../src/generate/processors.js';
 import { sample } from '../../src/generate/sampling.js';
-import { loadCheckpoint } from '../../src/model/checkpoint.js';
-import { GPT2 } from '../../src/model/gpt2.js';
+import type { GPT2 } from '../../src/model/gpt2.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { Rng } from '../../src/util/rng.js';
-import { fixture } from '../helpers.js';
+import { fixture, fixtureModel } from '../helpers.js';
 
 const tokenizer = loadTokenizer();
 let tf: Tf;
@@ -20,10 +19,7 @@ beforeAll(async () => {
   tf = (await selectBackend('wasm')).tf;
 });
 
-async function model(dir: string): Promise<GPT2> {
-  const ck = await loadCheckpoint(fixture('models', dir));
-  return GPT2.fromValues(tf, ck.config, ck.values);
-}
+const model = (dir: string): Promise<GPT2> => fixtureModel(tf, dir);
 
 async function collect(m: GPT2, prompts: number[][], options: GenerateOptions): Promise<(GenerationEvent & { type: 'end' })[]> {
   const ends: (GenerationEvent & { type: 'end' })[] = [];

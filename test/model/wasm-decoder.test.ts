@@ -4,20 +4,16 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
-import { loadCheckpoint } from '../../src/model/checkpoint.js';
-import { GPT2 } from '../../src/model/gpt2.js';
+import type { GPT2 } from '../../src/model/gpt2.js';
 import { WasmDecoder } from '../../src/model/wasm-decoder.js';
-import { fixture } from '../helpers.js';
+import { fixtureModel } from '../helpers.js';
 
 let tf: Tf;
 beforeAll(async () => {
   tf = (await selectBackend('wasm')).tf;
 });
 
-async function model(dir: string): Promise<GPT2> {
-  const ck = await loadCheckpoint(fixture('models', dir));
-  return GPT2.fromValues(tf, ck.config, ck.values);
-}
+const model = (dir: string): Promise<GPT2> => fixtureModel(tf, dir);
 
 /** Logits of the last position of each sequence, through the whole-sequence forward pass. */
 function lastLogits(m: GPT2, ids: number[]): Float32Array {
