@@ -60,6 +60,9 @@ demo: train
 	@echo
 	node bin/gpt2-eval.js --model $(OUT)/run/checkpoints/latest --data $(OUT)/valid
 	@echo "loss curve: $(OUT)/run/loss.svg"
+	@echo
+	node bin/gpt2-generate.js --model $(OUT)/run/checkpoints/latest --stream --seed 1 --do-sample --top-k 40 -n 40 "The game was"
+	@echo
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -70,6 +73,7 @@ bench: $(BUILT)
 	npm run --silent bench:bpe
 	npm run --silent bench:forward
 	npm run --silent bench:train
+	npm run --silent bench:generate
 
 clean:
 	rm -rf build dist

@@ -42,6 +42,17 @@ const decode = median(results.map((r) => r.decode_tokens_per_s));
 const rss = median(results.map((r) => r.rss));
 console.log(`decode ${decode.toFixed(1)} tokens/s (target ≥ 25)   prefill ${median(results.map((r) => r.prefill_ms)).toFixed(0)} ms   load ${median(results.map((r) => r.load_ms)).toFixed(0)} ms   peak RSS ${rss.toFixed(0)} MB = ${(rss / weightsMB).toFixed(2)}× the weights (target ≤ 1.3×)   [median of ${runs}]`);
 
+// Anchor: PyTorch on CPU decoding the same model the same way, when this machine's Python has torch.
+const anchorScript = fileURLToPath(new URL('../../src/bench/generate_anchor.py', import.meta.url));
+const python = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0);
+if (python) {
+  const r = spawnSync(python, [anchorScript, '64', String(runs)], { encoding: 'utf8' });
+  if (r.status === 0) {
+    const anchor = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { decode_tokens_per_s: number; threads: number };
+    console.log(`PyTorch CPU (anchor, ${anchor.threads} threads) decode ${anchor.decode_tokens_per_s.toFixed(1)} tokens/s  → ours = ${(decode / anchor.decode_tokens_per_s).toFixed(2)}× PyTorch`);
+  } else console.log(`PyTorch anchor failed: ${r.stderr.trim().split('\n').at(-1)}`);
+} else console.log('PyTorch CPU (anchor) skipped: no python3 with torch here (apt-get install python3-torch)');
+
 // Time to first token of the tiny demo model, from process start to the first byte on stdout.
 const tiny: GPT2Config = { ...gpt2, n_positions: 64, n_embd: 64, n_layer: 2, n_head: 2 };
 await saveCheckpoint(join(work, 'tiny'), tiny, initialParameters(tiny, 0));
