@@ -7,14 +7,15 @@
 
 /** The WebAssembly API as far as we use it (Node has it; our lib settings, without DOM, do not declare it). */
 export interface WasmMemory {
-  readonly buffer: ArrayBuffer;
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  grow(pages: number): number;
 }
 export type WasmModule = object;
 interface WasmApi {
   validate(bytes: Uint8Array): boolean;
   Module: new (bytes: Uint8Array) => WasmModule;
   Instance: new (module: WasmModule, imports: object) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
 }
 export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
@@ -112,13 +113,19 @@ export interface FunctionDef {
   code: Code;
 }
 
-/** Compiles a module importing env.memory and exporting `functions` (i32 parameters, no results). */
-export function assemble(functions: FunctionDef[]): WasmModule {
+/** Largest wasm32 memory, in 64 KiB pages (4 GiB); a shared memory must declare a maximum. */
+export const MAX_PAGES = 65536;
+
+/**
+ * Compiles a module importing env.memory (shared, with maximum MAX_PAGES, if `shared`: what
+ * threads need) and exporting `functions` (i32 parameters, no results).
+ */
+export function assemble(functions: FunctionDef[], shared = false): WasmModule {
   const types = functions.map((f) => [0x60, ...vec(new Array<number[]>(f.params).fill([I32])), 0]);
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, vec(types)),
-    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x00]])),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...(shared ? [0x03, 0x00, ...uleb(MAX_PAGES)] : [0x00, 0x00])]])),
     ...section(3, vec(functions.map((_, i) => uleb(i)))),
     ...section(7, vec(functions.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
     ...section(

@@ -14,14 +14,17 @@
 import { assemble, Code, I32, V128, wasmApi, type WasmMemory, type WasmModule } from './wasm-asm.js';
 
 export interface SmallMatMul {
-  /** out[m, n] = a[m, k] · b[k, n]; n a multiple of 4. Byte offsets into the heap. */
-  nn(a: number, b: number, out: number, m: number, k: number, n: number): void;
+  /**
+   * out[m, n] = a[m, k] · b[k, n]; n a multiple of 4. Byte offsets into the heap; rows of b and
+   * out are `ld` floats apart (ld ≥ n: a block of columns of wider matrices).
+   */
+  nn(a: number, b: number, out: number, m: number, k: number, n: number, ld: number): void;
   /** out[m, n] = a[m, k] · b[n, k]ᵀ; k a multiple of 4. Byte offsets into the heap. */
   nt(a: number, b: number, out: number, m: number, k: number, n: number): void;
 }
 
-// Parameters of both kernels: a, b, out, m, k, n.
-const [A, B, OUT, M, K, N] = [0, 1, 2, 3, 4, 5];
+// Parameters of both kernels: a, b, out, m, k, n (then nn's ld).
+const [A, B, OUT, M, K, N, LD] = [0, 1, 2, 3, 4, 5, 6];
 
 /**
  * nn: rows of b four at a time (r0..r3), each block applied to every row of a while it is in cache:
@@ -29,18 +32,26 @@ const [A, B, OUT, M, K, N] = [0, 1, 2, 3, 4, 5];
  */
 const NN_ROWS = 8;
 function nnKernel(): Code {
-  const [NB, KK, I, O, J, END, AP] = [6, 7, 8, 9, 10, 11, 12];
-  const R = [13, 14, 15, 16, 17, 18, 19, 20];
-  const X = [21, 22, 23, 24, 25, 26, 27, 28]; // v128
+  const [NB, KK, I, O, J, SB, AP] = [7, 8, 9, 10, 11, 12, 13];
+  const R = [14, 15, 16, 17, 18, 19, 20, 21];
+  const X = [22, 23, 24, 25, 26, 27, 28, 29]; // v128
   const R0 = R[0];
   const c = new Code();
   c.get(N).i32(2).shl().set(NB);
-  // out = 0
-  c.get(OUT).set(J);
-  c.get(OUT).get(M).get(NB).mul().add().set(END);
+  c.get(LD).i32(2).shl().set(SB);
+  // out = 0, row by row
+  c.i32(0).set(I);
   c.whileNot(
-    () => c.get(J).get(END).geU(),
-    () => c.get(J).v128Zero().v128Store().inc(J, 16),
+    () => c.get(I).get(M).geU(),
+    () => {
+      c.get(OUT).get(I).get(SB).mul().add().set(O);
+      c.i32(0).set(J);
+      c.whileNot(
+        () => c.get(J).get(NB).geU(),
+        () => c.get(O).get(J).add().v128Zero().v128Store().inc(J, 16),
+      );
+      c.inc(I, 1);
+    },
   );
   const rowsOf = (width: number) => {
     // for i in 0..m: splat a[i, kk..kk+width), then out[i, :] += Σ x·r over the row
@@ -50,7 +61,7 @@ function nnKernel(): Code {
       () => {
         c.get(A).get(I).get(K).mul().get(KK).add().i32(2).shl().add().set(AP);
         for (let t = 0; t < width; t++) c.get(AP).f32Load(4 * t).f32x4Splat().set(X[t]);
-        c.get(OUT).get(I).get(NB).mul().add().set(O);
+        c.get(OUT).get(I).get(SB).mul().add().set(O);
         c.i32(0).set(J);
         c.whileNot(
           () => c.get(J).get(NB).geU(),
@@ -69,8 +80,8 @@ function nnKernel(): Code {
   c.whileNot(
     () => c.get(KK).i32(NN_ROWS).add().get(K).gtU(),
     () => {
-      c.get(B).get(KK).get(NB).mul().add().set(R0);
-      for (let t = 1; t < NN_ROWS; t++) c.get(R[t - 1]).get(NB).add().set(R[t]);
+      c.get(B).get(KK).get(SB).mul().add().set(R0);
+      for (let t = 1; t < NN_ROWS; t++) c.get(R[t - 1]).get(SB).add().set(R[t]);
       rowsOf(NN_ROWS);
       c.inc(KK, NN_ROWS);
     },
@@ -78,7 +89,7 @@ function nnKernel(): Code {
   c.whileNot(
     () => c.get(KK).get(K).geU(),
     () => {
-      c.get(B).get(KK).get(NB).mul().add().set(R0);
+      c.get(B).get(KK).get(SB).mul().add().set(R0);
       rowsOf(1);
       c.inc(KK, 1);
     },
@@ -145,18 +156,32 @@ function ntKernel(): Code {
   return c;
 }
 
-let compiled: WasmModule | undefined;
+const compiled = new Map<boolean, WasmModule>();
+
+/** The kernels' module, for an unshared (the tfjs heap) or a shared memory; compiled once each. */
+export function smallMatMulModule(shared: boolean): WasmModule {
+  let module = compiled.get(shared);
+  if (module === undefined) {
+    module = assemble(
+      [
+        { name: 'nn', params: 7, locals: [{ count: 15, type: I32 }, { count: 8, type: V128 }], code: nnKernel() },
+        { name: 'nt', params: 6, locals: [{ count: 10, type: I32 }, { count: 5, type: V128 }], code: ntKernel() },
+      ],
+      shared,
+    );
+    compiled.set(shared, module);
+  }
+  return module;
+}
+
 const instances = new WeakMap<WasmMemory, SmallMatMul>();
 
-/** The kernels bound to a wasm memory (the backend's heap), compiled once per process. */
+/** The kernels bound to a wasm memory (the backend's heap, or a shared one). */
 export function smallMatMul(memory: WasmMemory): SmallMatMul {
   let kernels = instances.get(memory);
   if (kernels === undefined) {
-    compiled ??= assemble([
-      { name: 'nn', params: 6, locals: [{ count: 15, type: I32 }, { count: 8, type: V128 }], code: nnKernel() },
-      { name: 'nt', params: 6, locals: [{ count: 10, type: I32 }, { count: 5, type: V128 }], code: ntKernel() },
-    ]);
-    const exports = new wasmApi.Instance(compiled, { env: { memory } }).exports as unknown as SmallMatMul;
+    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+    const exports = new wasmApi.Instance(smallMatMulModule(shared), { env: { memory } }).exports as unknown as SmallMatMul;
     kernels = { nn: exports.nn, nt: exports.nt };
     instances.set(memory, kernels);
   }

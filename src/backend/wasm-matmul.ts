@@ -225,7 +225,7 @@ function smallProduct(backend: WasmBackend, a: TensorInfo, b: TensorInfo, out: T
   if (!fits) return false;
   const kernels = kernelsFor(backend);
   if (kernels === undefined) return false;
-  const kernel = transposeB ? kernels.nt : kernels.nn;
+  const kernel = transposeB ? kernels.nt : (a: number, b: number, o: number, m: number, k: number, n: number) => kernels.nn(a, b, o, m, k, n, n);
   const [aAt, bAt, outAt] = [heapOffset(backend, a), heapOffset(backend, b), heapOffset(backend, out)];
   if (batchB === 1) {
     // Every batch of a against the same b: one call over all rows (nt: rows of a are independent too).

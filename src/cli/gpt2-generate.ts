@@ -88,8 +88,8 @@ character; --format jsonl gives one object per sequence with prompt, text, ids a
     const log = logger('gpt2-generate', !!flags.quiet);
     if (flags.greedy && flags.doSample) throw new UsageError('--greedy and --do-sample contradict each other');
     const texts = readPrompts(args, flags);
-    const { openModel } = await import('../model/open.js');
-    const opened = await openModel(flags.model, { backend: flags.backend, log: log.info });
+    const { openForGeneration } = await import('../model/open.js');
+    const opened = await openForGeneration(flags.model, { backend: flags.backend, log: log.info, useCache: flags.cache });
     const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
     const tokenizer = loadTokenizer(opened.tokenizerDir);
     const { run } = await import('../generate/cli-run.js');

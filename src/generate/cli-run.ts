@@ -2,7 +2,7 @@
  * What gpt2-generate does once its model is loaded: prompts → ids (checked, truncated if asked),
  * generation, and output as streamed text, JSON lines or ids, plus --stats.
  */
-import type { OpenedModel } from '../model/open.js';
+import type { OpenedForGeneration } from '../model/open.js';
 import { parseIds } from '../tokenizer/id-lines.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { ToolError, UsageError } from '../util/errors.js';
@@ -34,7 +34,7 @@ export interface RunFlags {
 
 const write = (text: string) => new Promise<void>((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', () => resolve())));
 
-export async function run(opened: OpenedModel, tokenizer: Tokenizer, prompts: string[], flags: RunFlags, ctx: { started: number; log: { info(m: string): void } }): Promise<void> {
+export async function run(opened: OpenedForGeneration, tokenizer: Tokenizer, prompts: string[], flags: RunFlags, ctx: { started: number; log: { info(m: string): void } }): Promise<void> {
   const { model } = opened;
   const c = model.config;
   const eosId = flags.eosId ?? c.eos_token_id;

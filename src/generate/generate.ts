@@ -5,15 +5,15 @@
  * sequence's result what it would be alone; sampling draws from one RNG per sequence, seeded by
  * (seed, sequence index), so batching does not change what is drawn.
  */
-import type * as tfjs from '@tensorflow/tfjs';
-import type { GPT2, KVCache } from '../model/gpt2.js';
-import { WasmDecoder } from '../model/wasm-decoder.js';
+import type { DecodeModel } from '../model/decode-model.js';
+import type { GPT2 } from '../model/gpt2.js';
 import { StreamDecoder } from '../tokenizer/stream-decoder.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { ToolError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { applyProcessors, minNewTokens, noRepeatNgram, repetitionPenalty, temperature, topK, topP, type LogitsProcessor } from './processors.js';
 import { argmax, sample } from './sampling.js';
+import { logitsSource } from './logits-source.js';
 import { StopStringFilter } from './stop.js';
 
 export interface GenerateOptions {
@@ -68,7 +68,7 @@ interface Sequence {
   text: string;
 }
 
-export async function* generate(model: GPT2, tokenizer: Tokenizer, prompts: number[][], options: GenerateOptions): AsyncGenerator<GenerationEvent> {
+export async function* generate(model: GPT2 | DecodeModel, tokenizer: Tokenizer, prompts: number[][], options: GenerateOptions): AsyncGenerator<GenerationEvent> {
   const c = model.config;
   for (const [i, p] of prompts.entries()) {
     if (p.length === 0) throw new ToolError(`prompt ${i + 1} is empty (start it with <|endoftext|>)`);
@@ -82,12 +82,10 @@ export async function* generate(model: GPT2, tokenizer: Tokenizer, prompts: numb
   }
 }
 
-async function* generateBatch(model: GPT2, tokenizer: Tokenizer, prompts: number[][], first: number, options: GenerateOptions): AsyncGenerator<GenerationEvent> {
-  const tf = model.tf;
+async function* generateBatch(model: GPT2 | DecodeModel, tokenizer: Tokenizer, prompts: number[][], first: number, options: GenerateOptions): AsyncGenerator<GenerationEvent> {
   const processors = processorsFor(options);
   const eos = new Set(options.eosIds ?? []);
   const pad = options.padId ?? options.eosIds?.[0] ?? 0;
-  const useCache = options.useCache ?? true;
   const seqs: Sequence[] = prompts.map((p, b) => ({
     index: first + b,
     tokens: [...p],
@@ -100,63 +98,21 @@ async function* generateBatch(model: GPT2, tokenizer: Tokenizer, prompts: number
   }));
   const width = Math.max(...prompts.map((p) => p.length));
   const padOf = (b: number) => width - prompts[b].length;
-  const padded = (b: number) => [...Array(padOf(b)).fill(pad), ...seqs[b].tokens];
-  const maskRow = (b: number, length: number) => Array.from({ length }, (_, t) => (t < padOf(b) ? 0 : 1));
-  const positionsRow = (b: number, from: number, to: number) => Array.from({ length: to - from }, (_, k) => Math.max(0, from + k - padOf(b)));
-  const needsMask = prompts.some((_, b) => padOf(b) > 0);
-  let cache: KVCache | undefined;
-  let decoder: WasmDecoder | undefined;
-  const dropCache = () => {
-    if (cache) tf.dispose(cache.layers.flatMap((l) => [l.k, l.v]));
-    cache = undefined;
-  };
-
+  const source = logitsSource(
+    model,
+    { width, capacity: width + options.maxNewTokens, padOf, rows: () => seqs.map((s, b) => [...Array(padOf(b)).fill(pad), ...s.tokens]) },
+    { useCache: options.useCache ?? true, fastDecode: options.fastDecode ?? true },
+  );
   try {
     for (let step = 0; step < options.maxNewTokens; step++) {
-      // Logits of each sequence's last position.
-      let last: tfjs.Tensor2D | Float32Array;
-      const total = width + step;
-      if (decoder) {
-        last = decoder.step(seqs.map((s) => s.tokens[s.tokens.length - 1]), seqs.map((_, b) => positionsRow(b, total - 1, total)[0]));
-      } else if (useCache) {
-        const from = step === 0 ? 0 : total - 1;
-        const ids = seqs.map((s, b) => (step === 0 ? padded(b) : [s.tokens[s.tokens.length - 1]]));
-        const out = model.hidden(ids, {
-          past: cache,
-          useCache: true,
-          attentionMask: needsMask ? seqs.map((_, b) => maskRow(b, total)) : undefined,
-          positionIds: seqs.map((_, b) => positionsRow(b, from, total)),
-        });
-        dropCache();
-        cache = out.cache;
-        last = lastPositions(model, out.hidden);
-        if (step === 0 && options.maxNewTokens > 1 && (options.fastDecode ?? true)) {
-          decoder = WasmDecoder.create(model, seqs.length, width + options.maxNewTokens, seqs.map((_, b) => padOf(b)));
-          if (decoder) {
-            decoder.load(cache!);
-            dropCache();
-          }
-        }
-      } else {
-        const out = model.hidden(seqs.map((_, b) => padded(b)), {
-          attentionMask: needsMask ? seqs.map((_, b) => maskRow(b, total)) : undefined,
-          positionIds: seqs.map((_, b) => positionsRow(b, 0, total)),
-        });
-        last = lastPositions(model, out.hidden);
-      }
-      let logits: Float32Array;
-      if (last instanceof Float32Array) logits = last;
-      else {
-        logits = (await last.data()) as Float32Array;
-        last.dispose();
-      }
+      const logits = await source.next(step); // each sequence's last position
       const vocab = model.config.vocab_size;
       for (const [b, s] of seqs.entries()) {
         if (s.done) {
           s.tokens.push(pad); // keeps the batch rectangular; never reported
           continue;
         }
-        const row = logits.slice(b * vocab, (b + 1) * vocab);
+        const row = logits.subarray(b * vocab, (b + 1) * vocab);
         applyProcessors(processors, row, { tokens: s.tokens, generated: s.generated.length });
         const id = options.doSample ? sample(row, s.rng) : argmax(row);
         s.tokens.push(id);
@@ -174,9 +130,7 @@ async function* generateBatch(model: GPT2, tokenizer: Tokenizer, prompts: number
       if (seqs.every((s) => s.done)) break;
     }
   } finally {
-    // Also when the consumer stops early.
-    dropCache();
-    decoder?.dispose();
+    source.dispose(); // also when the consumer stops early
   }
   for (const s of seqs) if (!s.done) yield finish(s, 'length'); // max-new-tokens 0
 }
@@ -185,13 +139,4 @@ function finish(s: Sequence, reason: FinishReason): GenerationEvent {
   s.done = true;
   if (reason !== 'stop') s.text += s.filter.push(s.decoder.flush()).release + s.filter.flush();
   return { type: 'end', sequence: s.index, ids: s.generated, text: s.text, reason };
-}
-
-/** Logits [B, vocab] of the last position of hidden states [B, T, D] (disposes hidden). */
-function lastPositions(model: GPT2, hidden: tfjs.Tensor3D): tfjs.Tensor2D {
-  const tf = model.tf;
-  const [b, t, d] = hidden.shape;
-  const out = tf.tidy(() => model.lmHead(tf.reshape(tf.slice(hidden, [0, t - 1, 0], [b, 1, d]), [b, d]) as tfjs.Tensor2D));
-  hidden.dispose();
-  return out;
 }

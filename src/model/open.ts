@@ -8,10 +8,11 @@ import { selectBackend, type BackendName, type SelectedBackend } from '../backen
 import { tokenizerSha256 } from '../tokenizer/vocab-files.js';
 import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { fsError } from '../util/errors.js';
-import { openCheckpoint } from './checkpoint.js';
-import { presetConfig, PRESETS } from './config.js';
+import { openCheckpoint, type StreamedCheckpoint } from './checkpoint.js';
+import { presetConfig, PRESETS, type GPT2Config } from './config.js';
+import { DecodeModel } from './decode-model.js';
 import { GPT2 } from './gpt2.js';
-import { initialParameters } from './params.js';
+import { initialParameters, type ParameterValues } from './params.js';
 
 /** Entries of GPT-2's vocab.json (known from its hash, so the 1 MB file need not be parsed). */
 const GPT2_VOCAB_SIZE = 50257;
@@ -37,17 +38,51 @@ export async function tokenizerIdentityOf(dir: string): Promise<TokenizerIdentit
 }
 
 /** `source` is a checkpoint directory or a preset name (random weights from `seed`). */
-export async function openModel(source: string, options: { backend?: BackendName | string; log?: (m: string) => void; seed?: number } = {}): Promise<OpenedModel> {
+export async function openModel(source: string, options: OpenOptions = {}): Promise<OpenedModel> {
   const backend = await selectBackend(options.backend, options.log, { gradients: false });
+  return openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
+}
+
+export interface OpenedForGeneration extends Omit<OpenedModel, 'model'> {
+  model: GPT2 | DecodeModel;
+}
+
+/**
+ * A model for gpt2-generate: on wasm with the key/value cache, a DecodeModel (weights in a shared
+ * memory, products on every core); otherwise a GPT2 on the selected backend.
+ */
+export async function openForGeneration(source: string, options: OpenOptions & { useCache: boolean }): Promise<OpenedForGeneration> {
+  const backend = await selectBackend(options.backend, options.log, { gradients: false });
+  if (backend.name !== 'wasm' || !options.useCache) {
+    return openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
+  }
+  const opened = await openOn<DecodeModel>(source, options, backend, (config, values) => DecodeModel.fromValues(config, values), (config, params) => DecodeModel.fromSources(config, params));
+  options.log?.(`decoding on ${opened.model.threads} thread${opened.model.threads === 1 ? '' : 's'}`);
+  return opened;
+}
+
+interface OpenOptions {
+  backend?: BackendName | string;
+  log?: (m: string) => void;
+  seed?: number;
+}
+
+async function openOn<M>(
+  source: string,
+  options: OpenOptions,
+  backend: SelectedBackend,
+  fromValues: (config: GPT2Config, values: ParameterValues) => M,
+  fromSources: (config: GPT2Config, params: StreamedCheckpoint['params']) => Promise<M>,
+): Promise<Omit<OpenedModel, 'model'> & { model: M }> {
   if (source in PRESETS) {
     const config = presetConfig(source);
-    const model = GPT2.fromValues(backend.tf, config, initialParameters(config, options.seed ?? 0));
+    const model = fromValues(config, initialParameters(config, options.seed ?? 0));
     const tokenizerDir = builtinTokenizerDir();
     return { model, backend, tokenizerDir, tokenizer: await tokenizerIdentityOf(tokenizerDir), ignored: [] };
   }
   const ck = await openCheckpoint(source);
   try {
-    const model = await GPT2.fromSources(backend.tf, ck.config, ck.params);
+    const model = await fromSources(ck.config, ck.params);
     return { model, backend, tokenizerDir: ck.tokenizerDir, tokenizer: await tokenizerIdentityOf(ck.tokenizerDir), ignored: ck.ignored };
   } finally {
     await ck.close();

@@ -1,57 +1,89 @@
 /**
- * One-token decode steps on the wasm backend, outside the tfjs engine (llm.c style: the whole
- * step in view). A step through GPT2.hidden is ~900 tfjs ops, and at ~35 µs of engine bookkeeping
- * each that costs a third of the step; here the matrix products are calls into the streaming
- * kernels of src/backend/wasm-gemv.ts on the weights where tfjs keeps them, and everything else is
- * a short loop over a row of floats. The key/value cache lives in one preallocated heap buffer.
+ * GPT-2 inference steps on a wasm heap, outside the tfjs engine (llm.c style: the whole pass in
+ * view). A step through GPT2.hidden is ~900 tfjs ops at ~35 µs of engine bookkeeping each, a third
+ * of the step; here the matrix products are calls into the streaming kernels of
+ * src/backend/wasm-gemv.ts, everything else a short loop over a row of floats, and the key/value
+ * cache one preallocated buffer.
  *
- * Computes what GPT2.hidden + lmHead compute (same formulas, float32 products; sums of layer norm
- * and softmax in float64), for a batch whose sequences are independent: a sequence's logits do not
- * depend on the others in the batch. The prompt goes through GPT2.hidden (prefill); `load` takes
- * the cache it returns.
+ * The weights are wherever a DecodeHeap says: in the tfjs wasm heap under a GPT2's tensors
+ * (`tfjsHeap`), or in a shared memory of our own with the products split across threads
+ * (DecodeModel). Computes what GPT2.hidden + lmHead compute (same formulas, float32 products,
+ * float64 sums in layer norm and softmax). Every row is computed alone, the same way whatever the
+ * batch and however many positions a call takes, so a sequence's logits depend on its tokens only.
  */
-import type * as tfjs from '@tensorflow/tfjs';
 import { heapOffset, type WasmBackend } from '../backend/wasm-backend.js';
-import { smallMatMul, type SmallMatMul } from '../backend/wasm-gemv.js';
 import type { WasmMemory } from '../backend/wasm-asm.js';
+import { smallMatMul, type SmallMatMul } from '../backend/wasm-gemv.js';
+import type { GPT2Config } from './config.js';
 import type { GPT2, KVCache } from './gpt2.js';
 
-interface LayerPointers {
-  ln1: [number, number];
-  attn: [number, number];
-  proj: [number, number];
-  ln2: [number, number];
-  fc: [number, number];
-  out: [number, number];
+/** A wasm memory holding a model's parameters, kernels over it, and room for buffers. */
+export interface DecodeHeap {
+  readonly memory: WasmMemory;
+  readonly kernels: SmallMatMul;
+  /** Float offset of a parameter, by HF name without the "transformer." prefix. */
+  param(name: string): number;
+  /** Float offset of `floats` zeroed floats (16-byte aligned), until `release`. */
+  allocate(floats: number): number;
+  release(offset: number): void;
 }
+
+/** The tfjs wasm heap under a GPT2's tensors, or undefined on another backend. */
+export function tfjsHeap(model: GPT2): DecodeHeap | undefined {
+  const tf = model.tf;
+  if (tf.getBackend() !== 'wasm') return undefined;
+  const backend = tf.backend() as unknown as WasmBackend;
+  const memory = backend.wasm.asm?.memory;
+  if (!memory) return undefined;
+  const buffers = new Map<number, ReturnType<typeof tf.zeros>>();
+  return {
+    memory,
+    kernels: smallMatMul(memory),
+    param: (name) => heapOffset(backend, model.param(name)) / 4,
+    allocate(floats) {
+      const t = tf.zeros([floats]);
+      const at = heapOffset(backend, t) / 4;
+      buffers.set(at, t);
+      return at;
+    },
+    release(at) {
+      buffers.get(at)?.dispose();
+      buffers.delete(at);
+    },
+  };
+}
+
+type Pair = [number, number];
 
 export class WasmDecoder {
   private heap: Float32Array;
   private length = 0;
-  /** Float offsets into the heap of the scratch rows, the cache and the logits. */
-  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'scores' | 'logits' | 'kv', number>;
-  private readonly layers: LayerPointers[];
+  private readonly arena: number;
+  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'last' | 'scores' | 'logits' | 'kv', number>;
+  private readonly layers: { ln1: Pair; attn: Pair; proj: Pair; ln2: Pair; fc: Pair; out: Pair }[];
   private readonly wte: number;
   private readonly wpe: number;
-  private readonly lnF: [number, number];
+  private readonly lnF: Pair;
 
-  private constructor(
-    private readonly model: GPT2,
-    private readonly memory: WasmMemory,
-    private readonly kernels: SmallMatMul,
-    private readonly arena: tfjs.Tensor,
+  /**
+   * A decoder for `batch` sequences of up to `capacity` positions, taking up to `maxRows` positions
+   * per sequence in one call. padding[b]: positions of sequence b before this are padding (masked).
+   */
+  constructor(
+    private readonly dh: DecodeHeap,
+    private readonly config: GPT2Config,
     private readonly batch: number,
     private readonly capacity: number,
-    /** Per sequence: cache positions before this index are padding (masked out). */
     private readonly padding: number[],
+    private readonly maxRows = 1,
   ) {
-    const backend = model.tf.backend() as unknown as WasmBackend;
-    const p = (name: string) => heapOffset(backend, model.param(name)) / 4;
-    const pair = (name: string): [number, number] => [p(`${name}.weight`), p(`${name}.bias`)];
-    this.wte = p('wte.weight');
-    this.wpe = p('wpe.weight');
+    const { n_embd: d, vocab_size: vocab, n_layer: layers } = config;
+    if (d % 4 !== 0 || (d / config.n_head) % 4 !== 0) throw new Error('WasmDecoder needs n_embd and the head size to be multiples of 4');
+    const pair = (name: string): Pair => [dh.param(`${name}.weight`), dh.param(`${name}.bias`)];
+    this.wte = dh.param('wte.weight');
+    this.wpe = dh.param('wpe.weight');
     this.lnF = pair('ln_f');
-    this.layers = Array.from({ length: model.config.n_layer }, (_, i) => ({
+    this.layers = Array.from({ length: layers }, (_, i) => ({
       ln1: pair(`h.${i}.ln_1`),
       attn: pair(`h.${i}.attn.c_attn`),
       proj: pair(`h.${i}.attn.c_proj`),
@@ -59,141 +91,145 @@ export class WasmDecoder {
       fc: pair(`h.${i}.mlp.c_fc`),
       out: pair(`h.${i}.mlp.c_proj`),
     }));
-    const { n_embd: d, vocab_size: vocab } = model.config;
-    let next = heapOffset(backend, arena) / 4;
-    const take = (n: number) => ((next += n), next - n);
-    this.at = { x: take(batch * d), h: take(batch * d), qkv: take(batch * 3 * d), ctx: take(batch * d), tmp: take(batch * d), fc: take(batch * 4 * d), scores: take(capacity), logits: take(batch * vocab), kv: next };
-    this.heap = new Float32Array(memory.buffer);
-  }
-
-  /** Floats the arena needs: scratch rows, the scores of one head, logits, keys and values. */
-  private static arenaSize(model: GPT2, batch: number, capacity: number): number {
-    const { n_embd: d, vocab_size: vocab, n_layer: layers } = model.config;
-    return batch * 11 * d + capacity + batch * vocab + layers * 2 * batch * capacity * d;
-  }
-
-  /**
-   * A decoder for `batch` sequences of up to `capacity` positions, or undefined where it does not
-   * apply (another backend, head size or width not a multiple of 4) and GPT2.hidden should run.
-   */
-  static create(model: GPT2, batch: number, capacity: number, padding: number[]): WasmDecoder | undefined {
-    const tf = model.tf;
-    const { n_embd: d, n_head: heads } = model.config;
-    if (tf.getBackend() !== 'wasm' || d % 4 !== 0 || (d / heads) % 4 !== 0) return undefined;
-    const backend = tf.backend() as unknown as WasmBackend;
-    const memory = backend.wasm.asm?.memory;
-    if (!memory) return undefined;
-    const arena = tf.zeros([WasmDecoder.arenaSize(model, batch, capacity)]);
-    return new WasmDecoder(model, memory, smallMatMul(memory), arena, batch, capacity, padding);
+    const rows = batch * maxRows;
+    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * 4 * d, last: batch * d, scores: capacity, logits: batch * vocab };
+    const slot = (size: number) => Math.ceil(size / 4) * 4 + 4; // 16-byte aligned, apart
+    const total = Object.values(sizes).reduce((sum, size) => sum + slot(size), 0) + layers * 2 * batch * capacity * d;
+    this.arena = dh.allocate(total);
+    let next = this.arena;
+    const at = {} as Record<keyof typeof sizes | 'kv', number>;
+    for (const [key, size] of Object.entries(sizes)) {
+      at[key as keyof typeof sizes] = next;
+      next += slot(size);
+    }
+    at.kv = next;
+    this.at = at;
+    this.heap = new Float32Array(dh.memory.buffer);
   }
 
   /** Takes over the cache of a prefill (GPT2.hidden with useCache) for the same batch. */
   load(cache: KVCache): void {
-    const { n_head: heads } = this.model.config;
-    const hd = this.model.config.n_embd / heads;
+    const hd = this.config.n_embd / this.config.n_head;
     if (cache.length > this.capacity) throw new Error(`cache of ${cache.length} positions exceeds the decoder's ${this.capacity}`);
     for (const [l, { k, v }] of cache.layers.entries()) {
       for (const [which, t] of [k, v].entries()) {
         const values = t.dataSync() as Float32Array; // [B, heads, length, hd]
         this.refresh();
-        for (let bh = 0; bh < this.batch * heads; bh++) {
-          const src = values.subarray(bh * cache.length * hd, (bh + 1) * cache.length * hd);
-          this.heap.set(src, this.cacheAt(l, which, bh));
+        for (let bh = 0; bh < this.batch * this.config.n_head; bh++) {
+          this.heap.set(values.subarray(bh * cache.length * hd, (bh + 1) * cache.length * hd), this.cacheAt(l, which, bh));
         }
       }
     }
     this.length = cache.length;
   }
 
-  /** Appends one token per sequence (at the given positions) and returns logits [B · vocab]. */
+  /** One token per sequence at the given positions: logits [B · vocab]. */
   step(ids: number[], positions: number[]): Float32Array {
-    const { n_embd: d, n_head: heads, vocab_size: vocab, layer_norm_epsilon: eps } = this.model.config;
-    if (this.length >= this.capacity) throw new Error(`decoder is full (${this.capacity} positions)`);
+    return this.forward(
+      ids.map((id) => [id]),
+      positions.map((p) => [p]),
+    );
+  }
+
+  /**
+   * Appends T tokens per sequence (ids[b][t] at position positions[b][t]) to the cache and returns
+   * the logits of each sequence's last one, [B · vocab].
+   */
+  forward(ids: number[][], positions: number[][]): Float32Array {
+    const { n_embd: d, n_head: heads, vocab_size: vocab, layer_norm_epsilon: eps } = this.config;
     const B = this.batch;
+    const T = ids[0].length;
+    if (ids.length !== B || T === 0 || T > this.maxRows) throw new Error(`WasmDecoder takes ${B} sequences of 1…${this.maxRows} tokens`);
+    if (this.length + T > this.capacity) throw new Error(`decoder is full (${this.capacity} positions)`);
+    const R = B * T;
     const hd = d / heads;
-    const { x, h, qkv, ctx, tmp, fc, scores, logits } = this.at;
+    const { x, h, qkv, ctx, tmp, fc, last, scores, logits } = this.at;
+    const kernels = this.dh.kernels;
+    const mm = (a: number, b: number, out: number, m: number, k: number, n: number) => kernels.nn(a * 4, b * 4, out * 4, m, k, n, n);
     this.refresh();
     const heap = this.heap;
-    const mm = (kernel: 'nn' | 'nt', a: number, b: number, out: number, m: number, k: number, n: number) => this.kernels[kernel](a * 4, b * 4, out * 4, m, k, n);
-    for (let b = 0; b < B; b++) {
-      const e = this.wte + ids[b] * d;
-      const p = this.wpe + positions[b] * d;
-      for (let j = 0; j < d; j++) heap[x + b * d + j] = heap[e + j] + heap[p + j];
+    for (let r = 0; r < R; r++) {
+      const [b, t] = [Math.floor(r / T), r % T];
+      const e = this.wte + ids[b][t] * d;
+      const p = this.wpe + positions[b][t] * d;
+      for (let j = 0; j < d; j++) heap[x + r * d + j] = heap[e + j] + heap[p + j];
     }
-    const t = this.length;
-    const keys = t + 1;
     const scale = 1 / Math.sqrt(hd);
     for (const [l, layer] of this.layers.entries()) {
-      this.layerNorm(x, h, layer.ln1, d, eps);
-      mm('nn', h, layer.attn[0], qkv, B, d, 3 * d);
-      addBias(heap, qkv, layer.attn[1], B, 3 * d);
-      for (let b = 0; b < B; b++) {
+      this.layerNorm(x, h, layer.ln1, R, d, eps);
+      mm(h, layer.attn[0], qkv, R, d, 3 * d);
+      addBias(heap, qkv, layer.attn[1], R, 3 * d);
+      for (let r = 0; r < R; r++) {
+        const [b, t] = [Math.floor(r / T), r % T];
+        const pos = this.length + t; // this row's place in the cache; it sees keys 0..pos
         for (let head = 0; head < heads; head++) {
           const bh = b * heads + head;
-          const q = qkv + b * 3 * d + head * hd;
+          const q = qkv + r * 3 * d + head * hd;
           for (let j = 0; j < hd; j++) heap[q + j] *= scale; // as GPT2.attention scales q
-          heap.set(heap.subarray(q + d, q + d + hd), this.cacheAt(l, 0, bh) + t * hd);
-          heap.set(heap.subarray(q + 2 * d, q + 2 * d + hd), this.cacheAt(l, 1, bh) + t * hd);
-          mm('nt', q, this.cacheAt(l, 0, bh), scores, 1, hd, keys);
-          softmax(heap, scores, this.padding[b], keys);
-          mm('nn', scores, this.cacheAt(l, 1, bh), ctx + b * d + head * hd, 1, keys, hd);
+          heap.copyWithin(this.cacheAt(l, 0, bh) + pos * hd, q + d, q + d + hd);
+          heap.copyWithin(this.cacheAt(l, 1, bh) + pos * hd, q + 2 * d, q + 2 * d + hd);
+          kernels.nt(q * 4, this.cacheAt(l, 0, bh) * 4, scores * 4, 1, hd, pos + 1);
+          softmax(heap, scores, this.padding[b], pos + 1);
+          kernels.nn(scores * 4, this.cacheAt(l, 1, bh) * 4, (ctx + r * d + head * hd) * 4, 1, pos + 1, hd, hd);
         }
       }
-      mm('nn', ctx, layer.proj[0], tmp, B, d, d);
-      addResidual(heap, x, tmp, layer.proj[1], B, d);
-      this.layerNorm(x, h, layer.ln2, d, eps);
-      mm('nn', h, layer.fc[0], fc, B, d, 4 * d);
-      addBias(heap, fc, layer.fc[1], B, 4 * d);
-      activate(heap, fc, B * 4 * d, this.model.config.activation_function);
-      mm('nn', fc, layer.out[0], tmp, B, 4 * d, d);
-      addResidual(heap, x, tmp, layer.out[1], B, d);
+      mm(ctx, layer.proj[0], tmp, R, d, d);
+      addResidual(heap, x, tmp, layer.proj[1], R, d);
+      this.layerNorm(x, h, layer.ln2, R, d, eps);
+      mm(h, layer.fc[0], fc, R, d, 4 * d);
+      addBias(heap, fc, layer.fc[1], R, 4 * d);
+      activate(heap, fc, R * 4 * d, this.config.activation_function);
+      mm(fc, layer.out[0], tmp, R, 4 * d, d);
+      addResidual(heap, x, tmp, layer.out[1], R, d);
     }
-    this.layerNorm(x, h, this.lnF, d, eps);
-    // One row: wte·hᵀ keeps four sums in flight; more rows: h·wteᵀ reads wte once for up to four rows.
-    // Both sum each dot product in the same order, so a row's logits do not depend on the batch.
-    if (B === 1) mm('nt', this.wte, h, logits, vocab, d, 1);
-    else mm('nt', h, this.wte, logits, B, d, vocab);
-    this.length++;
-    return heap.slice(logits, logits + B * vocab);
+    for (let b = 0; b < B; b++) heap.copyWithin(x + b * d, x + (b * T + T - 1) * d, x + (b * T + T) * d); // last rows
+    this.layerNorm(x, last, this.lnF, B, d, eps);
+    // logits as wte·lastᵀ, [vocab, B]: four rows of wte in flight, each read once for the batch.
+    kernels.nt(this.wte * 4, last * 4, logits * 4, vocab, d, B);
+    this.length += T;
+    const out = new Float32Array(B * vocab);
+    if (B === 1) out.set(heap.subarray(logits, logits + vocab));
+    else for (let v = 0; v < vocab; v++) for (let b = 0; b < B; b++) out[b * vocab + v] = heap[logits + v * B + b];
+    return out;
   }
 
   dispose(): void {
-    this.arena.dispose();
+    this.dh.release(this.arena);
   }
 
   /** Float offset of layer l's keys (which 0) or values (1) for one (sequence, head). */
   private cacheAt(l: number, which: number, bh: number): number {
-    const { n_embd: d, n_head: heads } = this.model.config;
+    const { n_embd: d, n_head: heads } = this.config;
     return this.at.kv + (((l * 2 + which) * this.batch * heads + bh) * this.capacity * d) / heads;
   }
 
-  /** A view of the heap as it is now (it is replaced when tfjs grows the memory). */
+  /** A view of the heap as it is now (the memory's buffer is replaced when it grows). */
   private refresh(): void {
-    if (this.heap.buffer !== this.memory.buffer) this.heap = new Float32Array(this.memory.buffer);
+    if (this.heap.buffer !== this.dh.memory.buffer) this.heap = new Float32Array(this.dh.memory.buffer);
   }
 
-  private layerNorm(src: number, dst: number, [g, beta]: [number, number], d: number, eps: number): void {
+  private layerNorm(src: number, dst: number, [g, beta]: Pair, rows: number, d: number, eps: number): void {
     const heap = this.heap;
-    for (let b = 0; b < this.batch; b++) {
-      const s = src + b * d;
+    for (let r = 0; r < rows; r++) {
+      const s = src + r * d;
       let sum = 0;
       for (let j = 0; j < d; j++) sum += heap[s + j];
       const mean = sum / d;
       let sq = 0;
       for (let j = 0; j < d; j++) sq += (heap[s + j] - mean) ** 2;
       const inv = 1 / Math.sqrt(sq / d + eps);
-      for (let j = 0; j < d; j++) heap[dst + b * d + j] = (heap[s + j] - mean) * inv * heap[g + j] + heap[beta + j];
+      for (let j = 0; j < d; j++) heap[dst + r * d + j] = (heap[s + j] - mean) * inv * heap[g + j] + heap[beta + j];
     }
   }
 }
 
 function addBias(heap: Float32Array, rows: number, bias: number, count: number, width: number): void {
-  for (let b = 0; b < count; b++) for (let j = 0; j < width; j++) heap[rows + b * width + j] += heap[bias + j];
+  for (let r = 0; r < count; r++) for (let j = 0; j < width; j++) heap[rows + r * width + j] += heap[bias + j];
 }
 
 /** x += y + bias, row by row. */
 function addResidual(heap: Float32Array, x: number, y: number, bias: number, count: number, width: number): void {
-  for (let b = 0; b < count; b++) for (let j = 0; j < width; j++) heap[x + b * width + j] += heap[y + b * width + j] + heap[bias + j];
+  for (let r = 0; r < count; r++) for (let j = 0; j < width; j++) heap[x + r * width + j] += heap[y + r * width + j] + heap[bias + j];
 }
 
 /** Softmax over scores[0, keys) in place; positions before `masked` get probability 0. */
@@ -208,7 +244,7 @@ function softmax(heap: Float32Array, at: number, masked: number, keys: number): 
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-function activate(heap: Float32Array, at: number, n: number, fn: GPT2['config']['activation_function']): void {
+function activate(heap: Float32Array, at: number, n: number, fn: GPT2Config['activation_function']): void {
   for (let j = at; j < at + n; j++) {
     const v = heap[j];
     if (fn === 'gelu_new') heap[j] = 0.5 * v * (1 + Math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));

@@ -40,7 +40,7 @@ describe('small-product kernels on a bare wasm memory', () => {
     heap.fill(NaN, outAt, outAt + m * n); // nn must overwrite, not accumulate into, the output
     heap[outAt - 1] = 7;
     heap[outAt + m * n] = 9;
-    kernels[kind](aAt * 4, bAt * 4, outAt * 4, m, k, n);
+    kernels[kind](aAt * 4, bAt * 4, outAt * 4, m, k, n, n);
     expectClose(Array.from(heap.subarray(outAt, outAt + m * n)), reference(a, b, m, k, n, kind === 'nt'), 1e-5 * Math.sqrt(k));
     expect([heap[outAt - 1], heap[outAt + m * n]]).toEqual([7, 9]);
   }
@@ -61,10 +61,10 @@ describe('small-product kernels on a bare wasm memory', () => {
       heap.set(a, 0);
       heap.set(b, m * k);
       const outAt = m * k + k * n;
-      kernels[kind](0, m * k * 4, outAt * 4, m, k, n);
+      kernels[kind](0, m * k * 4, outAt * 4, m, k, n, n);
       const together = Array.from(heap.subarray(outAt, outAt + m * n));
       for (let i = 0; i < m; i++) {
-        kernels[kind](i * k * 4, m * k * 4, outAt * 4, 1, k, n);
+        kernels[kind](i * k * 4, m * k * 4, outAt * 4, 1, k, n, n);
         expect(Array.from(heap.subarray(outAt, outAt + n)), `${kind} row ${i}`).toEqual(together.slice(i * n, (i + 1) * n));
       }
     }

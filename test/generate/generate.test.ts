@@ -8,6 +8,8 @@ import { selectBackend, type Tf } from '../../src/backend/select.js';
 import { generate, processorsFor, type GenerateOptions, type GenerationEvent } from '../../src/generate/generate.js';
 import { applyProcessors } from '../../src/generate/processors.js';
 import { sample } from '../../src/generate/sampling.js';
+import { loadCheckpoint } from '../../src/model/checkpoint.js';
+import { DecodeModel } from '../../src/model/decode-model.js';
 import type { GPT2 } from '../../src/model/gpt2.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { Rng } from '../../src/util/rng.js';
@@ -20,8 +22,12 @@ beforeAll(async () => {
 });
 
 const model = (dir: string): Promise<GPT2> => fixtureModel(tf, dir);
+const decodeModel = async (dir: string): Promise<DecodeModel> => {
+  const ck = await loadCheckpoint(fixture('models', dir));
+  return DecodeModel.fromValues(ck.config, ck.values, 2);
+};
 
-async function collect(m: GPT2, prompts: number[][], options: GenerateOptions): Promise<(GenerationEvent & { type: 'end' })[]> {
+async function collect(m: GPT2 | DecodeModel, prompts: number[][], options: GenerateOptions): Promise<(GenerationEvent & { type: 'end' })[]> {
   const ends: (GenerationEvent & { type: 'end' })[] = [];
   for await (const e of generate(m, tokenizer, prompts, options)) if (e.type === 'end') ends.push(e);
   return ends.sort((a, b) => a.sequence - b.sequence);
@@ -30,11 +36,13 @@ async function collect(m: GPT2, prompts: number[][], options: GenerateOptions): 
 describe.each(['tiny', 'tiny-gelu', 'tiny-fastgelu'])('greedy decoding of %s equals the PyTorch reference', (dir) => {
   const ref = JSON.parse(readFileSync(fixture('models', dir, 'greedy.json'), 'utf8')) as { prompts: number[][]; continuations: number[][] };
   it.each([
-    ['with the cache, decode steps by WasmDecoder', { useCache: true }],
-    ['with the cache, decode steps through the tfjs engine', { useCache: true, fastDecode: false }],
-    ['without the cache', { useCache: false }],
-  ] as const)('%s', async (_, flags) => {
-    const m = await model(dir);
+    ['GPT2 with the cache, decode steps by WasmDecoder on the tfjs heap', { useCache: true }, false],
+    ['GPT2 with the cache, decode steps through the tfjs engine', { useCache: true, fastDecode: false }, false],
+    ['GPT2 without the cache', { useCache: false }, false],
+    ['DecodeModel (shared memory, two threads) with the cache', { useCache: true }, true],
+    ['DecodeModel without the cache', { useCache: false }, true],
+  ] as const)('%s', async (_, flags, shared) => {
+    const m = shared ? await decodeModel(dir) : await model(dir);
     const ends = await collect(m, ref.prompts, { maxNewTokens: 12, ...flags });
     expect(ends.map((e) => e.ids)).toEqual(ref.continuations);
     expect(ends.every((e) => e.reason === 'length')).toBe(true);
@@ -46,8 +54,8 @@ describe('generation', () => {
   const prompts = [[5, 17, 250, 31], [1], [318, 2, 160, 45, 9, 280, 77]];
   const sampling: GenerateOptions = { maxNewTokens: 10, doSample: true, temperature: 0.9, topK: 50, topP: 0.95, seed: 42 };
 
-  it('gives each prompt of a left-padded batch what it gets alone (greedy and sampled)', async () => {
-    const m = await model('tiny');
+  it.each([false, true])('gives each prompt of a left-padded batch what it gets alone (greedy and sampled; DecodeModel %s)', async (shared) => {
+    const m = shared ? await decodeModel('tiny') : await model('tiny');
     for (const options of [{ maxNewTokens: 10 }, sampling]) {
       const batched = await collect(m, prompts, { ...options, batchSize: 3 });
       const oneByOne = await collect(m, prompts, { ...options, batchSize: 1 });
@@ -62,7 +70,11 @@ describe('generation', () => {
     const b = await collect(m, prompts, { ...sampling, useCache: false });
     const c = await collect(m, prompts, { ...sampling });
     const d = await collect(m, prompts, { ...sampling, seed: 43 });
+    const shared = await decodeModel('tiny-gelu');
+    const e = await collect(shared, prompts, { ...sampling });
+    shared.dispose();
     expect(b.map((e) => e.ids)).toEqual(a.map((e) => e.ids));
+    expect(e.map((e) => e.ids)).toEqual(a.map((e) => e.ids));
     expect(c.map((e) => e.ids)).toEqual(a.map((e) => e.ids));
     expect(d.map((e) => e.ids)).not.toEqual(a.map((e) => e.ids));
     m.dispose();

@@ -1,0 +1,119 @@
+/**
+ * The small-product kernels (wasm-gemv.ts) split across threads over a shared wasm memory. A
+ * decode step is bound by how fast weights stream from memory, and one thread streams about half
+ * of what two do on this kind of machine: each product gives a block of its columns (nn) or rows
+ * (nt) to each helper thread and does the first block itself. Every output element is computed
+ * by the same kernel code in the same order as without threads, so results are bit-identical.
+ *
+ * Helpers wait on a shared control block with Atomics (no message passing per product); they are
+ * unref'd, so they never keep the process alive, and stop with `close`.
+ */
+import { Worker } from 'node:worker_threads';
+import type { WasmMemory } from './wasm-asm.js';
+import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js';
+
+// Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, -1
+// stop), the kernel's seven arguments, sequence number of the finished job, 1 if it failed.
+const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
+
+const HELPER = `
+const { workerData } = require('node:worker_threads');
+const { module, memory, control } = workerData;
+const k = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const c = new Int32Array(control);
+for (let seen = 0; ; ) {
+  Atomics.wait(c, ${SEQ}, seen);
+  seen = Atomics.load(c, ${SEQ});
+  const kernel = c[${KERNEL}];
+  if (kernel < 0) break;
+  try {
+    if (kernel === 0) k.nn(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}], c[${ARGS + 6}]);
+    else k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
+  } catch {
+    c[${FAILED}] = 1;
+  }
+  Atomics.store(c, ${DONE}, seen);
+  Atomics.notify(c, ${DONE});
+}
+`;
+
+/** Below this many multiply-adds a product runs on the calling thread alone (waking costs more). */
+const MIN_SPLIT = 1 << 18;
+
+export class KernelPool implements SmallMatMul {
+  private readonly local: SmallMatMul;
+  private readonly helpers: { worker: Worker; control: Int32Array; seq: number }[];
+
+  /** `threads` in all, the calling one included; needs a shared memory for more than one. */
+  constructor(memory: WasmMemory, threads: number) {
+    this.local = smallMatMul(memory);
+    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+    const count = shared ? Math.max(0, threads - 1) : 0;
+    this.helpers = Array.from({ length: count }, () => {
+      const control = new SharedArrayBuffer(SLOTS * 4);
+      const worker = new Worker(HELPER, { eval: true, workerData: { module: smallMatMulModule(true), memory, control } });
+      worker.unref();
+      return { worker, control: new Int32Array(control), seq: 0 };
+    });
+  }
+
+  get threads(): number {
+    return this.helpers.length + 1;
+  }
+
+  /** Columns split into blocks of a multiple of 4 (the kernel's vector width). */
+  nn(a: number, b: number, out: number, m: number, k: number, n: number, ld: number): void {
+    const parts = this.parts(m * k * n);
+    const block = Math.ceil(n / parts / 4) * 4;
+    this.split(parts, (p) => {
+      const from = p * block;
+      const width = Math.min(block, n - from);
+      return width > 0 ? [0, a, b + from * 4, out + from * 4, m, k, width, ld] : undefined;
+    }, (args) => this.local.nn(args[1], args[2], args[3], args[4], args[5], args[6], args[7]));
+  }
+
+  /** Rows of a (and out) split into blocks. */
+  nt(a: number, b: number, out: number, m: number, k: number, n: number): void {
+    const parts = this.parts(m * k * n);
+    const block = Math.ceil(m / parts);
+    this.split(parts, (p) => {
+      const from = p * block;
+      const rows = Math.min(block, m - from);
+      return rows > 0 ? [1, a + from * k * 4, b, out + from * n * 4, rows, k, n, 0] : undefined;
+    }, (args) => this.local.nt(args[1], args[2], args[3], args[4], args[5], args[6]));
+  }
+
+  close(): void {
+    for (const h of this.helpers) {
+      h.control[KERNEL] = -1;
+      Atomics.store(h.control, SEQ, ++h.seq);
+      Atomics.notify(h.control, SEQ);
+    }
+    this.helpers.length = 0;
+  }
+
+  private parts(work: number): number {
+    return work < MIN_SPLIT ? 1 : this.helpers.length + 1;
+  }
+
+  /** Posts parts 1… to the helpers, runs part 0 here, waits for the helpers. */
+  private split(parts: number, job: (part: number) => number[] | undefined, run: (args: number[]) => void): void {
+    const posted: (typeof this.helpers)[number][] = [];
+    for (let p = 1; p < parts; p++) {
+      const args = job(p);
+      if (!args) continue;
+      const h = this.helpers[p - 1];
+      h.control.set(args, KERNEL);
+      Atomics.store(h.control, SEQ, ++h.seq);
+      Atomics.notify(h.control, SEQ);
+      posted.push(h);
+    }
+    const own = job(0);
+    if (own) run(own);
+    for (const h of posted) {
+      // Wait on the value just compared (a fresh load could already be the new one: a lost wake-up).
+      for (let done = Atomics.load(h.control, DONE); done !== h.seq; done = Atomics.load(h.control, DONE)) Atomics.wait(h.control, DONE, done, 1000);
+      if (h.control[FAILED]) throw new Error('a decoding thread failed (memory access out of bounds?)');
+    }
+  }
+}

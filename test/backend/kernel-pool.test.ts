@@ -1,0 +1,58 @@
+/**
+ * KernelPool: products split across threads over a shared memory give the same bits as on one
+ * thread, for splits that do not divide evenly and column blocks of wider matrices.
+ */
+import { describe, expect, it } from 'vitest';
+import { MAX_PAGES, wasmApi } from '../../src/backend/wasm-asm.js';
+import { KernelPool } from '../../src/backend/kernel-pool.js';
+import { smallMatMul } from '../../src/backend/wasm-gemv.js';
+import { makeRng, normals } from './compare.js';
+
+const rng = makeRng(5);
+
+describe('KernelPool', () => {
+  const memory = new wasmApi.Memory({ initial: 256, maximum: MAX_PAGES, shared: true });
+  const heap = new Float32Array(memory.buffer);
+  const single = smallMatMul(memory);
+
+  it('runs on the threads asked for with a shared memory, on one without', () => {
+    const pool = new KernelPool(memory, 3);
+    expect(pool.threads).toBe(3);
+    pool.close();
+    const unshared = new KernelPool(new wasmApi.Memory({ initial: 1 }), 4);
+    expect(unshared.threads).toBe(1);
+  });
+
+  for (const threads of [2, 3]) {
+    it(`nn and nt on ${threads} threads equal one thread bit for bit`, () => {
+      const pool = new KernelPool(memory, threads);
+      const cases: [string, number, number, number, number][] = [
+        ['nn', 2, 768, 300, 300], // columns split 152 + 148 (or 100 + 100 + 100)
+        ['nn', 1, 512, 1028, 2048], // a block of 1028 columns of a 2048-wide matrix
+        ['nt', 2001, 256, 1, 1], // rows split unevenly
+        ['nt', 1025, 128, 3, 3],
+      ];
+      for (const [kind, m, k, n, ld] of cases) {
+        const bRows = kind === 'nn' ? k : n;
+        const bCols = kind === 'nn' ? ld : k;
+        const [a, b] = [normals(rng, m * k), normals(rng, bRows * bCols)];
+        const [aAt, bAt] = [0, m * k];
+        const outAt = bAt + bRows * bCols;
+        const outLen = kind === 'nn' ? m * ld : m * n;
+        heap.set(a, aAt);
+        heap.set(b, bAt);
+        const run = (kernels: { nn: KernelPool['nn']; nt: KernelPool['nt'] }) => {
+          heap.fill(-7, outAt, outAt + outLen); // columns outside the block keep this
+          if (kind === 'nn') kernels.nn(aAt * 4, bAt * 4, outAt * 4, m, k, n, ld);
+          else kernels.nt(aAt * 4, bAt * 4, outAt * 4, m, k, n);
+          return Array.from(heap.subarray(outAt, outAt + outLen));
+        };
+        const want = run(single);
+        const got = run(pool);
+        expect(got, `${kind} ${m}×${k}×${n}`).toEqual(want);
+        if (kind === 'nn') expect(want[ld - 1], 'a column outside the block').toBe(n < ld ? -7 : want[ld - 1]);
+      }
+      pool.close();
+    });
+  }
+});
