@@ -16,12 +16,19 @@ import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js
 // stop), the kernel's seven arguments, sequence number of the finished job, 1 if it failed.
 const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
 
+/**
+ * Loads of the control word before sleeping: a decode step posts its next product within a
+ * fraction of a millisecond, sooner than a sleeping thread wakes up.
+ */
+const SPIN = 1 << 17;
+
 const HELPER = `
 const { workerData } = require('node:worker_threads');
 const { module, memory, control } = workerData;
 const k = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const c = new Int32Array(control);
 for (let seen = 0; ; ) {
+  for (let i = 0; i < ${SPIN} && Atomics.load(c, ${SEQ}) === seen; i++); // the next product is usually a moment away
   Atomics.wait(c, ${SEQ}, seen);
   seen = Atomics.load(c, ${SEQ});
   const kernel = c[${KERNEL}];
@@ -112,6 +119,7 @@ export class KernelPool implements SmallMatMul {
     if (own) run(own);
     for (const h of posted) {
       // Wait on the value just compared (a fresh load could already be the new one: a lost wake-up).
+      for (let i = 0; i < SPIN && Atomics.load(h.control, DONE) !== h.seq; i++);
       for (let done = Atomics.load(h.control, DONE); done !== h.seq; done = Atomics.load(h.control, DONE)) Atomics.wait(h.control, DONE, done, 1000);
       if (h.control[FAILED]) throw new Error('a decoding thread failed (memory access out of bounds?)');
     }

@@ -2,13 +2,14 @@
  * npm run bench:generate — decoding speed and memory of the `gpt2` preset (124M, fp32, random
  * weights from a checkpoint this project wrote), batch 1, an 8-token prompt, 64 new tokens,
  * greedy, on a backend (default wasm): decode tokens/s, prefill ms, load ms, peak RSS against the
- * weights. Then the time to the first token of the tiny demo model, from process start.
+ * weights — on one thread and on every core — beside PyTorch decoding the same model on CPU. Then
+ * the time to the first token of the tiny demo model, from process start.
  *
- *   node dist/bench/generate.js [--backend wasm] [--runs 3]
+ *   node dist/bench/generate.js [--backend wasm] [--runs 5]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { saveCheckpoint } from '../model/checkpoint.js';
@@ -19,7 +20,7 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
 const backend = flag('--backend', 'wasm');
-const runs = Number(flag('--runs', '3'));
+const runs = Number(flag('--runs', '5'));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const work = mkdtempSync(join(tmpdir(), 'bench-generate-'));
 const bin = join(root, 'bin', 'gpt2-generate.js');
@@ -29,18 +30,29 @@ const weightsMB = (parameterCount(gpt2) * 4) / 1e6;
 console.log(`bench:generate  gpt2 (${(parameterCount(gpt2) / 1e6).toFixed(1)}M, ${weightsMB.toFixed(0)} MB fp32) on ${backend}, batch 1, 8-token prompt, 64 new tokens, greedy`);
 await saveCheckpoint(join(work, 'gpt2'), gpt2, initialParameters(gpt2, 0));
 const prompt = Array.from({ length: 8 }, (_, t) => (t * 104729) % gpt2.vocab_size).join(' ');
-const results: { load_ms: number; prefill_ms: number; decode_tokens_per_s: number; rss: number }[] = [];
-for (let r = 0; r < runs; r++) {
+type Run = { load_ms: number; prefill_ms: number; decode_tokens_per_s: number; rss: number };
+function measure(extra: string[]): Run {
   // /usr/bin/time -f %M gives the child's peak RSS; the tool's --stats the timings.
-  const out = spawnSync('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, bin, '-q', '--backend', backend, '--model', join(work, 'gpt2'), '--input-format', 'ids', '--format', 'ids', '-n', '64', '--ignore-eos', '--stats', prompt], { encoding: 'utf8' });
+  const out = spawnSync('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, bin, '-q', '--backend', backend, ...extra, '--model', join(work, 'gpt2'), '--input-format', 'ids', '--format', 'ids', '-n', '64', '--ignore-eos', '--stats', prompt], { encoding: 'utf8' });
   if (out.status !== 0) throw new Error(out.stderr);
   const stats = JSON.parse(out.stderr.split('\n').find((l) => l.startsWith('{'))!);
-  const rss = Number(/maxrss=(\d+)/.exec(out.stderr)![1]) / 1000;
-  results.push({ ...stats, rss });
+  return { ...stats, rss: Number(/maxrss=(\d+)/.exec(out.stderr)![1]) / 1000 };
 }
-const decode = median(results.map((r) => r.decode_tokens_per_s));
-const rss = median(results.map((r) => r.rss));
-console.log(`decode ${decode.toFixed(1)} tokens/s (target ≥ 25)   prefill ${median(results.map((r) => r.prefill_ms)).toFixed(0)} ms   load ${median(results.map((r) => r.load_ms)).toFixed(0)} ms   peak RSS ${rss.toFixed(0)} MB = ${(rss / weightsMB).toFixed(2)}× the weights (target ≤ 1.3×)   [median of ${runs}]`);
+const report = (label: string, results: Run[]) => {
+  const rss = median(results.map((r) => r.rss));
+  console.log(`${label.padEnd(12)} decode ${median(results.map((r) => r.decode_tokens_per_s)).toFixed(1)} tokens/s (target ≥ 25)   prefill ${median(results.map((r) => r.prefill_ms)).toFixed(0)} ms   load ${median(results.map((r) => r.load_ms)).toFixed(0)} ms   peak RSS ${rss.toFixed(0)} MB = ${(rss / weightsMB).toFixed(2)}× the weights (target ≤ 1.3×)`);
+};
+// Alternating one thread and every core, so that the machine's mood affects both alike.
+const one: Run[] = [];
+const all: Run[] = [];
+for (let r = 0; r < runs; r++) {
+  one.push(measure(['--threads', '1']));
+  all.push(measure([]));
+}
+report('1 thread', one);
+report(`${availableParallelism()} threads`, all);
+console.log(`[medians of ${runs} fresh processes each]`);
+const decode = median(all.map((r) => r.decode_tokens_per_s));
 
 // Anchor: PyTorch on CPU decoding the same model the same way, when this machine's Python has torch.
 const anchorScript = fileURLToPath(new URL('../../src/bench/generate_anchor.py', import.meta.url));

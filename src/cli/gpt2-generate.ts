@@ -31,6 +31,7 @@ interface Flags {
   cache: boolean;
   truncate?: 'left';
   backend?: string;
+  threads?: number;
   quiet?: boolean;
 }
 
@@ -83,13 +84,14 @@ character; --format jsonl gives one object per sequence with prompt, text, ids a
   .option('--no-cache', 'recompute the whole context every step (same output, slower)')
   .addOption(new Option('--truncate <side>', 'drop the oldest prompt tokens that do not fit').choices(['left']))
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
+  .option('--threads <n>', 'threads for decoding on wasm (default: one per core)', intArg('--threads', 1, 64))
   .action(async (args: string[], flags: Flags) => {
     const started = performance.now();
     const log = logger('gpt2-generate', !!flags.quiet);
     if (flags.greedy && flags.doSample) throw new UsageError('--greedy and --do-sample contradict each other');
     const texts = readPrompts(args, flags);
     const { openForGeneration } = await import('../model/open.js');
-    const opened = await openForGeneration(flags.model, { backend: flags.backend, log: log.info, useCache: flags.cache });
+    const opened = await openForGeneration(flags.model, { backend: flags.backend, log: log.info, useCache: flags.cache, threads: flags.threads });
     const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
     const tokenizer = loadTokenizer(opened.tokenizerDir);
     const { run } = await import('../generate/cli-run.js');

@@ -55,7 +55,7 @@ export class DecodeModel implements DecodeHeap {
   }
 
   /** Reads each parameter from `sources` straight into the shared memory. */
-  static async fromSources(config: GPT2Config, sources: Map<string, Source>, threads = availableParallelism()): Promise<DecodeModel> {
+  static async fromSources(config: GPT2Config, sources: Map<string, Source>, threads: number = availableParallelism()): Promise<DecodeModel> {
     const model = DecodeModel.empty(config, threads);
     try {
       for (const [name, shape] of parameterShapes(config)) {
@@ -71,7 +71,7 @@ export class DecodeModel implements DecodeHeap {
     return model;
   }
 
-  static fromValues(config: GPT2Config, values: ParameterValues, threads = availableParallelism()): DecodeModel {
+  static fromValues(config: GPT2Config, values: ParameterValues, threads: number = availableParallelism()): DecodeModel {
     const model = DecodeModel.empty(config, threads);
     for (const [name, shape] of parameterShapes(config)) {
       const v = values.get(name);

@@ -51,12 +51,12 @@ export interface OpenedForGeneration extends Omit<OpenedModel, 'model'> {
  * A model for gpt2-generate: on wasm with the key/value cache, a DecodeModel (weights in a shared
  * memory, products on every core); otherwise a GPT2 on the selected backend.
  */
-export async function openForGeneration(source: string, options: OpenOptions & { useCache: boolean }): Promise<OpenedForGeneration> {
+export async function openForGeneration(source: string, options: OpenOptions & { useCache: boolean; threads?: number }): Promise<OpenedForGeneration> {
   const backend = await selectBackend(options.backend, options.log, { gradients: false });
   if (backend.name !== 'wasm' || !options.useCache) {
     return openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
   }
-  const opened = await openOn<DecodeModel>(source, options, backend, (config, values) => DecodeModel.fromValues(config, values), (config, params) => DecodeModel.fromSources(config, params));
+  const opened = await openOn<DecodeModel>(source, options, backend, (config, values) => DecodeModel.fromValues(config, values, options.threads), (config, params) => DecodeModel.fromSources(config, params, options.threads));
   options.log?.(`decoding on ${opened.model.threads} thread${opened.model.threads === 1 ? '' : 's'}`);
   return opened;
 }

@@ -18,10 +18,11 @@ beforeAll(() => {
 });
 
 describe('gpt2-generate', () => {
-  it('greedy ids equal the PyTorch reference, with and without the cache', () => {
+  it('greedy ids equal the PyTorch reference, with and without the cache, on any number of threads', () => {
     const ref = JSON.parse(readFileSync(fixture('models', 'tiny', 'greedy.json'), 'utf8')) as { prompts: number[][]; continuations: number[][] };
     const input = `${ref.prompts.map((p) => p.join(' ')).join('\n')}\n`;
-    for (const cache of [[], ['--no-cache']]) {
+    // default (wasm: DecodeModel on every core), one thread, the tfjs engine without the cache, cpu
+    for (const cache of [[], ['--threads', '1'], ['--no-cache'], ['--backend', 'cpu']]) {
       const r = gen(['--model', tiny, '--input-format', 'ids', '--format', 'ids', '-n', '12', '--batch-size', '3', ...cache], input);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.trim().split('\n').map((l) => l.split(' ').map(Number))).toEqual(ref.continuations);
@@ -99,6 +100,7 @@ describe('gpt2-generate bad inputs', () => {
     [['--top-k', '-1'], /--top-k must be at least 0/],
     [['--max-new-tokens', '-3'], /--max-new-tokens must be at least 0/],
     [['--greedy', '--do-sample'], /--greedy and --do-sample contradict each other/],
+    [['--threads', '0'], /--threads must be in \[1, 64\], got 0/],
   ])('usage error for %j', (args, message) => {
     expectOneLineError(gen(['--model', tiny, ...(args as string[]), 'x']), 'gpt2-generate', message as RegExp, 2);
   });
