@@ -4,6 +4,7 @@ export {
   BACKEND_ENV,
   BACKEND_NAMES,
   parseBackendName,
+  requestsWasm,
   selectBackend,
   type BackendName,
   type ResolvedBackendName,

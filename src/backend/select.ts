@@ -53,6 +53,31 @@ export function parseBackendName(value: string, source = 'backend'): BackendName
   throw new UsageError(`${source}: unknown backend ${JSON.stringify(value)}, expected one of ${BACKEND_NAMES.join(', ')}`);
 }
 
+/** The backend a request (or $GPT2_BACKEND, or 'auto') names, without loading anything. */
+function requestedName(requested?: BackendName | string): BackendName {
+  const fromEnv = requested === undefined ? process.env[BACKEND_ENV] : undefined;
+  if (requested !== undefined) return parseBackendName(requested);
+  return fromEnv !== undefined && fromEnv.trim() !== '' ? parseBackendName(fromEnv, BACKEND_ENV) : 'auto';
+}
+
+/**
+ * Whether `selectBackend(requested)` would land on wasm, decided without loading tfjs: wasm asked
+ * for, or 'auto' with neither tfjs-node package installed. (An installed but broken tfjs-node
+ * answers false; selectBackend then falls back to wasm on its own.)
+ */
+export function requestsWasm(requested?: BackendName | string): boolean {
+  const name = requestedName(requested);
+  if (name !== 'auto') return name === 'wasm';
+  return [PACKAGE['tensorflow-gpu'], PACKAGE.tensorflow].every((pkg) => {
+    try {
+      requireHere.resolve(pkg);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+}
+
 let active: SelectedBackend | undefined;
 
 export interface SelectOptions {
@@ -83,13 +108,7 @@ export function activeBackend(): SelectedBackend | undefined {
  */
 export async function selectBackend(requested?: BackendName | string, log?: (message: string) => void, options: SelectOptions = {}): Promise<SelectedBackend> {
   tfPackage = options.gradients === false ? CORE : PACKAGE.cpu;
-  const fromEnv = requested === undefined ? process.env[BACKEND_ENV] : undefined;
-  const name =
-    requested !== undefined
-      ? parseBackendName(requested)
-      : fromEnv !== undefined && fromEnv.trim() !== ''
-        ? parseBackendName(fromEnv, BACKEND_ENV)
-        : 'auto';
+  const name = requestedName(requested);
   let selected: SelectedBackend;
   if (name === 'auto') {
     selected = await selectAuto(log);

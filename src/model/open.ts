@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
-import { selectBackend, type BackendName, type SelectedBackend } from '../backend/select.js';
+import { requestsWasm, selectBackend, type BackendName, type SelectedBackend } from '../backend/select.js';
 import { tokenizerSha256 } from '../tokenizer/vocab-files.js';
 import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { fsError } from '../util/errors.js';
@@ -43,21 +43,27 @@ export async function openModel(source: string, options: OpenOptions = {}): Prom
   return openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
 }
 
-export interface OpenedForGeneration extends Omit<OpenedModel, 'model'> {
+export interface OpenedForGeneration extends Omit<OpenedModel, 'model' | 'backend'> {
   model: GPT2 | DecodeModel;
+  backend: { name: string; description: string };
 }
 
 /**
  * A model for gpt2-generate: on wasm with the key/value cache, a DecodeModel (weights in a shared
- * memory, products on every core); otherwise a GPT2 on the selected backend.
+ * memory, products on every core; tfjs is not even loaded); otherwise a GPT2 on the selected backend.
  */
 export async function openForGeneration(source: string, options: OpenOptions & { useCache: boolean; threads?: number }): Promise<OpenedForGeneration> {
-  const backend = await selectBackend(options.backend, options.log, { gradients: false });
-  if (backend.name !== 'wasm' || !options.useCache) {
-    return openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
-  }
-  const opened = await openOn<DecodeModel>(source, options, backend, (config, values) => DecodeModel.fromValues(config, values, options.threads), (config, params) => DecodeModel.fromSources(config, params, options.threads));
-  options.log?.(`decoding on ${opened.model.threads} thread${opened.model.threads === 1 ? '' : 's'}`);
+  if (!options.useCache || !requestsWasm(options.backend)) return openModel(source, options);
+  const opened = await openOn<DecodeModel, OpenedForGeneration['backend']>(
+    source,
+    options,
+    { name: 'wasm', description: '' },
+    (config, values) => DecodeModel.fromValues(config, values, options.threads),
+    (config, params) => DecodeModel.fromSources(config, params, options.threads),
+  );
+  const threads = opened.model.threads;
+  opened.backend.description = `wasm (decode kernels of our own, SIMD, ${threads} thread${threads === 1 ? '' : 's'})`;
+  options.log?.(`backend: ${opened.backend.description}`);
   return opened;
 }
 
@@ -67,13 +73,13 @@ interface OpenOptions {
   seed?: number;
 }
 
-async function openOn<M>(
+async function openOn<M, B = SelectedBackend>(
   source: string,
   options: OpenOptions,
-  backend: SelectedBackend,
+  backend: B,
   fromValues: (config: GPT2Config, values: ParameterValues) => M,
   fromSources: (config: GPT2Config, params: StreamedCheckpoint['params']) => Promise<M>,
-): Promise<Omit<OpenedModel, 'model'> & { model: M }> {
+): Promise<Omit<OpenedModel, 'model' | 'backend'> & { model: M; backend: B }> {
   if (source in PRESETS) {
     const config = presetConfig(source);
     const model = fromValues(config, initialParameters(config, options.seed ?? 0));

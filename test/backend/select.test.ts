@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { BACKEND_NAMES, parseBackendName, selectBackend } from '../../src/backend/index.js';
+import { BACKEND_NAMES, parseBackendName, requestsWasm, selectBackend } from '../../src/backend/index.js';
 import { ToolError } from '../../src/util/errors.js';
 
 const require = createRequire(import.meta.url);
@@ -117,6 +117,23 @@ describe('switching backends in one process', () => {
     process.env.GPT2_BACKEND = 'cpu';
     try {
       expect((await selectBackend(undefined)).name).toBe('cpu');
+    } finally {
+      if (saved === undefined) delete process.env.GPT2_BACKEND;
+      else process.env.GPT2_BACKEND = saved;
+    }
+  });
+
+  it('tells whether a request lands on wasm without loading anything', () => {
+    expect(requestsWasm('wasm')).toBe(true);
+    expect(requestsWasm('cpu')).toBe(false);
+    expect(requestsWasm('tensorflow')).toBe(false);
+    // auto: wasm unless a tfjs-node package is installed
+    expect(requestsWasm('auto')).toBe(!installed('@tensorflow/tfjs-node') && !installed('@tensorflow/tfjs-node-gpu'));
+    expect(() => requestsWasm('gpu')).toThrow(/unknown backend "gpu"/);
+    const saved = process.env.GPT2_BACKEND;
+    process.env.GPT2_BACKEND = 'cpu';
+    try {
+      expect(requestsWasm(undefined)).toBe(false);
     } finally {
       if (saved === undefined) delete process.env.GPT2_BACKEND;
       else process.env.GPT2_BACKEND = saved;
