@@ -184,7 +184,7 @@ export class WasmDecoder {
     }
     for (let b = 0; b < B; b++) heap.copyWithin(x + b * d, x + (b * T + T - 1) * d, x + (b * T + T) * d); // last rows
     this.layerNorm(x, last, this.lnF, B, d, eps);
-    // logits as wte·lastᵀ, [vocab, B]: four rows of wte in flight, each read once for the batch.
+    // logits as wte·lastᵀ, [vocab, B]: eight rows of wte in flight, each read once for the batch.
     kernels.nt(this.wte * 4, last * 4, logits * 4, vocab, d, B);
     this.length += T;
     const out = new Float32Array(B * vocab);
