@@ -15,6 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { saveCheckpoint } from '../model/checkpoint.js';
 import { parameterCount, presetConfig, type GPT2Config } from '../model/config.js';
 import { initialParameters } from '../model/params.js';
+import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';
+import { KernelPool } from '../backend/kernel-pool.js';
+import { smallMatMul } from '../backend/wasm-gemv.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const args = process.argv.slice(2);
@@ -53,6 +56,30 @@ report('1 thread', one);
 report(`${availableParallelism()} threads`, all);
 console.log(`[medians of ${runs} fresh processes each]`);
 const decode = median(all.map((r) => r.decode_tokens_per_s));
+
+// What bounds a step: streaming the weights. The same kernel over 307 MB (more than any cache),
+// on one thread and on every core, in this process, now.
+{
+  const rows = 100_000;
+  const k = 768;
+  const memory = new wasmApi.Memory({ initial: Math.ceil((rows * (k + 1) * 4 + 8192) / 65536), maximum: MAX_PAGES, shared: true }); // a, b, out
+  new Float32Array(memory.buffer).fill(0.01);
+  const pool = new KernelPool(memory, availableParallelism());
+  const single = smallMatMul(memory);
+  const gbps = (kernels: { nt: typeof single.nt }) => {
+    const times: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      const t0 = performance.now();
+      kernels.nt(0, rows * k * 4, rows * k * 4 + 4096, rows, k, 1);
+      times.push(performance.now() - t0);
+    }
+    return (rows * k * 4) / median(times) / 1e6;
+  };
+  const [one1, all1, threads] = [gbps(single), gbps(pool), pool.threads];
+  pool.close();
+  const perToken = (parameterCount(gpt2) * 4) / 1e9;
+  console.log(`memory streaming (same kernels): 1 thread ${one1.toFixed(1)} GB/s, ${threads} threads ${all1.toFixed(1)} GB/s → at most ${(all1 / perToken).toFixed(0)} tokens/s for ${(perToken * 1000).toFixed(0)} MB a token`);
+}
 
 // Anchor: PyTorch on CPU decoding the same model the same way, when this machine's Python has torch.
 const anchorScript = fileURLToPath(new URL('../../src/bench/generate_anchor.py', import.meta.url));
