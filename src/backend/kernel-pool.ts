@@ -70,13 +70,26 @@ export class KernelPool implements SmallMatMul {
 
   /** Columns split into blocks of a multiple of 4 (the kernel's vector width). */
   nn(a: number, b: number, out: number, m: number, k: number, n: number, ld: number): void {
+    this.nnThen(a, b, out, m, k, n, ld);
+  }
+
+  /**
+   * nn, then `then(from, to)` on each block of output columns: this thread's own block while the
+   * helpers still compute theirs (time it would spend waiting), the others once they are done.
+   */
+  nnThen(a: number, b: number, out: number, m: number, k: number, n: number, ld: number, then?: (from: number, to: number) => void): void {
     const parts = this.parts(m * k * n);
     const block = Math.ceil(n / parts / 4) * 4;
-    this.split(parts, (p) => {
-      const from = p * block;
-      const width = Math.min(block, n - from);
-      return width > 0 ? [0, a, b + from * 4, out + from * 4, m, k, width, ld] : undefined;
-    }, (args) => this.local.nn(args[1], args[2], args[3], args[4], args[5], args[6], args[7]));
+    const range = (p: number): [number, number] => [Math.min(n, p * block), Math.min(n, (p + 1) * block)];
+    this.split(
+      parts,
+      (p) => {
+        const [from, to] = range(p);
+        return to > from ? [0, a, b + from * 4, out + from * 4, m, k, to - from, ld] : undefined;
+      },
+      (args) => this.local.nn(args[1], args[2], args[3], args[4], args[5], args[6], args[7]),
+      then && ((p) => then(...range(p))),
+    );
   }
 
   /** Rows of a (and out) split into blocks. */
@@ -104,7 +117,7 @@ export class KernelPool implements SmallMatMul {
   }
 
   /** Posts parts 1… to the helpers, runs part 0 here, waits for the helpers. */
-  private split(parts: number, job: (part: number) => number[] | undefined, run: (args: number[]) => void): void {
+  private split(parts: number, job: (part: number) => number[] | undefined, run: (args: number[]) => void, then?: (part: number) => void): void {
     const posted: (typeof this.helpers)[number][] = [];
     for (let p = 1; p < parts; p++) {
       const args = job(p);
@@ -117,11 +130,13 @@ export class KernelPool implements SmallMatMul {
     }
     const own = job(0);
     if (own) run(own);
+    then?.(0);
     for (const h of posted) {
       // Wait on the value just compared (a fresh load could already be the new one: a lost wake-up).
       for (let i = 0; i < SPIN && Atomics.load(h.control, DONE) !== h.seq; i++);
       for (let done = Atomics.load(h.control, DONE); done !== h.seq; done = Atomics.load(h.control, DONE)) Atomics.wait(h.control, DONE, done, 1000);
       if (h.control[FAILED]) throw new Error('a decoding thread failed (memory access out of bounds?)');
     }
+    for (let p = 1; p < parts; p++) then?.(p);
   }
 }

@@ -19,6 +19,8 @@ export interface SmallMatMul {
    * out are `ld` floats apart (ld ≥ n: a block of columns of wider matrices).
    */
   nn(a: number, b: number, out: number, m: number, k: number, n: number, ld: number): void;
+  /** nn, then `then(from, to)` on blocks of output columns (KernelPool: overlapped with other threads). */
+  nnThen?(a: number, b: number, out: number, m: number, k: number, n: number, ld: number, then?: (from: number, to: number) => void): void;
   /** out[m, n] = a[m, k] · b[n, k]ᵀ; k a multiple of 4. Byte offsets into the heap. */
   nt(a: number, b: number, out: number, m: number, k: number, n: number): void;
 }

@@ -145,7 +145,14 @@ export class WasmDecoder {
     const hd = d / heads;
     const { x, h, qkv, ctx, tmp, fc, last, scores, logits } = this.at;
     const kernels = this.dh.kernels;
-    const mm = (a: number, b: number, out: number, m: number, k: number, n: number) => kernels.nn(a * 4, b * 4, out * 4, m, k, n, n);
+    // out = a·b, then `then` on blocks of out's columns (overlapping other threads' blocks where the kernels can)
+    const mmThen = (a: number, b: number, out: number, m: number, k: number, n: number, then: (c0: number, c1: number) => void) => {
+      if (kernels.nnThen) kernels.nnThen(a * 4, b * 4, out * 4, m, k, n, n, then);
+      else {
+        kernels.nn(a * 4, b * 4, out * 4, m, k, n, n);
+        then(0, n);
+      }
+    };
     this.refresh();
     const heap = this.heap;
     for (let r = 0; r < R; r++) {
@@ -157,8 +164,7 @@ export class WasmDecoder {
     const scale = 1 / Math.sqrt(hd);
     for (const [l, layer] of this.layers.entries()) {
       this.layerNorm(x, h, layer.ln1, R, d, eps);
-      mm(h, layer.attn[0], qkv, R, d, 3 * d);
-      addBias(heap, qkv, layer.attn[1], R, 3 * d);
+      mmThen(h, layer.attn[0], qkv, R, d, 3 * d, (c0, c1) => addBias(heap, qkv, layer.attn[1], R, 3 * d, c0, c1));
       for (let r = 0; r < R; r++) {
         const [b, t] = [Math.floor(r / T), r % T];
         const pos = this.length + t; // this row's place in the cache; it sees keys 0..pos
@@ -173,14 +179,13 @@ export class WasmDecoder {
           kernels.nn(scores * 4, this.cacheAt(l, 1, bh) * 4, (ctx + r * d + head * hd) * 4, 1, pos + 1, hd, hd);
         }
       }
-      mm(ctx, layer.proj[0], tmp, R, d, d);
-      addResidual(heap, x, tmp, layer.proj[1], R, d);
+      mmThen(ctx, layer.proj[0], tmp, R, d, d, (c0, c1) => addResidual(heap, x, tmp, layer.proj[1], R, d, c0, c1));
       this.layerNorm(x, h, layer.ln2, R, d, eps);
-      mm(h, layer.fc[0], fc, R, d, 4 * d);
-      addBias(heap, fc, layer.fc[1], R, 4 * d);
-      activate(heap, fc, R * 4 * d, this.config.activation_function);
-      mm(fc, layer.out[0], tmp, R, 4 * d, d);
-      addResidual(heap, x, tmp, layer.out[1], R, d);
+      mmThen(h, layer.fc[0], fc, R, d, 4 * d, (c0, c1) => {
+        addBias(heap, fc, layer.fc[1], R, 4 * d, c0, c1);
+        activate(heap, fc, R, 4 * d, c0, c1, this.config.activation_function);
+      });
+      mmThen(fc, layer.out[0], tmp, R, 4 * d, d, (c0, c1) => addResidual(heap, x, tmp, layer.out[1], R, d, c0, c1));
     }
     for (let b = 0; b < B; b++) heap.copyWithin(x + b * d, x + (b * T + T - 1) * d, x + (b * T + T) * d); // last rows
     this.layerNorm(x, last, this.lnF, B, d, eps);
@@ -223,13 +228,16 @@ export class WasmDecoder {
   }
 }
 
-function addBias(heap: Float32Array, rows: number, bias: number, count: number, width: number): void {
-  for (let r = 0; r < count; r++) for (let j = 0; j < width; j++) heap[rows + r * width + j] += heap[bias + j];
+// Elementwise steps over columns [c0, c1) of `count` rows of `width` (each column on its own, so a
+// product's column blocks can be finished separately).
+
+function addBias(heap: Float32Array, rows: number, bias: number, count: number, width: number, c0: number, c1: number): void {
+  for (let r = 0; r < count; r++) for (let j = c0; j < c1; j++) heap[rows + r * width + j] += heap[bias + j];
 }
 
-/** x += y + bias, row by row. */
-function addResidual(heap: Float32Array, x: number, y: number, bias: number, count: number, width: number): void {
-  for (let r = 0; r < count; r++) for (let j = 0; j < width; j++) heap[x + r * width + j] += heap[y + r * width + j] + heap[bias + j];
+/** x += y + bias. */
+function addResidual(heap: Float32Array, x: number, y: number, bias: number, count: number, width: number, c0: number, c1: number): void {
+  for (let r = 0; r < count; r++) for (let j = c0; j < c1; j++) heap[x + r * width + j] += heap[y + r * width + j] + heap[bias + j];
 }
 
 /** Softmax over scores[0, keys) in place; positions before `masked` get probability 0. */
@@ -244,13 +252,15 @@ function softmax(heap: Float32Array, at: number, masked: number, keys: number): 
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-function activate(heap: Float32Array, at: number, n: number, fn: GPT2Config['activation_function']): void {
-  for (let j = at; j < at + n; j++) {
-    const v = heap[j];
-    // ½v(1 + tanh z) as v·σ(2z): the same value, and Math.exp is ~1.5× faster than Math.tanh here
-    if (fn === 'gelu_new') heap[j] = v / (1 + Math.exp(-2 * SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
-    else if (fn === 'fast_gelu') heap[j] = v / (1 + Math.exp(-1.702 * v));
-    else heap[j] = 0.5 * v * (1 + erf(v * Math.SQRT1_2));
+function activate(heap: Float32Array, at: number, count: number, width: number, c0: number, c1: number, fn: GPT2Config['activation_function']): void {
+  for (let r = 0; r < count; r++) {
+    for (let j = at + r * width + c0; j < at + r * width + c1; j++) {
+      const v = heap[j];
+      // ½v(1 + tanh z) as v·σ(2z): the same value, and Math.exp is ~1.5× faster than Math.tanh here
+      if (fn === 'gelu_new') heap[j] = v / (1 + Math.exp(-2 * SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
+      else if (fn === 'fast_gelu') heap[j] = v / (1 + Math.exp(-1.702 * v));
+      else heap[j] = 0.5 * v * (1 + erf(v * Math.SQRT1_2));
+    }
   }
 }
 

@@ -55,4 +55,20 @@ describe('KernelPool', () => {
       pool.close();
     });
   }
+
+  it('nnThen hands every block of columns to `then` once, the calling thread\'s own first', () => {
+    for (const [threads, m, k, n] of [[2, 1, 768, 300], [3, 1, 512, 1028], [2, 1, 4, 8]]) {
+      const pool = new KernelPool(memory, threads);
+      const blocks: [number, number][] = [];
+      heap.set(normals(rng, m * k + k * n), 0);
+      pool.nnThen(0, m * k * 4, (m * k + k * n) * 4, m, k, n, n, (from, to) => blocks.push([from, to]));
+      const covered = blocks.filter(([f, t]) => t > f).sort((x, y) => x[0] - y[0]);
+      expect(covered[0][0]).toBe(0);
+      for (let i = 1; i < covered.length; i++) expect(covered[i][0]).toBe(covered[i - 1][1]);
+      expect(covered.at(-1)![1]).toBe(n);
+      expect(blocks[0][0]).toBe(0); // own block first
+      expect(covered.length).toBe(m * k * n < 1 << 18 ? 1 : threads);
+      pool.close();
+    }
+  });
 });
