@@ -9,7 +9,7 @@
  * unref'd, so they never keep the process alive, and stop with `close`.
  */
 import { Worker } from 'node:worker_threads';
-import type { WasmMemory } from './wasm-asm.js';
+import { isShared, type WasmMemory } from './wasm-asm.js';
 import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js';
 
 // Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, -1
@@ -54,8 +54,7 @@ export class KernelPool implements SmallMatMul {
   /** `threads` in all, the calling one included; needs a shared memory for more than one. */
   constructor(memory: WasmMemory, threads: number) {
     this.local = smallMatMul(memory);
-    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-    const count = shared ? Math.max(0, threads - 1) : 0;
+    const count = isShared(memory) ? Math.max(0, threads - 1) : 0;
     this.helpers = Array.from({ length: count }, () => {
       const control = new SharedArrayBuffer(SLOTS * 4);
       const worker = new Worker(HELPER, { eval: true, workerData: { module: smallMatMulModule(true), memory, control } });

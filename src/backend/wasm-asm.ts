@@ -113,6 +113,11 @@ export interface FunctionDef {
   code: Code;
 }
 
+/** Whether a memory can be used by several threads (created with shared: true). */
+export function isShared(memory: WasmMemory): boolean {
+  return typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+}
+
 /** Largest wasm32 memory, in 64 KiB pages (4 GiB); a shared memory must declare a maximum. */
 export const MAX_PAGES = 65536;
 

@@ -11,7 +11,7 @@
  * Each output element is computed in the same order whatever the number of rows, so a sequence's
  * logits do not depend on the batch it runs in.
  */
-import { assemble, Code, I32, V128, wasmApi, type WasmMemory, type WasmModule } from './wasm-asm.js';
+import { assemble, Code, I32, isShared, V128, wasmApi, type WasmMemory, type WasmModule } from './wasm-asm.js';
 
 export interface SmallMatMul {
   /**
@@ -185,8 +185,7 @@ const instances = new WeakMap<WasmMemory, SmallMatMul>();
 export function smallMatMul(memory: WasmMemory): SmallMatMul {
   let kernels = instances.get(memory);
   if (kernels === undefined) {
-    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-    const exports = new wasmApi.Instance(smallMatMulModule(shared), { env: { memory } }).exports as unknown as SmallMatMul;
+    const exports = new wasmApi.Instance(smallMatMulModule(isShared(memory)), { env: { memory } }).exports as unknown as SmallMatMul;
     kernels = { nn: exports.nn, nt: exports.nt };
     instances.set(memory, kernels);
   }

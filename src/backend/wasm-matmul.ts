@@ -16,7 +16,7 @@
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import type { Tf } from './select.js';
 import { dropView, heapOffset, makeView, shapeBytes, sizeOf, wasmId, type WasmBackend } from './wasm-backend.js';
-import { smallMatMul, type SmallMatMul } from './wasm-gemv.js';
+import { smallMatMul } from './wasm-gemv.js';
 
 type MatMulC = (
   aId: number,
@@ -223,8 +223,9 @@ function smallProduct(backend: WasmBackend, a: TensorInfo, b: TensorInfo, out: T
   const { transposeB, m, k, n, batchA, batchB } = d;
   const fits = transposeB ? k % 4 === 0 && (m <= SMALL || n <= SMALL) : n % 4 === 0 && m * (batchB === 1 ? batchA : 1) <= SMALL;
   if (!fits) return false;
-  const kernels = kernelsFor(backend);
-  if (kernels === undefined) return false;
+  const memory = backend.wasm.asm?.memory;
+  if (!memory) return false;
+  const kernels = smallMatMul(memory);
   const kernel = transposeB ? kernels.nt : (a: number, b: number, o: number, m: number, k: number, n: number) => kernels.nn(a, b, o, m, k, n, n);
   const [aAt, bAt, outAt] = [heapOffset(backend, a), heapOffset(backend, b), heapOffset(backend, out)];
   if (batchB === 1) {
@@ -237,17 +238,6 @@ function smallProduct(backend: WasmBackend, a: TensorInfo, b: TensorInfo, out: T
   const batchOut = sizeOf(d.outOuter);
   for (let o = 0; o < batchOut; o++) kernel(aAt + aIndex(o) * m * k * 4, bAt + bIndex(o) * k * n * 4, outAt + o * m * n * 4, m, k, n);
   return true;
-}
-
-const kernelCache = new WeakMap<object, SmallMatMul | null>();
-function kernelsFor(backend: WasmBackend): SmallMatMul | undefined {
-  let kernels = kernelCache.get(backend.wasm);
-  if (kernels === undefined) {
-    const memory = backend.wasm.asm?.memory;
-    kernels = memory ? smallMatMul(memory) : null;
-    kernelCache.set(backend.wasm, kernels);
-  }
-  return kernels ?? undefined;
 }
 
 /** Maps a flat index over the broadcast outer dims to the flat batch index of one operand. */

@@ -2,34 +2,14 @@
 import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { Option } from 'commander';
+import type { RunFlags } from '../generate/cli-run.js';
 import { ToolError, UsageError } from '../util/errors.js';
 import { choiceOption, createProgram, intArg, logger, runProgram } from './common.js';
 
-interface Flags {
+interface Flags extends RunFlags {
   model: string;
   promptFile?: string;
-  inputFormat: 'text' | 'ids';
-  maxNewTokens: number;
-  maxLength?: number;
-  minNewTokens: number;
   greedy?: boolean;
-  doSample?: boolean;
-  temperature: number;
-  topK: number;
-  topP: number;
-  repetitionPenalty: number;
-  noRepeatNgramSize: number;
-  seed: number;
-  stop: string[];
-  eosId?: number;
-  ignoreEos?: boolean;
-  numReturnSequences: number;
-  format: 'text' | 'jsonl' | 'ids';
-  stream?: boolean;
-  stats?: boolean;
-  batchSize: number;
-  cache: boolean;
-  truncate?: 'left';
   backend?: string;
   threads?: number;
   quiet?: boolean;

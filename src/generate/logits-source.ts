@@ -10,7 +10,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { DecodeModel } from '../model/decode-model.js';
 import type { GPT2, KVCache } from '../model/gpt2.js';
-import { tfjsHeap, WasmDecoder } from '../model/wasm-decoder.js';
+import { decoderSupports, tfjsHeap, WasmDecoder } from '../model/wasm-decoder.js';
 
 export interface Batch {
   /** Tokens of every sequence so far, left-padded to the same length (prompt width + step). */
@@ -89,7 +89,7 @@ function tfjsSource(model: GPT2, batch: Batch, options: { useCache: boolean; fas
         dropCache();
         cache = out.cache;
         hidden = out.hidden;
-        const heap = step === 0 && options.fastDecode && batch.capacity > total + 1 ? tfjsHeap(model) : undefined;
+        const heap = step === 0 && options.fastDecode && batch.capacity > total + 1 && decoderSupports(model.config) ? tfjsHeap(model) : undefined;
         if (heap) {
           decoder = new WasmDecoder(heap, model.config, rows.length, batch.capacity, rows.map((_, b) => batch.padOf(b)));
           decoder.load(cache!);

@@ -22,36 +22,31 @@ interface Source {
 
 export class DecodeModel implements DecodeHeap {
   readonly kernels: KernelPool;
-  private readonly offsets = new Map<string, number>();
-  /** Float offset where buffers start (after the weights), and live buffers: offset → end. */
-  private readonly base: number;
+  /** Live buffers after the weights: float offset → end. */
   private readonly buffers = new Map<number, number>();
 
   private constructor(
     readonly config: GPT2Config,
     readonly memory: WasmMemory,
     threads: number,
+    /** Float offset of each parameter (16-byte aligned), and where buffers start after them. */
+    private readonly offsets: Map<string, number>,
+    private readonly base: number,
   ) {
-    let next = 0;
-    for (const [name, shape] of parameterShapes(config)) {
-      this.offsets.set(name, next);
-      next += Math.ceil(shape.reduce((a, b) => a * b, 1) / 4) * 4;
-    }
-    this.base = next;
     this.kernels = new KernelPool(memory, threads);
   }
 
-  /** The weights' size in floats, each tensor 16-byte aligned. */
-  private static floats(config: GPT2Config): number {
-    return parameterShapes(config).reduce((sum, [, shape]) => sum + Math.ceil(shape.reduce((a, b) => a * b, 1) / 4) * 4, 0);
-  }
-
   private static empty(config: GPT2Config, threads: number): DecodeModel {
-    const bytes = DecodeModel.floats(config) * 4;
-    const pages = Math.ceil(bytes / PAGE) + 1;
-    if (pages > MAX_PAGES) throw new ToolError(`the model's ${(bytes / 2 ** 30).toFixed(1)} GiB of weights exceed wasm's 4 GiB memory; use the tensorflow backend`);
+    const offsets = new Map<string, number>();
+    let floats = 0;
+    for (const [name, shape] of parameterShapes(config)) {
+      offsets.set(name, floats);
+      floats += Math.ceil(shape.reduce((a, b) => a * b, 1) / 4) * 4;
+    }
+    const pages = Math.ceil((floats * 4) / PAGE) + 1;
+    if (pages > MAX_PAGES) throw new ToolError(`the model's ${((floats * 4) / 2 ** 30).toFixed(1)} GiB of weights exceed wasm's 4 GiB memory; use the tensorflow backend`);
     const memory = new wasmApi.Memory({ initial: pages, maximum: MAX_PAGES, shared: true });
-    return new DecodeModel(config, memory, threads);
+    return new DecodeModel(config, memory, threads, offsets, floats);
   }
 
   /** Reads each parameter from `sources` straight into the shared memory. */

@@ -11,6 +11,7 @@ import { fsError } from '../util/errors.js';
 import { openCheckpoint, type StreamedCheckpoint } from './checkpoint.js';
 import { presetConfig, PRESETS, type GPT2Config } from './config.js';
 import { DecodeModel } from './decode-model.js';
+import { decoderSupports } from './wasm-decoder.js';
 import { GPT2 } from './gpt2.js';
 import { initialParameters, type ParameterValues } from './params.js';
 
@@ -40,31 +41,42 @@ export async function tokenizerIdentityOf(dir: string): Promise<TokenizerIdentit
 /** `source` is a checkpoint directory or a preset name (random weights from `seed`). */
 export async function openModel(source: string, options: OpenOptions = {}): Promise<OpenedModel> {
   const backend = await selectBackend(options.backend, options.log, { gradients: false });
-  return openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
+  const opened = await openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
+  return { ...opened, tokenizer: await tokenizerIdentityOf(opened.tokenizerDir) };
 }
 
-export interface OpenedForGeneration extends Omit<OpenedModel, 'model' | 'backend'> {
+/** As OpenedModel, without the tokenizer's identity: the caller loads the tokenizer itself. */
+export interface OpenedForGeneration extends Omit<OpenedModel, 'model' | 'backend' | 'tokenizer'> {
   model: GPT2 | DecodeModel;
   backend: { name: string; description: string };
 }
 
 /**
  * A model for gpt2-generate: on wasm with the key/value cache, a DecodeModel (weights in a shared
- * memory, products on every core; tfjs is not even loaded); otherwise a GPT2 on the selected backend.
+ * memory, products on every core; tfjs is not even loaded) when WasmDecoder can run the model's
+ * shapes; otherwise a GPT2 on the selected backend.
  */
 export async function openForGeneration(source: string, options: OpenOptions & { useCache: boolean; threads?: number }): Promise<OpenedForGeneration> {
   if (!options.useCache || !requestsWasm(options.backend)) return openModel(source, options);
-  const opened = await openOn<DecodeModel, OpenedForGeneration['backend']>(
+  let backend: OpenedForGeneration['backend'] | undefined;
+  const tfjs = async () => {
+    const selected = await selectBackend(options.backend, options.log, { gradients: false });
+    backend = selected;
+    return selected.tf;
+  };
+  const opened = await openOn<GPT2 | DecodeModel, undefined>(
     source,
     options,
-    { name: 'wasm', description: '' },
-    (config, values) => DecodeModel.fromValues(config, values, options.threads),
-    (config, params) => DecodeModel.fromSources(config, params, options.threads),
+    undefined,
+    async (config, values) => (decoderSupports(config) ? DecodeModel.fromValues(config, values, options.threads) : GPT2.fromValues(await tfjs(), config, values)),
+    async (config, params) => (decoderSupports(config) ? DecodeModel.fromSources(config, params, options.threads) : GPT2.fromSources(await tfjs(), config, params)),
   );
-  const threads = opened.model.threads;
-  opened.backend.description = `wasm (decode kernels of our own, SIMD, ${threads} thread${threads === 1 ? '' : 's'})`;
-  options.log?.(`backend: ${opened.backend.description}`);
-  return opened;
+  if (opened.model instanceof DecodeModel) {
+    const threads = opened.model.threads;
+    backend = { name: 'wasm', description: `wasm (decode kernels of our own, SIMD, ${threads} thread${threads === 1 ? '' : 's'})` };
+    options.log?.(`backend: ${backend.description}`);
+  }
+  return { ...opened, backend: backend! };
 }
 
 interface OpenOptions {
@@ -77,19 +89,18 @@ async function openOn<M, B = SelectedBackend>(
   source: string,
   options: OpenOptions,
   backend: B,
-  fromValues: (config: GPT2Config, values: ParameterValues) => M,
+  fromValues: (config: GPT2Config, values: ParameterValues) => M | Promise<M>,
   fromSources: (config: GPT2Config, params: StreamedCheckpoint['params']) => Promise<M>,
-): Promise<Omit<OpenedModel, 'model' | 'backend'> & { model: M; backend: B }> {
+): Promise<Omit<OpenedModel, 'model' | 'backend' | 'tokenizer'> & { model: M; backend: B }> {
   if (source in PRESETS) {
     const config = presetConfig(source);
-    const model = fromValues(config, initialParameters(config, options.seed ?? 0));
-    const tokenizerDir = builtinTokenizerDir();
-    return { model, backend, tokenizerDir, tokenizer: await tokenizerIdentityOf(tokenizerDir), ignored: [] };
+    const model = await fromValues(config, initialParameters(config, options.seed ?? 0));
+    return { model, backend, tokenizerDir: builtinTokenizerDir(), ignored: [] };
   }
   const ck = await openCheckpoint(source);
   try {
     const model = await fromSources(ck.config, ck.params);
-    return { model, backend, tokenizerDir: ck.tokenizerDir, tokenizer: await tokenizerIdentityOf(ck.tokenizerDir), ignored: ck.ignored };
+    return { model, backend, tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
   } finally {
     await ck.close();
   }

@@ -55,6 +55,11 @@ export function tfjsHeap(model: GPT2): DecodeHeap | undefined {
 
 type Pair = [number, number];
 
+/** Whether WasmDecoder can run a model: its kernels take widths and head sizes in multiples of 4. */
+export function decoderSupports(config: GPT2Config): boolean {
+  return config.n_embd % 4 === 0 && (config.n_embd / config.n_head) % 4 === 0;
+}
+
 export class WasmDecoder {
   private heap: Float32Array;
   private length = 0;
@@ -78,7 +83,7 @@ export class WasmDecoder {
     private readonly maxRows = 1,
   ) {
     const { n_embd: d, vocab_size: vocab, n_layer: layers } = config;
-    if (d % 4 !== 0 || (d / config.n_head) % 4 !== 0) throw new Error('WasmDecoder needs n_embd and the head size to be multiples of 4');
+    if (!decoderSupports(config)) throw new Error('WasmDecoder needs n_embd and the head size to be multiples of 4');
     const pair = (name: string): Pair => [dh.param(`${name}.weight`), dh.param(`${name}.bias`)];
     this.wte = dh.param('wte.weight');
     this.wpe = dh.param('wpe.weight');

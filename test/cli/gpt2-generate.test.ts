@@ -1,6 +1,9 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { saveCheckpoint } from '../../src/model/checkpoint.js';
+import { presetConfig } from '../../src/model/config.js';
+import { initialParameters } from '../../src/model/params.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { expectOneLineError, fixture, runCli, tempDir } from '../helpers.js';
 
@@ -27,6 +30,16 @@ describe('gpt2-generate', () => {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.trim().split('\n').map((l) => l.split(' ').map(Number))).toEqual(ref.continuations);
     }
+  });
+
+  it('a model the wasm decoder cannot take (head size 3) runs on the tfjs model instead', async () => {
+    const odd = join(dir, 'odd');
+    const config = { ...presetConfig('gpt2'), vocab_size: 320, n_positions: 32, n_embd: 12, n_head: 4, n_layer: 1 };
+    await saveCheckpoint(odd, config, initialParameters(config, 1));
+    const args = ['--model', odd, '--input-format', 'ids', '--format', 'ids', '-n', '5', '5 17 250'];
+    const r = gen(args);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(gen([...args, '--no-cache']).stdout);
   });
 
   it('text: the prompt and its continuation; streaming prints the same', () => {

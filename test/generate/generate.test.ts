@@ -10,7 +10,8 @@ import { applyProcessors } from '../../src/generate/processors.js';
 import { sample } from '../../src/generate/sampling.js';
 import { loadCheckpoint } from '../../src/model/checkpoint.js';
 import { DecodeModel } from '../../src/model/decode-model.js';
-import type { GPT2 } from '../../src/model/gpt2.js';
+import { GPT2 } from '../../src/model/gpt2.js';
+import { initialParameters } from '../../src/model/params.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { Rng } from '../../src/util/rng.js';
 import { fixture, fixtureModel } from '../helpers.js';
@@ -115,6 +116,16 @@ describe('generation', () => {
   it('refuses a prompt that does not fit the context', async () => {
     const m = await model('tiny');
     await expect(collect(m, [Array(30).fill(1)], { maxNewTokens: 5 })).rejects.toThrow(/exceeds the model's 32 positions/);
+    m.dispose();
+  });
+
+  it('runs models whose head size the wasm decoder cannot take through the tfjs engine', async () => {
+    // head size 3: WasmDecoder needs multiples of 4, so decode steps stay in GPT2.hidden
+    const config = { ...(await loadCheckpoint(fixture('models', 'tiny'))).config, n_embd: 12, n_head: 4 };
+    const m = GPT2.fromValues(tf, config, initialParameters(config, 3));
+    const cached = await collect(m, prompts, { maxNewTokens: 6 });
+    const uncached = await collect(m, prompts, { maxNewTokens: 6, useCache: false });
+    expect(cached.map((e) => e.ids)).toEqual(uncached.map((e) => e.ids));
     m.dispose();
   });
 });
