@@ -2,7 +2,7 @@
 # `make -j2` runs independent stages in parallel and reruns only what changed.
 #
 #   make demo    install if needed, build, run the pipeline on the sample, print a summary
-#   make test    install if needed, build, run the test suite (what CI runs)
+#   make test    install if needed, build, type-check the tests, run the test suite (what CI runs)
 #   make bench   benchmarks (need ../shared/data; they say so and skip otherwise)
 
 SHELL := /bin/bash
@@ -67,6 +67,7 @@ demo: train
 
 # --- checks -----------------------------------------------------------------------------------
 test: $(BUILT)
+	npm run --silent typecheck:test
 	npm test --silent
 
 bench: $(BUILT)

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import type { Tf } from '../src/backend/select.js';
-import { loadCheckpoint } from '../src/model/checkpoint.js';
+import { loadCheckpoint } from '../src/formats/checkpoint.js';
 import { GPT2 } from '../src/model/gpt2.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname;

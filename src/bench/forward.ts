@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { saveCheckpoint } from '../model/checkpoint.js';
+import { saveCheckpoint } from '../formats/checkpoint.js';
 import { parameterCount, presetConfig } from '../model/config.js';
 import { initialParameters } from '../model/params.js';
 

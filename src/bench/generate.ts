@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { saveCheckpoint } from '../model/checkpoint.js';
+import { saveCheckpoint } from '../formats/checkpoint.js';
 import { parameterCount, presetConfig, type GPT2Config } from '../model/config.js';
 import { initialParameters } from '../model/params.js';
 import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';

@@ -4,7 +4,7 @@
  * only with --debug), stderr logging, and quiet exits when a downstream pipe closes.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ToolError, UsageError } from '../util/errors.js';
+import { ExitCode, ToolError, UsageError } from '../util/errors.js';
 import { VERSION } from '../version.js';
 
 export interface ToolInfo {
@@ -40,7 +40,7 @@ export async function runProgram(program: Command, argv: string[] = process.argv
   const name = program.name();
   const debug = argv.includes('--debug');
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0); // `tool | head`: the reader has gone, stop quietly
+    if (err.code === 'EPIPE') process.exit(ExitCode.Ok); // `tool | head`: the reader has gone, stop quietly
     throw err;
   });
   try {
@@ -50,11 +50,11 @@ export async function runProgram(program: Command, argv: string[] = process.argv
   }
 }
 
-function exitCodeFor(err: unknown, name: string, debug: boolean): number {
+function exitCodeFor(err: unknown, name: string, debug: boolean): ExitCode {
   if (err instanceof CommanderError) {
     // Help and version exit 0; commander has already printed parse errors.
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-    return 2;
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.Ok;
+    return ExitCode.Usage;
   }
   if (err instanceof ToolError) {
     process.stderr.write(`${name}: error: ${err.message}\n`);
@@ -65,7 +65,7 @@ function exitCodeFor(err: unknown, name: string, debug: boolean): number {
   process.stderr.write(`${name}: error: ${e?.message ?? String(err)}\n`);
   if (debug && e?.stack) process.stderr.write(`${e.stack}\n`);
   else process.stderr.write(`${name}: (internal error; run with --debug for a stack trace)\n`);
-  return 1;
+  return ExitCode.Failure;
 }
 
 /** Messages on stderr: info is silenced by --quiet, warnings are not. */
@@ -98,4 +98,4 @@ export function choiceOption(flags: string, description: string, choices: string
   return defaultValue === undefined ? option : option.default(defaultValue);
 }
 
-export { UsageError };
+export { ExitCode, UsageError };

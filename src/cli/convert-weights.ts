@@ -35,7 +35,7 @@ from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
   .addOption(choiceOption('--dtype <dtype>', 'float type of the written weights', ['f32', 'f16'], 'f32'))
   .action(async (src: string, dst: string, flags: Flags) => {
     const log = logger('convert-weights', !!flags.quiet);
-    const { convertWeights } = await import('../model/convert.js');
+    const { convertWeights } = await import('../formats/convert.js');
     const progress = await createProgress({ quiet: flags.quiet, label: 'convert-weights', unit: 'bytes' });
     let result;
     try {

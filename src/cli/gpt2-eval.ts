@@ -8,6 +8,7 @@ interface Flags {
   batchSize: number;
   maxRecords?: number;
   backend?: string;
+  randomInit?: boolean;
   seed: number;
   quiet?: boolean;
 }
@@ -18,26 +19,33 @@ const program = createProgram({
   examples: [
     'gpt2-eval --model runs/a/checkpoints/latest --data data/valid',
     'gpt2-eval --model models/gpt2 --data data/valid --batch-size 4 --max-records 100 --backend wasm',
-    'gpt2-eval --model gpt2-tiny --data data/valid        # a preset: random weights (a baseline)',
+    'gpt2-eval --model gpt2 --data data/valid             # OpenAI\'s GPT-2, once converted into $GPT2_TOOLCHAIN_HOME/models/gpt2',
+    'gpt2-eval --model gpt2-tiny --random-init --data data/valid   # a preset\'s shape with random weights (a baseline)',
   ],
   notes: `Prints {"loss", "perplexity", "tokens", "records"} on stdout: the token-weighted mean cross-entropy
 of every predicted position whose target is real (attention_mask 1), inputs = ids[:-1] and
 labels = ids[1:] of each record (make eval shards with bpe-encode --block-size n_positions). The
 shards must come from the model's tokenizer. --backend (or $GPT2_BACKEND): auto, tensorflow-gpu,
-tensorflow, wasm, cpu.`,
+tensorflow, wasm, cpu.
+
+--model takes a checkpoint directory or a preset name (gpt2, gpt2-medium, ...). A preset name means
+its pretrained weights, found in $GPT2_TOOLCHAIN_HOME/models/<name> (default
+~/.cache/gpt2-toolchain/models/<name>; fill it once with convert-weights); --random-init asks for
+the preset's shape with random weights instead.`,
 })
   .requiredOption('-m, --model <dir|preset>', 'checkpoint directory (HF layout) or a preset name')
+  .option('--random-init', 'with a preset name: random weights (from --seed) instead of its pretrained ones')
   .requiredOption('-d, --data <dir>', 'record shards written by bpe-encode')
   .option('-b, --batch-size <n>', 'records per forward pass', intArg('--batch-size', 1), 8)
   .option('--max-records <n>', 'evaluate only the first n records', intArg('--max-records', 1))
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
-  .option('--seed <n>', 'seed for a preset\'s random weights', intArg('--seed', 0), 0)
+  .option('--seed <n>', 'seed for --random-init', intArg('--seed', 0), 0)
   .action(async (flags: Flags) => {
     const log = logger('gpt2-eval', !!flags.quiet);
     const { ShardDataset } = await import('../data/shard-reader.js');
     const dataset = await ShardDataset.open(flags.data);
     const { openModel } = await import('../model/open.js');
-    const opened = await openModel(flags.model, { backend: flags.backend, log: log.info, seed: flags.seed });
+    const opened = await openModel(flags.model, { backend: flags.backend, log: log.info, randomInit: flags.randomInit, seed: flags.seed });
     for (const name of opened.ignored) log.warn(`${flags.model}: ignoring tensor ${name} (not a GPT-2 parameter)`);
     dataset.requireTokenizer(opened.tokenizer, "the model's tokenizer");
     const { evaluate } = await import('../train/evaluate.js');

@@ -11,6 +11,7 @@ interface Flags extends RunFlags {
   promptFile?: string;
   greedy?: boolean;
   backend?: string;
+  randomInit?: boolean;
   threads?: number;
   quiet?: boolean;
 }
@@ -23,7 +24,7 @@ const num = (flag: string, check: (v: number) => boolean, want: string) => (valu
 
 const program = createProgram({
   name: 'gpt2-generate',
-  summary: 'Generate text with a GPT-2 checkpoint (or a preset with random weights).',
+  summary: 'Generate text with a GPT-2 checkpoint.',
   examples: [
     'gpt2-generate --model runs/a/checkpoints/latest "The meaning of life is"',
     'gpt2-generate --model models/gpt2 --do-sample --top-k 40 --top-p 0.9 --temperature 0.8 --seed 1 "Once upon a time"',
@@ -36,10 +37,16 @@ with none of them, generation starts from <|endoftext|> alone, as GPT-2 samples 
 empty prompt does the same). Greedy decoding is the default; --do-sample draws with --seed (same seed,
 same text). Text output streams token by token on a terminal or with --stream, never splitting a
 character; --format jsonl gives one object per sequence with prompt, text, ids and finish_reason
-(eos, stop, length). --stats prints timings as JSON on stderr.`,
+(eos, stop, length). --stats prints timings as JSON on stderr.
+
+--model takes a checkpoint directory or a preset name (gpt2, gpt2-medium, ...). A preset name means
+its pretrained weights, found in $GPT2_TOOLCHAIN_HOME/models/<name> (default
+~/.cache/gpt2-toolchain/models/<name>; fill it once with convert-weights); --random-init asks for
+the preset's shape with random weights instead (seeded by --seed).`,
 })
   .argument('[prompts...]', 'prompts (text, or ids with --input-format ids)')
   .requiredOption('-m, --model <dir|preset>', 'checkpoint directory or preset name')
+  .option('--random-init', 'with a preset name: random weights (from --seed) instead of its pretrained ones')
   .option('--prompt-file <file>', 'read prompts from a file, one per line')
   .addOption(choiceOption('--input-format <format>', 'prompts as text or as space-separated token ids', ['text', 'ids'], 'text'))
   .option('-n, --max-new-tokens <n>', 'tokens to generate', intArg('--max-new-tokens', 0), 50)
@@ -71,7 +78,7 @@ character; --format jsonl gives one object per sequence with prompt, text, ids a
     if (flags.greedy && flags.doSample) throw new UsageError('--greedy and --do-sample contradict each other');
     const texts = readPrompts(args, flags);
     const { openForGeneration } = await import('../model/open.js');
-    const opened = await openForGeneration(flags.model, { backend: flags.backend, log: log.info, useCache: flags.cache, threads: flags.threads });
+    const opened = await openForGeneration(flags.model, { backend: flags.backend, log: log.info, randomInit: flags.randomInit, seed: flags.seed, useCache: flags.cache, threads: flags.threads });
     const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
     const tokenizer = loadTokenizer(opened.tokenizerDir);
     const { run } = await import('../generate/cli-run.js');

@@ -1,5 +1,5 @@
 /** gpt2-train: YAML-configured GPT-2 pre-training and fine-tuning with exact resume. */
-import { ToolError } from '../util/errors.js';
+import { ExitCode, UsageError } from '../util/errors.js';
 import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
 
@@ -18,6 +18,8 @@ interface Flags {
   seed?: number;
   quiet?: boolean;
 }
+
+const signalExit = (name: 'SIGINT' | 'SIGTERM') => (name === 'SIGINT' ? ExitCode.Interrupted : ExitCode.Terminated);
 
 const program = createProgram({
   name: 'gpt2-train',
@@ -50,8 +52,8 @@ sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
   .option('--seed <n>', 'random seed (seed)', intArg('--seed', 0))
   .action(async (flags: Flags) => {
     const log = logger('gpt2-train', !!flags.quiet);
-    if (!flags.config) throw new ToolError('--config FILE is required (e.g. configs/gpt2/run_gpt2_tiny.yaml)', { exitCode: 2 });
-    if (flags.resume && flags.overwrite) throw new ToolError('--resume and --overwrite contradict each other', { exitCode: 2 });
+    if (!flags.config) throw new UsageError('--config FILE is required (e.g. configs/gpt2/run_gpt2_tiny.yaml)');
+    if (flags.resume && flags.overwrite) throw new UsageError('--resume and --overwrite contradict each other');
     const { loadTrainConfig } = await import('../train/config.js');
     const overrides = [...flags.set];
     const flag = (key: string, value: unknown) => value !== undefined && overrides.push(`${key}=${JSON.stringify(value)}`);
@@ -66,7 +68,7 @@ sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
 
     let signal: 'SIGINT' | 'SIGTERM' | undefined;
     const onSignal = (name: 'SIGINT' | 'SIGTERM') => {
-      if (signal) process.exit(name === 'SIGINT' ? 130 : 143); // a second signal: stop now
+      if (signal) process.exit(signalExit(name)); // a second signal: stop now
       signal = name;
       process.stderr.write(`\ngpt2-train: ${name}: finishing the current step and saving a checkpoint (again to stop at once)\n`);
     };
@@ -99,7 +101,7 @@ sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
     }
     if (result.stoppedBy === 'SIGINT' || result.stoppedBy === 'SIGTERM') {
       process.stderr.write(`gpt2-train: stopped by ${result.stoppedBy} after step ${result.steps}; checkpoint ${result.checkpoint}\n`);
-      process.exitCode = result.stoppedBy === 'SIGINT' ? 130 : 143;
+      process.exitCode = signalExit(result.stoppedBy);
       return;
     }
     log.info(`done: ${result.steps} steps, final loss ${result.finalLoss.toFixed(4)}${result.bestEvalLoss === null ? '' : `, best eval loss ${result.bestEvalLoss.toFixed(4)}`}; checkpoint ${result.checkpoint}`);

@@ -7,9 +7,9 @@ import type { DocSeparator } from '../tokenizer/documents.js';
 import { separatorIds } from '../tokenizer/documents.js';
 import { createEncoderPool } from '../tokenizer/pool.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
-import { ToolError } from '../util/errors.js';
+import { UsageError } from '../util/errors.js';
 import { readTextChunks, STDIN } from '../util/input.js';
-import { dtypeForVocab, type IdDtype, type Manifest } from './manifest.js';
+import { dtypeForVocab, replaceableRecords, type IdDtype, type Manifest } from './manifest.js';
 import type { ShardPlan } from './shard-writer.js';
 import { checkOutputDir } from '../util/atomic-dir.js';
 
@@ -61,22 +61,24 @@ class TokenStream {
 
 export function checkBlockSize(blockSize: number): void {
   if (!Number.isSafeInteger(blockSize) || blockSize < 2 || blockSize > 2 ** 31 - 1) {
-    throw new ToolError(`--block-size must be an integer in [2, 2147483647], got ${blockSize}`, { exitCode: 2 });
+    throw new UsageError(`--block-size must be an integer in [2, 2147483647], got ${blockSize}`);
   }
 }
 
 export function checkPadId(tokenizer: Tokenizer, padId: number | undefined): number {
   const id = padId ?? tokenizer.eosId;
-  if (id === undefined) throw new ToolError('the vocabulary has no <|endoftext|>; give --pad-id', { exitCode: 2 });
+  if (id === undefined) throw new UsageError('the vocabulary has no <|endoftext|>; give --pad-id');
   if (!Number.isInteger(id) || id < 0 || id >= tokenizer.vocabSize) {
-    throw new ToolError(`--pad-id ${id} is outside the vocabulary (size ${tokenizer.vocabSize})`, { exitCode: 2 });
+    throw new UsageError(`--pad-id ${id} is outside the vocabulary (size ${tokenizer.vocabSize})`);
   }
   return id;
 }
 
 export async function encodeDataset(options: EncodeDatasetOptions): Promise<Manifest> {
   checkBlockSize(options.blockSize);
-  await checkOutputDir(options.out, !!options.overwrite);
+  const inputs = [...options.files.filter((f) => f !== STDIN), ...(options.tokenizerDir ? [options.tokenizerDir] : [])];
+  const overwrite = options.overwrite ? replaceableRecords(inputs) : undefined;
+  await checkOutputDir(options.out, { overwrite });
   const docSeparator = options.docSeparator ?? 'eos';
   const workers = Math.max(1, options.workers ?? defaultWorkers());
   const chunkBytes = options.chunkBytes ?? 1 << 18;
@@ -139,6 +141,6 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Mani
       inputBytes,
       command: options.command ?? [],
     },
-    !!options.overwrite,
+    overwrite,
   );
 }

@@ -3,8 +3,11 @@
  * incomplete and every reader refuses it. It names the format and version, the tokenizer the ids
  * belong to, the block size, and every shard's size and sha256.
  */
+import { join } from 'node:path';
 import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
+import { ownedEntries, type Replaceable } from '../util/atomic-dir.js';
 import { ToolError } from '../util/errors.js';
+import { readJsonFile } from '../util/json-file.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const RECORDS_FORMAT = 'gpt2-toolchain.records';
@@ -38,6 +41,17 @@ export interface Manifest {
   shards: ShardInfo[];
   totals: { records: number; tokens: number; bytes: number; documents: number; input_bytes: number };
   created_by: { tool: string; version: string; command: string[] };
+}
+
+const SHARD_FILE = /^shard-\d{5,}\.msgpack$/;
+
+/** What --overwrite may replace: a shard directory bpe-encode wrote (by its manifest), holding no input. */
+export function replaceableRecords(inputs: readonly string[]): Replaceable {
+  const marked = async (dir: string) => {
+    const manifest = (await readJsonFile(join(dir, MANIFEST_FILE)).catch(() => undefined)) as { format?: unknown } | undefined;
+    return manifest?.format === RECORDS_FORMAT;
+  };
+  return { inputs, foreign: ownedEntries('bpe-encode', (name) => name === MANIFEST_FILE || SHARD_FILE.test(name), MANIFEST_FILE, marked) };
 }
 
 /** Checks a parsed manifest's shape; `where` names the file in messages. */

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { stageDir } from '../util/atomic-dir.js';
+import { stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { fsError } from '../util/errors.js';
 import { VERSION } from '../version.js';
 import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
@@ -84,8 +84,8 @@ export function shardSizes(records: number, plan: ShardPlan, blockSize: number, 
 }
 
 /** Writes the dataset into dir (see stageDir for overwrite rules); returns its manifest. */
-export async function writeDataset(dir: string, ids: ArrayLike<number>, spec: DatasetSpec, overwrite = false): Promise<Manifest> {
-  const staged = await stageDir(dir, overwrite);
+export async function writeDataset(dir: string, ids: ArrayLike<number>, spec: DatasetSpec, overwrite?: Replaceable): Promise<Manifest> {
+  const staged = await stageDir(dir, { overwrite });
   try {
     const records = blockRecords(ids, spec);
     const sizes = shardSizes(countRecords(ids.length, spec.blockSize, spec.keepTail), spec.plan, spec.blockSize, spec.dtype);

@@ -65,8 +65,11 @@ export function parameterCount(c: GPT2Config): number {
   return c.vocab_size * d + c.n_positions * d + c.n_layer * block + 2 * d;
 }
 
+/** Own keys only: "constructor" or "toString" are not presets. */
+export const isPreset = (name: string): boolean => Object.hasOwn(PRESETS, name);
+
 export function presetConfig(name: string): GPT2Config {
-  const c = PRESETS[name];
+  const c = isPreset(name) ? PRESETS[name] : undefined;
   if (!c) throw new ToolError(`unknown model preset ${JSON.stringify(name)} (presets: ${Object.keys(PRESETS).join(', ')})`);
   return { ...c };
 }

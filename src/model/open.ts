@@ -1,6 +1,7 @@
 /**
- * A model ready to run: a checkpoint directory (or a preset with random weights) loaded onto the
- * selected backend, with the identity of its tokenizer.
+ * A model ready to run: a checkpoint directory (or a preset's weights, or with randomInit a preset
+ * with random weights; see source.ts) loaded onto the selected backend, with the identity of its
+ * tokenizer.
  */
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
@@ -8,12 +9,13 @@ import { requestsWasm, selectBackend, type BackendName, type SelectedBackend } f
 import { tokenizerSha256 } from '../tokenizer/vocab-files.js';
 import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { fsError } from '../util/errors.js';
-import { openCheckpoint, type StreamedCheckpoint } from './checkpoint.js';
-import { presetConfig, PRESETS, type GPT2Config } from './config.js';
+import { openCheckpoint, type StreamedCheckpoint } from '../formats/checkpoint.js';
+import { presetConfig, type GPT2Config } from './config.js';
 import { DecodeModel } from './decode-model.js';
 import { decoderSupports } from './wasm-decoder.js';
 import { GPT2 } from './gpt2.js';
 import { initialParameters, type ParameterValues } from './params.js';
+import { resolveModelSource } from './source.js';
 
 /** Entries of GPT-2's vocab.json (known from its hash, so the 1 MB file need not be parsed). */
 const GPT2_VOCAB_SIZE = 50257;
@@ -38,7 +40,7 @@ export async function tokenizerIdentityOf(dir: string): Promise<TokenizerIdentit
   return { name: dir, vocab_size: size, sha256 };
 }
 
-/** `source` is a checkpoint directory or a preset name (random weights from `seed`). */
+/** `source` is a checkpoint directory or a preset name (see source.ts; random weights from `seed` with randomInit). */
 export async function openModel(source: string, options: OpenOptions = {}): Promise<OpenedModel> {
   const backend = await selectBackend(options.backend, options.log, { gradients: false });
   const opened = await openOn(source, options, backend, (config, values) => GPT2.fromValues(backend.tf, config, values), (config, params) => GPT2.fromSources(backend.tf, config, params));
@@ -82,6 +84,8 @@ export async function openForGeneration(source: string, options: OpenOptions & {
 interface OpenOptions {
   backend?: BackendName | string;
   log?: (m: string) => void;
+  /** A preset name means random weights (drawn from `seed`) rather than the preset's pretrained ones. */
+  randomInit?: boolean;
   seed?: number;
 }
 
@@ -92,12 +96,13 @@ async function openOn<M, B = SelectedBackend>(
   fromValues: (config: GPT2Config, values: ParameterValues) => M | Promise<M>,
   fromSources: (config: GPT2Config, params: StreamedCheckpoint['params']) => Promise<M>,
 ): Promise<Omit<OpenedModel, 'model' | 'backend' | 'tokenizer'> & { model: M; backend: B }> {
-  if (source in PRESETS) {
-    const config = presetConfig(source);
+  const resolved = await resolveModelSource(source, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
+  if (resolved.kind === 'random') {
+    const config = presetConfig(resolved.preset);
     const model = await fromValues(config, initialParameters(config, options.seed ?? 0));
     return { model, backend, tokenizerDir: builtinTokenizerDir(), ignored: [] };
   }
-  const ck = await openCheckpoint(source);
+  const ck = await openCheckpoint(resolved.dir);
   try {
     const model = await fromSources(ck.config, ck.params);
     return { model, backend, tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };

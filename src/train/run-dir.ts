@@ -8,10 +8,10 @@ import { mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFil
 import { join } from 'node:path';
 import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
-import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint.js';
+import { loadCheckpoint, replaceableCheckpoint, saveCheckpoint } from '../formats/checkpoint.js';
 import { configFromJson, type GPT2Config } from '../model/config.js';
 import type { ParameterValues } from '../model/params.js';
-import { readSafetensors, writeSafetensors } from '../model/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../formats/safetensors.js';
 import type { AdamWState, SavedTensor } from './optimizer.js';
 import { validateTrainConfig, type TrainConfig } from './config.js';
 
@@ -76,7 +76,7 @@ export async function saveTrainingCheckpoint(
   const dir = join(root, name);
   await saveCheckpoint(dir, run.modelConfig, run.values, {
     tokenizerDir: run.tokenizerDir,
-    overwrite: true,
+    overwrite: replaceableCheckpoint(),
     extra: async (staged) => {
       const tensors = [...run.optimizer.m].flatMap(([param, m]) => [
         { name: `exp_avg.${param}`, shape: m.shape, data: m.data },

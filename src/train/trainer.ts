@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { selectBackend } from '../backend/select.js';
 import { ShardDataset } from '../data/shard-reader.js';
 import { GPT2 } from '../model/gpt2.js';
-import { presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
-import { loadCheckpoint } from '../model/checkpoint.js';
+import type { GPT2Config } from '../model/config.js';
+import { pretrainedDir } from '../model/source.js';
+import { loadCheckpoint } from '../formats/checkpoint.js';
 import { tokenizerIdentityOf } from '../model/open.js';
 import { initialParameters, type ParameterValues } from '../model/params.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
@@ -44,15 +45,19 @@ export interface TrainResult {
   checkpoint?: string;
 }
 
-/** The model's config and starting weights: fresh, or from --init-from (checkpoint or preset). */
+/**
+ * The model's config and starting weights: random from model.preset/model.config, or pretrained
+ * from --init-from (a checkpoint, or a preset's installed weights: never random, see source.ts).
+ */
 async function initialModel(config: TrainConfig): Promise<{ modelConfig: GPT2Config; values: ParameterValues; tokenizerDir: string }> {
   const from = config.model.init_from;
-  if (from !== null && !(from in PRESETS)) {
-    const ck = await loadCheckpoint(from);
+  if (from !== null) {
+    const dir = await pretrainedDir(from, { flag: 'model.init_from (--init-from)', randomHint: `set model.preset: ${from} without init_from` });
+    const ck = await loadCheckpoint(dir);
     const modelConfig = { ...ck.config, ...dropoutOverride(config) };
     return { modelConfig, values: ck.values, tokenizerDir: ck.tokenizerDir };
   }
-  const modelConfig = from !== null ? { ...presetConfig(from), ...dropoutOverride(config) } : resolveModelConfig(config);
+  const modelConfig = resolveModelConfig(config);
   return { modelConfig, values: initialParameters(modelConfig, config.seed), tokenizerDir: builtinTokenizerDir() };
 }
 

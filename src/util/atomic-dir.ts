@@ -2,10 +2,15 @@
  * An output directory that appears complete or not at all: everything is written into a hidden
  * sibling directory, which commit() renames into place. With overwrite, the old directory is
  * moved aside first and deleted only after the new one is in place, so a failure loses nothing.
+ *
+ * What overwrite may replace is narrow on purpose (see checkReplaceable): only a directory this
+ * tool made itself, holding nothing else, and never one that holds an input of the same command,
+ * the current directory or one above it, `/` or a home directory.
  */
-import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { fsError, ToolError } from './errors.js';
+import { mkdir, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { fsError, ToolError, UsageError } from './errors.js';
 import { tempPathFor } from './output.js';
 
 export interface StagedDir {
@@ -13,6 +18,21 @@ export interface StagedDir {
   readonly path: string;
   commit(): Promise<void>;
   abort(): Promise<void>;
+}
+
+/** How a tool recognises a directory it may replace. */
+export interface Replaceable {
+  /** Undefined when `dir` holds only what this tool writes (marker included); else what is in the way. */
+  foreign(dir: string): Promise<string | undefined>;
+  /** Paths this command reads: a directory holding one of them is never replaced. */
+  inputs?: readonly string[];
+}
+
+export interface StageOptions {
+  /** For messages: "output directory", "checkpoint directory", … */
+  what?: string;
+  /** Set to allow replacing an existing directory that `foreign` recognises as this tool's. */
+  overwrite?: Replaceable;
 }
 
 async function existing(dir: string): Promise<'missing' | 'empty' | 'full'> {
@@ -27,17 +47,71 @@ async function existing(dir: string): Promise<'missing' | 'empty' | 'full'> {
   return entries.length === 0 ? 'empty' : 'full';
 }
 
-/** Fails early if dir holds something and overwrite is not set. */
-export async function checkOutputDir(dir: string, overwrite: boolean, what = 'output directory'): Promise<void> {
-  if ((await existing(resolve(dir))) === 'full' && !overwrite) {
-    throw new ToolError(`${dir}: ${what} exists and is not empty (use --overwrite to replace it)`);
+const real = (path: string) => realpath(path).catch(() => resolve(path));
+const within = (path: string, dir: string) => path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+
+/**
+ * Refuses (with a message naming what is in the way) to replace `dir` unless it is wholly this
+ * tool's output and none of the places no tool should ever delete.
+ */
+export async function checkReplaceable(dir: string, rules: Replaceable): Promise<void> {
+  await checkNotProtected(dir);
+  const target = await real(dir);
+  for (const input of rules.inputs ?? []) {
+    const path = await real(input);
+    if (path === target) throw new ToolError(`${dir}: refusing to replace it: it is an input of this command`);
+    if (within(path, target)) throw new ToolError(`${dir}: refusing to replace it: it holds ${input}, an input of this command`);
   }
+  const reason = await rules.foreign(dir);
+  if (reason !== undefined) throw new ToolError(`${dir}: not replacing it with --overwrite: ${reason}`);
+}
+
+/** Refuses `/`, a home directory, and the current directory or one above it, even when empty. */
+async function checkNotProtected(dir: string): Promise<void> {
+  const target = await real(dir);
+  const cwd = await real(process.cwd());
+  if (target === sep || target === (await real(homedir())) || (process.env.HOME && target === (await real(process.env.HOME)))) {
+    throw new ToolError(`${dir}: refusing to replace ${target === sep ? 'the root directory' : 'a home directory'}`);
+  }
+  if (within(cwd, target)) throw new ToolError(`${dir}: refusing to replace the current directory${cwd === target ? '' : ' (it is inside it)'}; name a new directory`);
+}
+
+/**
+ * A `foreign` test for directories whose every entry this tool writes: `ours` accepts entry names,
+ * `marked` checks the file that proves this tool wrote the directory (named by `marker`).
+ */
+export function ownedEntries(tool: string, ours: (name: string) => boolean, marker: string, marked: (dir: string) => Promise<boolean>): Replaceable['foreign'] {
+  return async (dir) => {
+    let entries: string[];
+    try {
+      entries = await readdir(dir);
+    } catch (err) {
+      throw fsError(err, dir);
+    }
+    const stranger = entries.find((name) => !ours(name));
+    if (stranger !== undefined) return `it holds ${stranger}, which ${tool} does not write`;
+    if (!(await marked(dir))) return `it has no ${marker} written by ${tool}`;
+    return undefined;
+  };
+}
+
+/** Fails early if dir may not be written: an empty path, or something there that may not be replaced. */
+export async function checkOutputDir(dir: string, options: StageOptions = {}): Promise<void> {
+  const what = options.what ?? 'output directory';
+  if (dir.trim() === '') throw new UsageError(`the ${what} is an empty path`);
+  const state = await existing(resolve(dir));
+  if (state === 'missing') return;
+  await checkNotProtected(dir);
+  if (state === 'empty') return;
+  if (!options.overwrite) throw new ToolError(`${dir}: ${what} exists and is not empty (use --overwrite to replace it)`);
+  await checkReplaceable(dir, options.overwrite);
 }
 
 /** Checks that dir may be written (see checkOutputDir) and stages it. */
-export async function stageDir(dir: string, overwrite: boolean, what = 'output directory'): Promise<StagedDir> {
+export async function stageDir(dir: string, options: StageOptions = {}): Promise<StagedDir> {
+  const what = options.what ?? 'output directory';
   const target = resolve(dir);
-  await checkOutputDir(dir, overwrite, what);
+  await checkOutputDir(dir, options);
   try {
     await mkdir(dirname(target), { recursive: true });
   } catch (err) {
@@ -53,7 +127,10 @@ export async function stageDir(dir: string, overwrite: boolean, what = 'output d
     path: temp,
     async commit() {
       const state = await existing(target); // look again: it may have changed meanwhile
-      if (state === 'full' && !overwrite) throw new ToolError(`${dir}: ${what} appeared while writing; not replacing it`);
+      if (state === 'full') {
+        if (!options.overwrite) throw new ToolError(`${dir}: ${what} appeared while writing; not replacing it`);
+        await checkReplaceable(dir, options.overwrite);
+      }
       const aside = join(dirname(target), `.${basename(target)}.old-${process.pid}`);
       try {
         if (state === 'empty') await rmdir(target);

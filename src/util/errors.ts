@@ -2,19 +2,33 @@
  * Errors a user can act on. CLIs print them as one line `<tool>: error: <message>` and exit with
  * `exitCode`; anything else is a bug and is reported with its stack under --debug.
  */
+
+/** Every exit status a tool can end with (the one place they are defined). */
+export enum ExitCode {
+  Ok = 0,
+  /** A runtime failure: bad input data, a missing file, a full disk, … */
+  Failure = 1,
+  /** Bad flags or arguments. */
+  Usage = 2,
+  /** Stopped by SIGINT (128 + 2), after saving what it could. */
+  Interrupted = 130,
+  /** Stopped by SIGTERM (128 + 15), after saving what it could. */
+  Terminated = 143,
+}
+
 export class ToolError extends Error {
-  readonly exitCode: number;
-  constructor(message: string, options: { exitCode?: number; cause?: unknown } = {}) {
+  readonly exitCode: ExitCode;
+  constructor(message: string, options: { exitCode?: ExitCode; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ToolError';
-    this.exitCode = options.exitCode ?? 1;
+    this.exitCode = options.exitCode ?? ExitCode.Failure;
   }
 }
 
-/** Bad flags or arguments: exit code 2. */
+/** Bad flags or arguments. */
 export class UsageError extends ToolError {
   constructor(message: string) {
-    super(message, { exitCode: 2 });
+    super(message, { exitCode: ExitCode.Usage });
     this.name = 'UsageError';
   }
 }

@@ -88,6 +88,21 @@ class StreamOutput implements Output {
   }
 }
 
+/**
+ * Writes to standard output and resolves once the data is handed to the OS; a failure (ENOSPC on a
+ * redirected file, …) rejects with a one-line ToolError. A closed pipe (`tool | head`) ends the
+ * process quietly with status 0, as every tool does.
+ */
+export function writeStdout(data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(data, (err) => {
+      if (!err) return resolve();
+      if ((err as NodeJS.ErrnoException).code === 'EPIPE') process.exit(0);
+      reject(fsError(err, '<stdout>'));
+    });
+  });
+}
+
 /** Output to `path`, or to standard output for undefined or "-". */
 export function openOutput(path?: string): Output {
   if (path === undefined || path === '-') return new StreamOutput(process.stdout, '<stdout>');

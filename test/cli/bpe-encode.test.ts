@@ -191,15 +191,18 @@ describe('bpe-encode bad inputs', () => {
     expectOneLineError(runCli('bpe-encode', ['--tokenizer', tok, '--ids'], { input: 'x\n' }), 'bpe-encode', /badtok\/merges\.txt:3: merge result "Ġtzzzz" is not in the vocabulary|merges\.txt:3: token "zzzz"/);
   });
 
-  it('a non-empty output directory is refused and left as it was; --overwrite replaces it', async () => {
+  it('a non-empty output directory is refused and left as it was; --overwrite replaces only our own output', async () => {
     const o = out();
     mkdirSync(o);
     writeFileSync(join(o, 'precious.txt'), 'keep me');
     expectOneLineError(runCli('bpe-encode', ['--out', o, docsFile]), 'bpe-encode', /exists and is not empty \(use --overwrite/);
     expect(readFileSync(join(o, 'precious.txt'), 'utf8')).toBe('keep me');
+    expectOneLineError(runCli('bpe-encode', ['-q', '--overwrite', '--out', o, docsFile]), 'bpe-encode', /not replacing it with --overwrite: it holds precious\.txt, which bpe-encode does not write/);
+    expect(readFileSync(join(o, 'precious.txt'), 'utf8')).toBe('keep me');
+    rmSync(join(o, 'precious.txt'));
+    expect(runCli('bpe-encode', ['-q', '--block-size', '128', '--out', o, docsFile]).code).toBe(0);
     expect(runCli('bpe-encode', ['-q', '--overwrite', '--block-size', '256', '--out', o, docsFile]).code).toBe(0);
-    expect(existsSync(join(o, 'precious.txt'))).toBe(false);
-    expect((await ShardDataset.open(o)).numRecords).toBeGreaterThan(0);
+    expect((await ShardDataset.open(o)).blockSize).toBe(256);
     expect(readdirSync(dir).filter((f) => f.startsWith('.'))).toEqual([]); // no temporaries left
   });
 

@@ -7,7 +7,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeDataset } from '../../src/data/shard-writer.js';
-import { parseSafetensors } from '../../src/model/safetensors.js';
+import { parseSafetensors } from '../../src/formats/safetensors.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { expectOneLineError, fixture, runCli, tempDir } from '../helpers.js';
 

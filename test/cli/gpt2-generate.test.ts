@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { saveCheckpoint } from '../../src/model/checkpoint.js';
+import { saveCheckpoint } from '../../src/formats/checkpoint.js';
 import { presetConfig } from '../../src/model/config.js';
 import { initialParameters } from '../../src/model/params.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';

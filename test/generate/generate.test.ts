@@ -8,7 +8,7 @@ import { selectBackend, type Tf } from '../../src/backend/select.js';
 import { generate, processorsFor, type GenerateOptions, type GenerationEvent } from '../../src/generate/generate.js';
 import { applyProcessors } from '../../src/generate/processors.js';
 import { sample } from '../../src/generate/sampling.js';
-import { loadCheckpoint } from '../../src/model/checkpoint.js';
+import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { DecodeModel } from '../../src/model/decode-model.js';
 import { GPT2 } from '../../src/model/gpt2.js';
 import { initialParameters } from '../../src/model/params.js';

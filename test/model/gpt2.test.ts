@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
-import { loadCheckpoint } from '../../src/model/checkpoint.js';
+import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { presetConfig } from '../../src/model/config.js';
 import { GPT2 } from '../../src/model/gpt2.js';
 import { initialParameters } from '../../src/model/params.js';

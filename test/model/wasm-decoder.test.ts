@@ -6,7 +6,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
-import { loadCheckpoint } from '../../src/model/checkpoint.js';
+import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { DecodeModel } from '../../src/model/decode-model.js';
 import type { GPT2 } from '../../src/model/gpt2.js';
 import { tfjsHeap, WasmDecoder } from '../../src/model/wasm-decoder.js';

@@ -1,4 +1,4 @@
-"""Writes fixtures/torch/: small PyTorch checkpoints for src/model/pytorch-bin.ts, and expected.json.
+"""Writes fixtures/torch/: small PyTorch checkpoints for src/formats/pytorch-bin.ts, and expected.json.
 
 Run once by hand with Debian's torch (/usr/bin/python3 test/oracle/make_torch_bin_fixtures.py); the
 outputs are committed and the tests never run Python. Deterministic: fixed values, fixed zip dates.

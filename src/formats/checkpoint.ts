@@ -9,17 +9,21 @@
  */
 import { copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { stageDir } from '../util/atomic-dir.js';
+import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
-import { configFromJson, configToJson, type GPT2Config } from './config.js';
-import { parameterShapes, PREFIX, type ParameterValues } from './params.js';
+import { configFromJson, configToJson, type GPT2Config } from '../model/config.js';
+import { parameterShapes, PREFIX, type ParameterValues } from '../model/params.js';
 import { openSafetensors, readSafetensors, writeSafetensors, type LazyTensor, type Tensor32 } from './safetensors.js';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 export const TORCH_WEIGHTS_FILE = 'pytorch_model.bin';
+/** model.safetensors metadata that marks a checkpoint as ours (HF ignores keys it does not know). */
+const CREATED_BY = { created_by: 'gpt2-toolchain' };
+/** Every file a checkpoint of ours may hold: the HF files and our own state beside them. */
+const CHECKPOINT_FILES = new Set([CONFIG_FILE, WEIGHTS_FILE, 'vocab.json', 'merges.txt', 'mindformers.safetensors', 'optimizer.safetensors', 'trainer_state.json']);
 
 const exists = (path: string) => stat(path).then(() => true, () => false);
 
@@ -163,18 +167,37 @@ export async function openCheckpoint(dir: string): Promise<StreamedCheckpoint> {
   }
 }
 
+/**
+ * What `overwrite` may replace: a checkpoint directory this toolchain wrote (its model.safetensors
+ * says so) holding only checkpoint files — never a Hugging Face download or a directory of the
+ * user's — and none of the command's `inputs`.
+ */
+export function replaceableCheckpoint(inputs: readonly string[] = []): Replaceable {
+  const marked = async (dir: string) => {
+    try {
+      const file = await openSafetensors(join(dir, WEIGHTS_FILE));
+      await file.close();
+      return file.metadata.created_by === CREATED_BY.created_by;
+    } catch {
+      return false;
+    }
+  };
+  return { inputs, foreign: ownedEntries('this toolchain', (name) => CHECKPOINT_FILES.has(name), `${WEIGHTS_FILE}`, marked) };
+}
+
 export interface SaveOptions {
   /** Where vocab.json + merges.txt come from (default: the built-in GPT-2 files). */
   tokenizerDir?: string;
   dtype?: 'F32' | 'F16';
-  overwrite?: boolean;
+  /** Replace an existing checkpoint of ours (see replaceableCheckpoint). */
+  overwrite?: Replaceable;
   /** Writes further files (optimizer state, …) into the staged directory before it is renamed. */
   extra?: (stagedDir: string) => Promise<void>;
 }
 
 /** Writes an HF model directory atomically (staged beside dir, renamed into place). */
 export async function saveCheckpoint(dir: string, config: GPT2Config, values: ParameterValues, options: SaveOptions = {}): Promise<void> {
-  const staged = await stageDir(dir, !!options.overwrite, 'checkpoint directory');
+  const staged = await stageDir(dir, { what: 'checkpoint directory', overwrite: options.overwrite });
   try {
     const config_ = `${JSON.stringify(configToJson(config), null, 2)}\n`;
     const { writeFile } = await import('node:fs/promises');
@@ -186,7 +209,7 @@ export async function saveCheckpoint(dir: string, config: GPT2Config, values: Pa
       if (!v) throw new ToolError(`cannot save: missing tensor ${name}`);
       return { name, shape, data: v.data };
     });
-    await writeSafetensors(join(staged.path, WEIGHTS_FILE), tensors, { dtype: options.dtype });
+    await writeSafetensors(join(staged.path, WEIGHTS_FILE), tensors, { dtype: options.dtype, metadata: CREATED_BY });
     const tokenizerDir = options.tokenizerDir ?? builtinTokenizerDir();
     for (const name of ['vocab.json', 'merges.txt']) {
       await copyFile(join(tokenizerDir, name), join(staged.path, name)).catch((err) => {

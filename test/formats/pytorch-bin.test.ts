@@ -1,10 +1,10 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { unpickle } from '../../src/model/pickle.js';
-import { readPytorchBin, type LoadedTensor } from '../../src/model/pytorch-bin.js';
-import { plainDataHooks } from '../../src/model/state-dict-pickle.js';
-import { f16BitsToF32Bits, storageToFloat32, type SourceDtype } from '../../src/model/dtypes.js';
+import { unpickle } from '../../src/formats/pickle.js';
+import { readPytorchBin, type LoadedTensor } from '../../src/formats/pytorch-bin.js';
+import { plainDataHooks } from '../../src/formats/state-dict-pickle.js';
+import { f16BitsToF32Bits, storageToFloat32, type SourceDtype } from '../../src/formats/dtypes.js';
 import { ToolError } from '../../src/util/errors.js';
 import { fixture, tempDir } from '../helpers.js';
 

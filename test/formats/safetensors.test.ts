@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { f16ToF32, f32ToF16 } from '../../src/model/dtypes.js';
-import { encodeSafetensors, MAX_HEADER_BYTES, parseSafetensors } from '../../src/model/safetensors.js';
+import { f16ToF32, f32ToF16 } from '../../src/formats/dtypes.js';
+import { encodeSafetensors, MAX_HEADER_BYTES, parseSafetensors } from '../../src/formats/safetensors.js';
 import { fixture } from '../helpers.js';
 
 /** A safetensors file from a hand-written header and data section. */

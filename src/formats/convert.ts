@@ -5,12 +5,13 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { checkOutputDir } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
-import { configFromJson, presetConfig, PRESETS, type GPT2Config } from './config.js';
-import { readConfig, readWeightsFile, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
+import { configFromJson, isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
+import { readConfig, readWeightsFile, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
-import type { ParameterValues } from './params.js';
+import type { ParameterValues } from '../model/params.js';
 import { writeSafetensors } from './safetensors.js';
 
 export const MINDFORMERS_FILE = 'mindformers.safetensors';
@@ -37,7 +38,7 @@ const exists = (path: string) => stat(path).then(() => true, () => false);
 
 async function configFor(option: string | undefined, srcDir: string): Promise<GPT2Config> {
   if (option !== undefined) {
-    if (option in PRESETS) return presetConfig(option);
+    if (isPreset(option)) return presetConfig(option);
     if (!(await exists(option))) throw new ToolError(`--config ${option}: neither a preset (${Object.keys(PRESETS).join(', ')}) nor a file`);
     return configFromJson(await readJsonFile(option), option);
   }
@@ -55,6 +56,9 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
   const config = await configFor(options.config, srcDir);
+  const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : [])];
+  const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
+  await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
   options.onInfo?.(`reading ${weightsPath}`);
   const tensors = await readWeightsFile(weightsPath, options.onProgress);
   let values: ParameterValues;
@@ -70,7 +74,7 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (50257 tokens) although the model has ${config.vocab_size}`);
   }
   await saveCheckpoint(dst, config, values, {
-    overwrite: options.overwrite,
+    overwrite,
     dtype: options.dtype === 'f16' ? 'F16' : 'F32',
     tokenizerDir: hasTokenizer ? srcDir : undefined,
     extra:

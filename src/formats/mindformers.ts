@@ -4,8 +4,8 @@
  * gamma/beta; the other Conv1D weights keep HF's [in, out] layout.
  */
 import { ToolError } from '../util/errors.js';
-import type { GPT2Config } from './config.js';
-import { parameterShapes, PREFIX, type ParameterValues } from './params.js';
+import type { GPT2Config } from '../model/config.js';
+import { parameterShapes, PREFIX, type ParameterValues } from '../model/params.js';
 import type { TensorToWrite } from './safetensors.js';
 
 type Values = ParameterValues extends Map<string, infer V> ? V : never;

@@ -120,7 +120,7 @@ export interface LazyTensor {
  * The tensors of a safetensors file, read one at a time on demand: loading a model this way never
  * holds the whole file in memory next to the model's own copy of the weights.
  */
-export async function openSafetensors(path: string): Promise<{ tensors: Map<string, LazyTensor>; close(): Promise<void> }> {
+export async function openSafetensors(path: string): Promise<{ tensors: Map<string, LazyTensor>; metadata: Record<string, string>; close(): Promise<void> }> {
   let file;
   try {
     file = await open(path, 'r');
@@ -156,7 +156,7 @@ export async function openSafetensors(path: string): Promise<{ tensors: Map<stri
         },
       });
     }
-    return { tensors, close: () => handle.close() };
+    return { tensors, metadata: head.metadata, close: () => handle.close() };
   } catch (err) {
     await file?.close();
     throw fsError(err, path);
