@@ -1,6 +1,7 @@
 /** gpt2-eval: perplexity of a model on record shards, as one JSON line. */
 import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
+import { writeStdout } from '../util/output.js';
 
 interface Flags {
   model: string;
@@ -52,9 +53,9 @@ the preset's shape with random weights instead.`,
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items' });
     try {
-      const result = await evaluate(opened.model, dataset, { batchSize: flags.batchSize, maxRecords: flags.maxRecords, onProgress: (n) => progress.update(n) });
+      const result = await evaluate(opened.model, dataset, { batchSize: flags.batchSize, maxRecords: flags.maxRecords, modelName: flags.model, onProgress: (n) => progress.update(n) });
       progress.stop();
-      process.stdout.write(`${JSON.stringify(result)}\n`);
+      await writeStdout(`${JSON.stringify(result)}\n`);
     } finally {
       progress.stop();
       opened.model.dispose();

@@ -15,7 +15,8 @@ import { readJsonFile } from '../util/json-file.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
 import { configFromJson, configToJson, type GPT2Config } from '../model/config.js';
 import { parameterShapes, PREFIX, type ParameterValues } from '../model/params.js';
-import { openSafetensors, readSafetensors, writeSafetensors, type LazyTensor, type Tensor32 } from './safetensors.js';
+import { openSafetensors, writeSafetensors, type LazyTensor, type Tensor32 } from './safetensors.js';
+import { identifyWeightsFile, readWeightsFile } from './weights-file.js';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -31,25 +32,6 @@ const exists = (path: string) => stat(path).then(() => true, () => false);
 export async function readConfig(dir: string): Promise<GPT2Config> {
   const path = join(dir, CONFIG_FILE);
   return configFromJson(await readJsonFile(path), path);
-}
-
-/** Raw tensors of a weights file: safetensors, or a PyTorch pytorch_model.bin (zip or legacy). */
-export async function readWeightsFile(path: string, onProgress?: (done: number, total: number) => void): Promise<Map<string, Tensor32>> {
-  const head = Buffer.alloc(4);
-  try {
-    const { open } = await import('node:fs/promises');
-    const file = await open(path, 'r');
-    await file.read(head, 0, 4, 0);
-    await file.close();
-  } catch (err) {
-    throw fsError(err, path);
-  }
-  // PyTorch files start with a zip signature (PK) or a pickle (0x80 = PROTO); safetensors with a length.
-  if ((head[0] === 0x50 && head[1] === 0x4b) || head[0] === 0x80) {
-    const { readPytorchBin } = await import('./pytorch-bin.js');
-    return (await readPytorchBin(path, { onProgress })) as Map<string, Tensor32>;
-  }
-  return (await readSafetensors(path)).tensors;
 }
 
 /** The weights file of a model directory (model.safetensors, else pytorch_model.bin). */
@@ -151,7 +133,7 @@ export async function openCheckpoint(dir: string): Promise<StreamedCheckpoint> {
   const config = await readConfig(dir);
   const path = await weightsPathIn(dir);
   const tokenizerDir = await tokenizerDirFor(dir);
-  if (!path.endsWith('.safetensors')) {
+  if ((await identifyWeightsFile(path)) !== 'safetensors') {
     const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path);
     const params = new Map([...values].map(([name, v]) => [name, { shape: v.shape, dtype: 'F32' as const, read: async () => v.data, readInto: async (dest: Float32Array) => dest.set(v.data) }]));
     return { config, params, tokenizerDir, ignored, close: async () => {} };

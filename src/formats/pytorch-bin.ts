@@ -14,10 +14,11 @@
  */
 import { ToolError } from '../util/errors.js';
 import { RandomAccessFile } from '../util/random-access-file.js';
-import { looksLikeZip, ZipArchive } from '../util/zip.js';
+import { ZipArchive } from '../util/zip.js';
 import { PickleTruncated, PyDict, unpickle } from './pickle.js';
 import { collectTensors, plainDataHooks, stateDictHooks, type RootStorage, type TensorRef } from './state-dict-pickle.js';
 import { HOST_IS_LITTLE_ENDIAN, storageToFloat32, type SourceDtype } from './dtypes.js';
+import { LEGACY_MAGIC, SIGNATURE_BYTES, sniffFormat } from './weights-file.js';
 
 export type { SourceDtype } from './dtypes.js';
 
@@ -37,8 +38,7 @@ export interface ReadPytorchBinOptions {
   onProgress?: (bytesDone: number, bytesTotal: number) => void;
 }
 
-/** 0x1950a86a20f9469cfc6c, torch's legacy magic number, as the LONG1 opcode pickles it. */
-const LEGACY_MAGIC = [0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+/** 0x1950a86a20f9469cfc6c, torch's legacy magic number (LEGACY_MAGIC is how it is pickled). */
 const LEGACY_MAGIC_VALUE = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL_VERSION = 1001;
 /** Tensors are materialised as one Float32Array. */
@@ -49,9 +49,10 @@ export async function readPytorchBin(path: string, options: ReadPytorchBinOption
   const file = await RandomAccessFile.open(path);
   try {
     if (file.size === 0) throw new ToolError(`${path}: empty file, not a PyTorch checkpoint`);
-    const head = await file.read(0, Math.min(file.size, 64), 'the file header');
-    if (looksLikeZip(head)) return await readZipCheckpoint(file, options);
-    if (head[0] === 0x80 && indexOf(head, LEGACY_MAGIC) >= 0) return await readLegacyCheckpoint(file, options);
+    const head = await file.read(0, Math.min(file.size, SIGNATURE_BYTES), 'the file header');
+    const format = sniffFormat(head, file.size);
+    if (format === 'zip') return await readZipCheckpoint(file, options);
+    if (format === 'torch-legacy') return await readLegacyCheckpoint(file, options);
     const legacyStart = [0x80, 0x02, ...LEGACY_MAGIC, 0x2e];
     if (head.length < legacyStart.length && head.every((b, i) => b === legacyStart[i])) {
       throw new ToolError(`${path}: truncated file: it ends inside the header of a legacy torch.save checkpoint`);
@@ -69,14 +70,6 @@ export async function readPytorchBin(path: string, options: ReadPytorchBinOption
   } finally {
     await file.close();
   }
-}
-
-function indexOf(haystack: Uint8Array, needle: number[]): number {
-  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
-    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
-    return i;
-  }
-  return -1;
 }
 
 /** Sums storage bytes for the progress callback and reports them as they arrive. */

@@ -60,13 +60,21 @@ export function parseHeader(head: Uint8Array, fileSize: number, where: string): 
   if (headerLength > MAX_HEADER_BYTES) throw fail(`header length ${headerLength} is absurd (limit ${MAX_HEADER_BYTES}); not a safetensors file?`);
   if (8 + headerLength > fileSize) throw fail(`header length ${headerLength} runs past the end of the file (${fileSize} bytes): truncated?`);
   if (8 + headerLength > head.length) return { entries: [], metadata: {}, headerBytes: 8 + headerLength }; // caller reads more
+  const text = Buffer.from(head.buffer, head.byteOffset + 8, headerLength).toString('utf8');
   let header: unknown;
   try {
-    header = JSON.parse(Buffer.from(head.buffer, head.byteOffset + 8, headerLength).toString('utf8'));
+    header = JSON.parse(text);
   } catch (err) {
     throw fail(`header is not valid JSON (${(err as Error).message})`);
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw fail('header is not a JSON object');
+  // JSON.parse keeps the last of repeated keys; which tensor a file means must not be a guess.
+  const repeated = repeatedKey(text);
+  if (repeated) {
+    const [name, ...inner] = repeated;
+    const what = name === '__metadata__' ? name : `tensor ${name}`;
+    throw fail(inner.length === 0 ? `${what} appears twice in the header` : `${what}: key ${inner.join('.')} appears twice in the header`);
+  }
   const dataStart = 8 + headerLength;
   const dataLength = fileSize - dataStart;
   const entries: TensorEntry[] = [];
@@ -98,6 +106,37 @@ export function parseHeader(head: Uint8Array, fileSize: number, where: string): 
     if (spans[k][0] < spans[k - 1][1]) throw fail(`tensors ${spans[k - 1][2]} and ${spans[k][2]} overlap in the data section`);
   }
   return { entries, metadata, headerBytes: dataStart };
+}
+
+/**
+ * The path of the first key that repeats within one object of `json` (valid JSON: JSON.parse has
+ * accepted it), e.g. ["a"] for {"a": 1, "a": 2}; undefined when none does.
+ */
+export function repeatedKey(json: string): string[] | undefined {
+  // One frame per open object or array: the keys seen so far (objects) and the key that opened it.
+  const frames: { keys?: Set<string>; name?: string; last?: string }[] = [];
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (json[end] !== '"') end += json[end] === '\\' ? 2 : 1;
+      let next = end + 1;
+      while (json[next] === ' ' || json[next] === '\t' || json[next] === '\n' || json[next] === '\r') next++;
+      if (json[next] === ':') {
+        const frame = frames[frames.length - 1];
+        const key = JSON.parse(json.slice(i, end + 1)) as string; // escapes decoded: "\u0061" is "a"
+        if (frame.keys!.has(key)) return [...frames.slice(1).map((f) => f.name ?? '[]'), key];
+        frame.keys!.add(key);
+        frame.last = key;
+      }
+      i = end;
+    } else if (c === '{' || c === '[') {
+      frames.push({ keys: c === '{' ? new Set() : undefined, name: frames[frames.length - 1]?.last });
+    } else if (c === '}' || c === ']') {
+      frames.pop();
+    }
+  }
+  return undefined;
 }
 
 export function parseSafetensors(buf: Uint8Array, where: string): SafetensorsFile {
@@ -167,7 +206,9 @@ export async function openSafetensors(path: string): Promise<{ tensors: Map<stri
 function decode(buf: Uint8Array, offset: number, count: number, dtype: StoredDtype): Float32Array {
   const size = DTYPE_BYTES[dtype];
   const bytes = buf.subarray(offset, offset + count * size);
-  return storageToFloat32(bytes.byteOffset % size === 0 ? bytes : bytes.slice(), dtype);
+  // A header length that is not a multiple of the element size misaligns the data: copy it
+  // (new Uint8Array copies; Buffer's slice() would be another misaligned view).
+  return storageToFloat32(bytes.byteOffset % size === 0 ? bytes : new Uint8Array(bytes), dtype);
 }
 
 export interface TensorToWrite {

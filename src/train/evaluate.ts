@@ -20,6 +20,8 @@ export interface EvalOptions {
   batchSize?: number;
   maxRecords?: number;
   onProgress?: (records: number, total: number) => void;
+  /** How messages name the model (default "the model"). */
+  modelName?: string;
 }
 
 /** Checks that a data set fits a model: block size within the context, ids within the vocabulary. */
@@ -44,6 +46,14 @@ export async function evaluate(model: GPT2, dataset: ShardDataset, options: Eval
   let records = 0;
   let batch: { ids: number[]; mask: Uint8Array; where: string }[] = [];
 
+  // A NaN or infinite loss is no result: say where it comes from, the weights if they hold one.
+  const nonFinite = async (loss: number): Promise<never> => {
+    const span = batch.length === 1 ? batch[0].where : `${batch[0].where} to ${batch[batch.length - 1].where}`;
+    const bad = await firstNonFiniteParameter(model);
+    const cause = bad ? `${options.modelName ?? 'the model'}: tensor ${bad}` : `every tensor of ${options.modelName ?? 'the model'} is finite: the activations overflow`;
+    throw new ToolError(`loss is ${loss} on the batch of ${dataset.dir} ${span}; ${cause}`);
+  };
+
   const run = async () => {
     const length = batch[0].ids.length - 1;
     const { hidden } = model.hidden(batch.map((r) => r.ids.slice(0, length)));
@@ -59,6 +69,7 @@ export async function evaluate(model: GPT2, dataset: ShardDataset, options: Eval
     hidden.dispose();
     try {
       const part = await crossEntropySum(model, flat as never, labels, weights);
+      if (!Number.isFinite(part.sum)) await nonFinite(part.sum);
       sum += part.sum;
       tokens += part.count;
     } finally {
@@ -87,4 +98,20 @@ export async function evaluate(model: GPT2, dataset: ShardDataset, options: Eval
   if (tokens === 0) throw new ToolError(`${dataset.dir}: no tokens to evaluate (${records} records)`);
   const loss = sum / tokens;
   return { loss, perplexity: Math.exp(loss), tokens, records };
+}
+
+/** The first parameter holding a NaN or an infinity, as "<name> holds <value> (element k of n)". */
+async function firstNonFiniteParameter(model: GPT2): Promise<string | undefined> {
+  const tf = model.tf;
+  for (const [name, t] of model.params) {
+    // Reduced on the backend: only a tensor that has one is read back.
+    const flag = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(t))));
+    const has = (await flag.data())[0] === 1;
+    flag.dispose();
+    if (!has) continue;
+    const values = (await t.data()) as Float32Array;
+    const k = values.findIndex((v) => !Number.isFinite(v));
+    return `${name} holds ${values[k]} (element ${k} of ${values.length})`;
+  }
+  return undefined;
 }

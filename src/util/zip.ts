@@ -1,7 +1,8 @@
 /**
  * A minimal zip reader for checkpoints: the central directory (zip64 too, which torch writes past
  * 4 GiB), STORED and DEFLATE entries. It reads only what it is asked for, so a storage can go
- * straight from the file into its typed array.
+ * straight from the file into its typed array. Whether a file is a zip at all is decided where every
+ * weights format is sniffed (formats/weights-file.ts).
  */
 import { inflateRawSync } from 'node:zlib';
 import { ToolError } from './errors.js';
@@ -22,12 +23,6 @@ const EOCD64_LOCATOR = 0x07064b50;
 const CENTRAL = 0x02014b50;
 const LOCAL = 0x04034b50;
 const EOCD_SIZE = 22;
-
-/** True when the bytes start like a zip archive (a local header, or the end record of an empty one). */
-export function looksLikeZip(head: Uint8Array): boolean {
-  if (head.length < 4 || head[0] !== 0x50 || head[1] !== 0x4b) return false;
-  return (head[2] === 3 && head[3] === 4) || (head[2] === 5 && head[3] === 6);
-}
 
 /** A 64-bit little-endian field as a number; archives we can address never need more than 2^53. */
 function u64(buf: Buffer, pos: number): number {

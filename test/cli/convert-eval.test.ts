@@ -3,13 +3,15 @@
  * same bits; conversions round-trip bit-exactly (also through MindFormers names, checked against
  * the Python mapping); gpt2-eval on a converted checkpoint gives the PyTorch reference's loss.
  */
-import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeDataset } from '../../src/data/shard-writer.js';
-import { parseSafetensors } from '../../src/formats/safetensors.js';
+import { PRESETS } from '../../src/model/config.js';
+import { parseHeader, parseSafetensors } from '../../src/formats/safetensors.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
-import { expectOneLineError, fixture, runCli, tempDir } from '../helpers.js';
+import { expectOneLineError, fixture, ROOT, runCli, tempDir, type CliResult } from '../helpers.js';
 
 const dir = tempDir();
 const tensorsOf = (path: string) => parseSafetensors(readFileSync(path), path).tensors;
@@ -19,6 +21,17 @@ const bytesOf = (path: string) => {
   return out;
 };
 const reference = () => bytesOf(fixture('models', 'tiny', 'model.safetensors'));
+/** Each tensor's stored bytes, undecoded, and where they lie in the file. */
+function storedOf(path: string) {
+  const file = readFileSync(path);
+  const out = new Map<string, { dtype: string; shape: number[]; at: number; bytes: Buffer }>();
+  for (const e of parseHeader(file, file.length, path).entries) {
+    out.set(e.name, { dtype: e.dtype, shape: e.shape, at: e.offset, bytes: file.subarray(e.offset, e.offset + e.count * (e.dtype === 'F16' ? 2 : 4)) });
+  }
+  return out;
+}
+/** Every preset, for messages that must list them. */
+const presetList = new RegExp(Object.keys(PRESETS).map((p) => p.replace(/[-.]/g, '\\$&')).join(', '));
 
 function convert(src: string, name: string, ...args: string[]): string {
   const out = join(dir, name);
@@ -53,10 +66,19 @@ describe('convert-weights', () => {
     expect(bytesOf(join(back, 'model.safetensors'))).toEqual(reference());
   });
 
-  it('--dtype f16 writes half floats', () => {
+  it('--dtype f16 writes half floats: the bits PyTorch\'s .half() gives', () => {
     const out = convert(fixture('models', 'tiny'), 'half', '--dtype', 'f16');
     const t = tensorsOf(join(out, 'model.safetensors')).get('transformer.wte.weight')!;
     expect(t.dtype).toBe('F16');
+    // fixtures/models/tiny-f16 holds tiny's weights as torch rounded them (make_model_fixtures.py).
+    const got = storedOf(join(out, 'model.safetensors'));
+    const want = storedOf(fixture('models', 'tiny-f16', 'model.safetensors'));
+    expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+    for (const [name, w] of want) {
+      const g = got.get(name)!;
+      expect([g.dtype, g.shape], name).toEqual(['F16', w.shape]);
+      expect(g.bytes.equals(w.bytes), `${name} differs from torch's float16`).toBe(true);
+    }
   });
 
   it('a preset config for a bare weights file', () => {
@@ -67,6 +89,8 @@ describe('convert-weights', () => {
     expectOneLineError(r, 'convert-weights', /no config\.json; give --config PRESET/);
     const wrong = runCli('convert-weights', [join(lone, 'weights.safetensors'), join(dir, 'lone-out'), '--config', 'gpt2-tiny']);
     expectOneLineError(wrong, 'convert-weights', /tensor transformer\.wte\.weight has shape \[320, 32\], the config expects \[50257, 64\]/);
+    const unknown = runCli('convert-weights', [join(lone, 'weights.safetensors'), join(dir, 'lone-out'), '--config', 'gpt9']);
+    expectOneLineError(unknown, 'convert-weights', new RegExp(`--config gpt9: neither a preset \\(${presetList.source}\\) nor a file`));
   });
 });
 
@@ -114,9 +138,13 @@ describe('convert-weights bad inputs', () => {
     expectOneLineError(runCli('convert-weights', [fixture('models', 'tiny'), out]), 'convert-weights', /exists and is not empty \(use --overwrite/);
     expect(runCli('convert-weights', ['-q', '--overwrite', fixture('models', 'tiny'), out]).code).toBe(0);
   });
+  it('a file in no weights format says which formats are accepted', () => {
+    const text = join(dir, 'notes.txt');
+    writeFileSync(text, 'these are not weights\n');
+    expectOneLineError(runCli('convert-weights', [text, join(dir, 'x'), '--config', 'gpt2-tiny']), 'convert-weights', /notes\.txt: not a weights file \(22 bytes starting "these are not we", text\); accepted: safetensors .* or a PyTorch pytorch_model\.bin/);
+  });
   it('a pickle that calls a global outside the whitelist is refused and nothing runs', () => {
-    const evil = fixture('torch', 'evil.zip.bin');
-    if (!existsSync(evil)) return void console.warn('SKIPPED: fixtures/torch/evil.zip.bin not present');
+    const evil = fixture('torch', 'evil.zip.bin'); // committed: a missing one is a failure, not a skip
     const r = runCli('convert-weights', [evil, join(dir, 'evil'), '--config', fixture('models', 'tiny', 'config.json')]);
     expectOneLineError(r, 'convert-weights', /refusing to load/);
   });
@@ -165,8 +193,51 @@ describe('gpt2-eval', () => {
     expectOneLineError(runCli('gpt2-eval', ['--model', tiny, '--data', data, '--backend', 'cpu']), 'gpt2-eval', /block size 65 needs 64 positions; the model has 32/);
   });
 
-  it('refuses a missing model and an unknown backend', () => {
+  /** A copy of the converted model whose model.safetensors `edit` changes in place. */
+  const editedModel = (name: string, edit: (file: Buffer, tensors: ReturnType<typeof storedOf>) => void) => {
+    const copy = join(dir, name);
+    cpSync(model, copy, { recursive: true });
+    const path = join(copy, 'model.safetensors');
+    const file = readFileSync(path);
+    edit(file, storedOf(path));
+    writeFileSync(path, file);
+    return copy;
+  };
+
+  it('a NaN in the weights is an error naming the tensor, not {"loss":null}', () => {
+    const bad = editedModel('nan-weights', (file, t) => file.writeFloatLE(NaN, t.get('transformer.h.0.ln_1.weight')!.at + 3 * 4));
+    const r = runCli('gpt2-eval', ['-q', '--model', bad, '--data', data, '--batch-size', '2', '--backend', 'wasm']);
+    expectOneLineError(r, 'gpt2-eval', /: loss is NaN on the batch of .*eval-data shard 0 record 0 to shard 0 record 1; .*nan-weights: tensor transformer\.h\.0\.ln_1\.weight holds NaN \(element 3 of 8\)$/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('a loss that overflows with finite weights is an error naming the batch', () => {
+    // ln_f's output 10 everywhere against a wte row of 3e38 (finite): that token's logit is +inf.
+    const bad = editedModel('overflow', (file, t) => {
+      const ln = t.get('transformer.ln_f.weight')!;
+      const bias = t.get('transformer.ln_f.bias')!;
+      const wte = t.get('transformer.wte.weight')!;
+      for (let i = 0; i < 8; i++) {
+        file.writeFloatLE(0, ln.at + 4 * i);
+        file.writeFloatLE(10, bias.at + 4 * i);
+        file.writeFloatLE(3e38, wte.at + 4 * (500 * 8 + i));
+      }
+    });
+    const r = runCli('gpt2-eval', ['-q', '--model', bad, '--data', data, '--batch-size', '2', '--backend', 'wasm']);
+    expectOneLineError(r, 'gpt2-eval', /: loss is (Infinity|NaN) on the batch of .*eval-data shard 0 record 0 to shard 0 record 1; every tensor of .*overflow is finite: the activations overflow$/);
+  });
+
+  it('a failed write of the result is one line and exit 1', () => {
+    const full = openSync('/dev/full', 'w');
+    const p = spawnSync(process.execPath, [join(ROOT, 'bin', 'gpt2-eval.js'), '-q', '--model', model, '--data', data, '--max-records', '1', '--backend', 'wasm'], { stdio: ['ignore', full, 'pipe'] });
+    closeSync(full);
+    const r: CliResult = { code: p.status ?? -1, stdout: '', stderr: p.stderr.toString(), stdoutBytes: Buffer.alloc(0) };
+    expectOneLineError(r, 'gpt2-eval', /no space left on device/);
+  });
+
+  it('refuses a missing model, an unknown preset and an unknown backend', () => {
     expectOneLineError(runCli('gpt2-eval', ['--model', join(dir, 'nothing'), '--data', data, '--backend', 'cpu']), 'gpt2-eval', /nothing: no such file or directory/);
+    expectOneLineError(runCli('gpt2-eval', ['--model', 'gpt9', '--data', data, '--backend', 'cpu']), 'gpt2-eval', new RegExp(`--model gpt9: no such file or directory, and not a preset \\(presets: ${presetList.source}\\)`));
     expectOneLineError(runCli('gpt2-eval', ['--model', model, '--data', data, '--backend', 'tpu']), 'gpt2-eval', /unknown backend "tpu"/, 2);
   });
 });

@@ -12,6 +12,7 @@ function file(header: object | string, data: Uint8Array = new Uint8Array(0), dec
   return Buffer.concat([length, json, data]);
 }
 const f32 = (...values: number[]) => new Uint8Array(Float32Array.from(values).buffer);
+const entry = (begin: number, end: number) => JSON.stringify({ dtype: 'F32', shape: [(end - begin) / 4], data_offsets: [begin, end] });
 
 describe('safetensors reader', () => {
   it('reads what PyTorch wrote (tiny fixture), F32 without copying', () => {
@@ -44,6 +45,15 @@ describe('safetensors reader', () => {
     expect(Array.from(half.data)).toEqual(Array.from(data, (v) => f16ToF32(f32ToF16(v))));
   });
 
+  it('sees no repeated key where names only look alike', () => {
+    // The same keys in different objects, and strings that hold quotes, colons and braces.
+    const meta = { note: 'say "a": {"a": 1}', 'a\\': '[', '{': ']' };
+    const header = `{"__metadata__":${JSON.stringify(meta)},"a":${entry(0, 4)},"a\\"":${entry(4, 8)},"b" : ${entry(8, 12)}}`;
+    const { tensors, metadata } = parseSafetensors(file(header, f32(1, 2, 3)), 'x');
+    expect(metadata).toEqual(meta);
+    expect([...tensors].map(([name, t]) => [name, Array.from(t.data)])).toEqual([['a', [1]], ['a"', [2]], ['b', [3]]]);
+  });
+
   it.each([
     ['too short', Buffer.alloc(5), /too short/],
     ['absurd header size', file('{}', undefined, MAX_HEADER_BYTES + 1), /header length \d+ is absurd/],
@@ -54,6 +64,11 @@ describe('safetensors reader', () => {
     ['byte count ≠ shape', file({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, f32(1, 2)), /tensor a: 8 bytes for shape \[3\]/],
     ['overlapping tensors', file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, f32(1, 2, 3)), /tensors a and b overlap/],
     ['negative offsets', file({ a: { dtype: 'F32', shape: [1], data_offsets: [-4, 0] } }, f32(1)), /bad data_offsets/],
+    // JSON.parse would keep the last of each: which tensor (or dtype) the file means is ambiguous.
+    ['a tensor twice', file(`{"a":${entry(0, 4)},"b":${entry(4, 8)},"a":${entry(8, 12)}}`, f32(1, 2, 3)), /^bad\.safetensors: tensor a appears twice in the header$/],
+    ['a tensor twice, once escaped', file(`{"a":${entry(0, 4)}, "\\u0061" :${entry(4, 8)}}`, f32(1, 2)), /tensor a appears twice in the header/],
+    ['a key of a tensor twice', file('{"a":{"dtype":"F32","shape":[1],"dtype":"F16","data_offsets":[0,4]}}', f32(1)), /tensor a: key dtype appears twice in the header/],
+    ['metadata twice', file(`{"__metadata__":{"x":"1"},"a":${entry(0, 4)},"__metadata__":{}}`, f32(1)), /__metadata__ appears twice in the header/],
   ])('refuses a header that lies: %s', (_what, bytes, message) => {
     expect(() => parseSafetensors(bytes, 'bad.safetensors')).toThrow(message);
   });
