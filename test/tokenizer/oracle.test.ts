@@ -55,6 +55,24 @@ describe('hard cases (fixtures/tokenizer/hard-cases.json)', () => {
   });
 });
 
+describe('equal-rank ties (fixtures/tokenizer/bpe-ties.json, test/oracle/make_bpe_tie_cases.py)', () => {
+  // Runs of three or more copies of one part, where leftmost-first and rightmost-first merging part
+  // ways ("aaa" → "aa|a", not "a|aa"), with encoder.py's ids: random strings and WikiText rarely meet them.
+  const ties = JSON.parse(readFileSync(fixture('tokenizer', 'bpe-ties.json'), 'utf8')) as { rightmost_first_differs: number; cases: [string, number[]][] };
+
+  it('holds cases on which a rightmost-first merge loop goes wrong', () => {
+    expect(ties.cases.length).toBeGreaterThan(1000);
+    expect(ties.rightmost_first_differs).toBeGreaterThan(1000);
+  });
+
+  it('encodes every case as encoder.py and tiktoken do', () => {
+    const wrong = ties.cases.filter(([text, ids]) => JSON.stringify(tok.encode(text)) !== JSON.stringify(ids));
+    expect(wrong.slice(0, 5).map(([text]) => text)).toEqual([]);
+    expect(wrong).toHaveLength(0);
+    for (const [text, ids] of ties.cases) if (!JS_REGEX_DIVERGES.test(text)) expect(oracle(text), JSON.stringify(text)).toEqual(ids);
+  });
+});
+
 describe('random strings (property test, fixed seed)', () => {
   const tricky = fc.constantFrom(' ', '  ', '\n', '\t', '\r\n', "'", "'s", "'ll", 's', 'a', 'Z', '1', '42', 'é', 'e\u0301', '中', '😀', '\u200d', '!', '...', '\u00a0', '\u3000', '<|endoftext|>', '\ud800', '\udfff', '\u0000', '\u2028');
   const strings = fc.oneof(
