@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Option } from 'commander';
 import type { DocSeparator } from '../tokenizer/documents.js';
 import { checkInputs, chunkLines, readTextChunks } from '../util/input.js';
-import { openOutput } from '../util/output.js';
+import { openOutput, writeStdout } from '../util/output.js';
 // Each mode imports what it needs when it runs: start-up time is most of a small job.
 import { choiceOption, createProgram, intArg, logger, runProgram, UsageError } from './common.js';
 import { createProgress } from './progress.js';
@@ -75,7 +75,7 @@ without a manifest is incomplete and every reader refuses it.`,
       const { inspectDataset } = await import('../data/inspect.js');
       const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
       const tokenizer = loadTokenizer(flags.tokenizer);
-      process.stdout.write(await inspectDataset(flags.inspect, { records: flags.records, tokenizer }));
+      await writeStdout(await inspectDataset(flags.inspect, { records: flags.records, tokenizer }));
       return;
     }
 
@@ -84,7 +84,7 @@ without a manifest is incomplete and every reader refuses it.`,
       const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
       const { formatIds, parseIds } = await import('../tokenizer/id-lines.js');
       const tokenizer = loadTokenizer(flags.tokenizer);
-      const output = openOutput(flags.out);
+      const output = openOutput(flags.out, { inputs: files });
       try {
         for await (const chunk of readTextChunks(files, { lossy: flags.lossy, onWarning: log.warn })) {
           const lines = chunkLines(chunk.text);
