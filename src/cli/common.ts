@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { describeFsError, ExitCode, ToolError, UsageError } from '../util/errors.js';
+import { checkStdoutWrites } from '../util/output.js';
 import { VERSION } from '../version.js';
 
 export interface ToolInfo {
@@ -39,8 +40,10 @@ export function createProgram(info: ToolInfo): Command {
 export async function runProgram(program: Command, argv: string[] = process.argv): Promise<void> {
   const name = program.name();
   const debug = argv.includes('--debug');
-  // A write to stdout that fails (ENOSPC on a redirected file, …) outside writeStdout, which reports
-  // its own: one line and exit 1 once the tool is done, unless it has already failed for a reason.
+  // Every byte written to stdout is written or reported. A failed write that writeStdout did not
+  // report itself (a bare process.stdout.write, commander's --help): one line and exit 1 once the
+  // tool is done, unless it has already failed and said why.
+  checkStdoutWrites();
   let stdoutError: NodeJS.ErrnoException | undefined;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(ExitCode.Ok); // `tool | head`: the reader has gone, stop quietly

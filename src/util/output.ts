@@ -6,6 +6,7 @@
  */
 import { fstatSync, statSync, writeSync, type Stats } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
 import { isatty } from 'node:tty';
 import { fsError, ToolError, UsageError } from './errors.js';
 import { removeStaleStaging, tempPathFor } from './staging.js';
@@ -109,22 +110,34 @@ class FileSink implements Sink {
   }
 }
 
-let stdoutIsFile: boolean | undefined;
+let stdoutChecked = false;
 
 /**
- * Node writes stdout that is a file or a device with one unchecked writeSync: a short write on a
- * full disk is dropped without an error. Such stdout is written here instead, to the last byte.
+ * Node writes stdout that is a file or a device (not a pipe or a terminal) with one writeSync per
+ * chunk and ignores its count, so a short write on a full disk drops the rest without an error.
+ * This makes such writes go on to the last byte, so the next attempt reports ENOSPC through the
+ * stream (to writeStdout's callback, or as its 'error' event). Every tool calls it at start.
  */
-function stdoutWritesDirectly(): boolean {
-  if (stdoutIsFile === undefined) {
-    try {
-      const stats = fstatSync(1);
-      stdoutIsFile = !stats.isFIFO() && !stats.isSocket() && !isatty(1);
-    } catch {
-      stdoutIsFile = false;
-    }
+export function checkStdoutWrites(): void {
+  if (stdoutChecked) return;
+  stdoutChecked = true;
+  let stats;
+  try {
+    stats = fstatSync(1);
+  } catch {
+    return;
   }
-  return stdoutIsFile;
+  if (stats.isFIFO() || stats.isSocket() || isatty(1)) return;
+  // _write is the hook a Writable implements; replacing it on this one stream is the smallest fix.
+  (process.stdout as unknown as { _write: Writable['_write'] })._write = (chunk: Buffer | string, encoding, callback) => {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk;
+    try {
+      for (let done = 0; done < bytes.length; ) done += writeSync(1, bytes, done, bytes.length - done);
+    } catch (err) {
+      return callback(err as Error);
+    }
+    callback();
+  };
 }
 
 function stdoutFailure(err: unknown): ToolError {
@@ -138,15 +151,7 @@ function stdoutFailure(err: unknown): ToolError {
  * process quietly with status 0, as every tool does.
  */
 export function writeStdout(data: string | Uint8Array): Promise<void> {
-  if (stdoutWritesDirectly()) {
-    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    try {
-      for (let done = 0; done < bytes.length; ) done += writeSync(1, bytes, done, bytes.length - done);
-    } catch (err) {
-      return Promise.reject(stdoutFailure(err));
-    }
-    return Promise.resolve();
-  }
+  checkStdoutWrites();
   return new Promise((resolve, reject) => {
     process.stdout.write(data, (err) => (err ? reject(stdoutFailure(err)) : resolve()));
   });

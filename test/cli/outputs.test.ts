@@ -203,6 +203,12 @@ describe('an output file that is an input is refused before anything is written'
     );
   });
 
+  it("--out '' is a usage error", () => {
+    const dir = setup();
+    refusedUntouched([dir], () => runCli('wikitext-prep', ['--out', '', join(dir, 'x')], { cwd: dir }), 'wikitext-prep', /the output file is an empty path/, 2);
+    refusedUntouched([dir], () => runCli('bpe-encode', ['--ids', '--out', '', join(dir, 'x')], { cwd: dir }), 'bpe-encode', /the output file is an empty path/, 2);
+  });
+
   it('bpe-encode --ids --out x x, and through links', () => {
     const dir = setup();
     for (const out of ['x', 'soft', 'hard']) {
@@ -227,6 +233,11 @@ describe('stdout write errors: one line, exit 1; a closed pipe: quiet exit 0', (
     expectOneLineError(toFull('bpe-encode', ['--ids', docs]), 'bpe-encode', /<stdout>: no space left on device/);
     expectOneLineError(toFull('bpe-encode', ['--decode'], '15496 995\n'), 'bpe-encode', /<stdout>: no space left on device/);
     expectOneLineError(toFull('bpe-encode', ['--inspect', encoded]), 'bpe-encode', /<stdout>: no space left on device/);
+  });
+
+  it('output that does not go through writeStdout (commander’s --help, --version)', () => {
+    expectOneLineError(toFull('wikitext-prep', ['--help']), 'wikitext-prep', /^wikitext-prep: error: <stdout>: no space left on device$/);
+    expectOneLineError(toFull('convert-weights', ['--version']), 'convert-weights', /<stdout>: no space left on device/);
   });
 
   it('gpt2-train plot to /dev/full', () => {
@@ -260,7 +271,10 @@ describe('staging left by a process killed with -9 is removed by the next run', 
           resolve(found);
         }
       }, 20);
-      child.on('exit', () => reject(new Error('wikitext-prep exited before staging its output')));
+      child.on('exit', () => {
+        clearInterval(poll);
+        reject(new Error('wikitext-prep exited before staging its output'));
+      });
     });
     const exited = new Promise((resolve) => child.on('exit', resolve));
     child.kill('SIGKILL');
