@@ -4,8 +4,9 @@
  * moved aside first and deleted only after the new one is in place, so a failure loses nothing.
  *
  * What overwrite may replace is narrow on purpose (see checkReplaceable): only a directory this
- * tool made itself, holding nothing else, and never one that holds an input of the same command,
- * the current directory or one above it, `/` or a home directory.
+ * tool made itself, holding nothing but its files, and never one that holds an input of the same
+ * command, the current directory, a home directory or one above either, or `/`. What a killed
+ * process left beside the target is tidied before staging (see staging.ts).
  */
 import { lstat, mkdir, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
