@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Option } from 'commander';
 import type { DocSeparator } from '../tokenizer/documents.js';
 import { checkInputs, chunkLines, readTextChunks } from '../util/input.js';
-import { openOutput } from '../util/output.js';
+import { openOutput, writeStdout } from '../util/output.js';
 // Each mode imports what it needs when it runs: start-up time is most of a small job.
 import { choiceOption, createProgram, intArg, logger, runProgram, UsageError } from './common.js';
 import { createProgress } from './progress.js';
@@ -52,13 +52,13 @@ without a manifest is incomplete and every reader refuses it.`,
   .addOption(choiceOption('--doc-separator <kind>', 'what goes between documents', ['eos', 'newline', 'none'], 'eos'))
   .option('--keep-tail', 'keep the last partial block, padded with --pad-id and masked')
   .option('--pad-id <id>', 'padding token for --keep-tail (default: <|endoftext|>)', intArg('--pad-id', 0))
-  .option('--num-shards <n>', 'write exactly n shards (records spread evenly)', intArg('--num-shards', 1))
+  .option('--num-shards <n>', 'write n shards, records spread evenly (fewer, with a warning, if there are fewer records)', intArg('--num-shards', 1))
   .option('--shard-records <n>', 'records per shard (default: about 64 MiB a shard)', intArg('--shard-records', 1))
   .option('-j, --workers <n>', 'encoding threads (output is identical for any n)', intArg('--workers', 1, 256), availableParallelism())
   .option('--tokenizer <dir>', 'directory with vocab.json and merges.txt (default: built-in GPT-2)')
   .option('--allow-special', 'encode the text <|endoftext|> as the special token (default: as plain text)')
   .option('--lossy', 'replace invalid UTF-8 with U+FFFD (with a warning) instead of failing')
-  .option('--overwrite', 'replace a non-empty output directory')
+  .option('--overwrite', 'replace an output directory bpe-encode wrote before (nothing else)')
   .option('--ids', 'print the ids of each input line, space-separated, one line per line')
   .option('--decode', 'read lines of space-separated ids and print their text')
   .option('--inspect <dir>', 'verify a shard directory and print its summary and first records')
@@ -75,7 +75,7 @@ without a manifest is incomplete and every reader refuses it.`,
       const { inspectDataset } = await import('../data/inspect.js');
       const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
       const tokenizer = loadTokenizer(flags.tokenizer);
-      process.stdout.write(await inspectDataset(flags.inspect, { records: flags.records, tokenizer }));
+      await writeStdout(await inspectDataset(flags.inspect, { records: flags.records, tokenizer }));
       return;
     }
 
@@ -84,7 +84,7 @@ without a manifest is incomplete and every reader refuses it.`,
       const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
       const { formatIds, parseIds } = await import('../tokenizer/id-lines.js');
       const tokenizer = loadTokenizer(flags.tokenizer);
-      const output = openOutput(flags.out);
+      const output = openOutput(flags.out, { inputs: files });
       try {
         for await (const chunk of readTextChunks(files, { lossy: flags.lossy, onWarning: log.warn })) {
           const lines = chunkLines(chunk.text);

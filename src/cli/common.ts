@@ -4,7 +4,8 @@
  * only with --debug), stderr logging, and quiet exits when a downstream pipe closes.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ExitCode, ToolError, UsageError } from '../util/errors.js';
+import { describeFsError, ExitCode, ToolError, UsageError } from '../util/errors.js';
+import { checkStdoutWrites } from '../util/output.js';
 import { VERSION } from '../version.js';
 
 export interface ToolInfo {
@@ -39,9 +40,19 @@ export function createProgram(info: ToolInfo): Command {
 export async function runProgram(program: Command, argv: string[] = process.argv): Promise<void> {
   const name = program.name();
   const debug = argv.includes('--debug');
+  // Every byte written to stdout is written or reported. A failed write that writeStdout did not
+  // report itself (a bare process.stdout.write, commander's --help): one line and exit 1 once the
+  // tool is done, unless it has already failed and said why.
+  checkStdoutWrites();
+  let stdoutError: NodeJS.ErrnoException | undefined;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(ExitCode.Ok); // `tool | head`: the reader has gone, stop quietly
-    throw err;
+    stdoutError ??= err;
+  });
+  process.on('exit', () => {
+    if (stdoutError === undefined || (process.exitCode ?? ExitCode.Ok) !== ExitCode.Ok) return;
+    process.stderr.write(`${name}: error: ${describeFsError(stdoutError, '<stdout>')}\n`);
+    process.exitCode = ExitCode.Failure;
   });
   try {
     await program.parseAsync(argv);

@@ -29,7 +29,7 @@ from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
 })
   .argument('<src>', 'HF model directory, or a .safetensors / .bin weights file')
   .argument('<dst>', 'checkpoint directory to write')
-  .option('--overwrite', 'replace DST if it exists')
+  .option('--overwrite', 'replace DST if it is a checkpoint this toolchain wrote (nothing else)')
   .option('--config <preset|file>', "model config when SRC has none (or to override it): a preset name or a config.json")
   .addOption(choiceOption('--to <format>', 'also write MindFormers names (mindformers.safetensors in DST)', ['hf', 'mindformers'], 'hf'))
   .addOption(choiceOption('--dtype <dtype>', 'float type of the written weights', ['f32', 'f16'], 'f32'))

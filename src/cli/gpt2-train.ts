@@ -113,7 +113,7 @@ program
   .argument('<run-dir>', 'a gpt2-train output directory')
   .action(async (dir: string) => {
     const { plot } = await import('../train/trainer.js');
-    process.stdout.write(`${await plot(dir)}\n`);
+    await (await import('../util/output.js')).writeStdout(`${await plot(dir)}\n`);
   });
 
 await runProgram(program);

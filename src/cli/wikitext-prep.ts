@@ -48,7 +48,7 @@ bracket trimming, ...) to each line; lines of a document are joined with single 
     const log = logger('wikitext-prep', !!flags.quiet);
     const total = checkInputs(files);
     const options: PrepOptions = { split: flags.split, clean: flags.clean, unk: flags.unk, minChars: flags.minChars };
-    const output = openOutput(flags.out);
+    const output = openOutput(flags.out, { inputs: files });
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'wikitext-prep', unit: 'bytes' });
     let documents = 0;
     try {

@@ -122,8 +122,14 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Mani
   if (documents > 0) stream.length -= separator.length; // separators go between documents
   if (documents === 0) options.onWarning?.('the input holds no documents; writing an empty data set');
   const { countRecords, writeDataset } = await writer;
-  if (documents > 0 && countRecords(stream.length, options.blockSize, !!options.keepTail) === 0) {
+  const records = countRecords(stream.length, options.blockSize, !!options.keepTail);
+  if (documents > 0 && records === 0) {
     options.onWarning?.(`${stream.length} tokens make no block of ${options.blockSize}; writing an empty data set (--keep-tail keeps a padded partial block)`);
+  }
+  let plan = options.plan ?? {};
+  if (plan.numShards !== undefined && plan.numShards > records) {
+    options.onWarning?.(`--num-shards ${plan.numShards} is more than the ${records} records; writing ${records} shard${records === 1 ? '' : 's'}`);
+    plan = { numShards: records };
   }
   const ids = stream.data.subarray(0, stream.length);
   return writeDataset(
@@ -136,7 +142,7 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Mani
       keepTail: !!options.keepTail,
       tokenizer: tokenizer.identity,
       docSeparator,
-      plan: options.plan ?? {},
+      plan,
       documents,
       inputBytes,
       command: options.command ?? [],

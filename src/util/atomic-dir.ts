@@ -4,14 +4,15 @@
  * moved aside first and deleted only after the new one is in place, so a failure loses nothing.
  *
  * What overwrite may replace is narrow on purpose (see checkReplaceable): only a directory this
- * tool made itself, holding nothing else, and never one that holds an input of the same command,
- * the current directory or one above it, `/` or a home directory.
+ * tool made itself, holding nothing but its files, and never one that holds an input of the same
+ * command, the current directory, a home directory or one above either, or `/`. What a killed
+ * process left beside the target is tidied before staging (see staging.ts).
  */
-import { mkdir, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { basename, dirname, join, resolve, sep } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { fsError, ToolError, UsageError } from './errors.js';
-import { tempPathFor } from './output.js';
+import { asidePathFor, removeStaleStaging, tempPathFor } from './staging.js';
 
 export interface StagedDir {
   /** Where to write; renamed to the final path by commit(). */
@@ -56,49 +57,62 @@ const within = (path: string, dir: string) => path === dir || path.startsWith(di
  */
 export async function checkReplaceable(dir: string, rules: Replaceable): Promise<void> {
   await checkNotProtected(dir);
-  const target = await real(dir);
+  // By the names given and by where symlinks lead: either way the input would go with the directory.
+  const targets = [resolve(dir), await real(dir)];
   for (const input of rules.inputs ?? []) {
-    const path = await real(input);
-    if (path === target) throw new ToolError(`${dir}: refusing to replace it: it is an input of this command`);
-    if (within(path, target)) throw new ToolError(`${dir}: refusing to replace it: it holds ${input}, an input of this command`);
+    for (const path of [resolve(input), await real(input)]) {
+      for (const target of targets) {
+        if (path === target) throw new ToolError(`${dir}: refusing to replace it: it is an input of this command`);
+        if (within(path, target)) throw new ToolError(`${dir}: refusing to replace it: it holds ${input}, an input of this command`);
+      }
+    }
   }
   const reason = await rules.foreign(dir);
   if (reason !== undefined) throw new ToolError(`${dir}: not replacing it with --overwrite: ${reason}`);
 }
 
-/** Refuses `/`, a home directory, and the current directory or one above it, even when empty. */
+/** Refuses `/`, a home directory or one above it, and the current directory or one above it, even when empty. */
 async function checkNotProtected(dir: string): Promise<void> {
   const target = await real(dir);
-  const cwd = await real(process.cwd());
-  if (target === sep || target === (await real(homedir())) || (process.env.HOME && target === (await real(process.env.HOME)))) {
-    throw new ToolError(`${dir}: refusing to replace ${target === sep ? 'the root directory' : 'a home directory'}`);
+  if (target === sep) throw new ToolError(`${dir}: refusing to replace the root directory`);
+  for (const home of new Set([homedir(), process.env.HOME].filter((h): h is string => !!h))) {
+    const path = await real(home);
+    if (within(path, target)) throw new ToolError(`${dir}: refusing to replace ${path === target ? 'a home directory' : `a directory that holds the home directory ${home}`}`);
   }
+  const cwd = await real(process.cwd());
   if (within(cwd, target)) throw new ToolError(`${dir}: refusing to replace the current directory${cwd === target ? '' : ' (it is inside it)'}; name a new directory`);
 }
 
 /**
  * A `foreign` test for directories whose every entry this tool writes: `ours` accepts entry names,
- * `marked` checks the file that proves this tool wrote the directory (named by `marker`).
+ * `marked` checks the file that proves this tool wrote the directory (named by `marker`). Tools
+ * write plain files only, so a directory or a symlink under one of their names is not theirs
+ * (deleting it would delete what it holds, or leave what it points to while seeming to replace it).
  */
 export function ownedEntries(tool: string, ours: (name: string) => boolean, marker: string, marked: (dir: string) => Promise<boolean>): Replaceable['foreign'] {
   return async (dir) => {
-    let entries: string[];
     try {
-      entries = await readdir(dir);
+      for (const name of await readdir(dir)) {
+        if (!ours(name)) return `it holds ${name}, which ${tool} does not write`;
+        const stats = await lstat(join(dir, name));
+        if (!stats.isFile()) return `its ${name} is a ${stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symbolic link' : 'special file'}, not a file ${tool} writes`;
+      }
     } catch (err) {
       throw fsError(err, dir);
     }
-    const stranger = entries.find((name) => !ours(name));
-    if (stranger !== undefined) return `it holds ${stranger}, which ${tool} does not write`;
     if (!(await marked(dir))) return `it has no ${marker} written by ${tool}`;
     return undefined;
   };
 }
 
-/** Fails early if dir may not be written: an empty path, or something there that may not be replaced. */
+/**
+ * Fails early if dir may not be written: an empty path, or something there that may not be
+ * replaced. First tidies what killed runs left beside it (see removeStaleStaging).
+ */
 export async function checkOutputDir(dir: string, options: StageOptions = {}): Promise<void> {
   const what = options.what ?? 'output directory';
   if (dir.trim() === '') throw new UsageError(`the ${what} is an empty path`);
+  removeStaleStaging(dir);
   const state = await existing(resolve(dir));
   if (state === 'missing') return;
   await checkNotProtected(dir);
@@ -131,15 +145,21 @@ export async function stageDir(dir: string, options: StageOptions = {}): Promise
         if (!options.overwrite) throw new ToolError(`${dir}: ${what} appeared while writing; not replacing it`);
         await checkReplaceable(dir, options.overwrite);
       }
-      const aside = join(dirname(target), `.${basename(target)}.old-${process.pid}`);
+      const aside = asidePathFor(target);
       try {
         if (state === 'empty') await rmdir(target);
         if (state === 'full') await rename(target, aside);
-        await rename(temp, target);
       } catch (err) {
         throw fsError(err, dir);
       }
-      if (state === 'full') await rm(aside, { recursive: true, force: true });
+      try {
+        await rename(temp, target);
+      } catch (err) {
+        if (state === 'full') await rename(aside, target).catch(() => {}); // else removeStaleStaging puts it back
+        throw fsError(err, dir);
+      }
+      // A failure here leaves only the old copy behind, which the next run removes.
+      if (state === 'full') await rm(aside, { recursive: true, force: true }).catch(() => {});
     },
     async abort() {
       await rm(temp, { recursive: true, force: true });

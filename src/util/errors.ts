@@ -60,3 +60,18 @@ export function fsError(err: unknown, path: string): ToolError {
   if (err instanceof ToolError) return err;
   return new ToolError(describeFsError(err, path), { cause: err });
 }
+
+/** The Node error code ("ENOSPC", …) behind err, looking through the causes ToolErrors wrap. */
+export function errorCode(err: unknown): string | undefined {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+/** A full disk or quota while writing anywhere under `output`, reported against `output`. */
+export function outOfSpace(err: unknown, output: string): ToolError | undefined {
+  const code = errorCode(err);
+  return code === 'ENOSPC' || code === 'EDQUOT' ? new ToolError(describeFsError({ code }, output), { cause: err }) : undefined;
+}

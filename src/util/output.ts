@@ -1,18 +1,15 @@
 /**
- * Output that never looks complete before it is: files are written under a temporary name in the
- * same directory and renamed into place by commit(); abort() removes them. Standard output is
- * written with backpressure.
+ * Output that never looks complete before it is and never loses a byte silently. A file is written
+ * under a temporary name beside it and renamed into place by commit(); abort() removes it. Every
+ * write is checked to the last byte: a full disk or a closed device is a one-line ToolError naming
+ * the file (or <stdout>), never an exit 0 with the output cut short.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { fsError } from './errors.js';
-
-/** A hidden temporary name beside `path`, unique to this process. */
-export function tempPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-}
+import { fstatSync, statSync, writeSync, type Stats } from 'node:fs';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+import { isatty } from 'node:tty';
+import { fsError, ToolError, UsageError } from './errors.js';
+import { removeStaleStaging, tempPathFor } from './staging.js';
 
 export interface Output {
   write(data: string | Uint8Array): Promise<void>;
@@ -22,21 +19,25 @@ export interface Output {
   abort(): Promise<void>;
 }
 
+export interface OutputOptions {
+  /** Files this command reads: writing over one of them (same file, by any name) is refused. */
+  inputs?: readonly string[];
+}
+
+interface Sink {
+  write(data: string | Uint8Array): Promise<void>;
+  finish(): Promise<void>;
+  discard(): Promise<void>;
+}
+
 const BUFFER_BYTES = 1 << 16;
 
-class StreamOutput implements Output {
+/** Gathers small writes into ~64 KiB ones. */
+class BufferedOutput implements Output {
   private parts: (string | Uint8Array)[] = [];
   private size = 0;
-  private failure: Error | undefined;
 
-  constructor(
-    private readonly stream: NodeJS.WritableStream,
-    private readonly name: string,
-    private readonly finalPath?: string,
-    private readonly tempPath?: string,
-  ) {
-    stream.on('error', (err: Error) => (this.failure ??= err));
-  }
+  constructor(private readonly sink: Sink) {}
 
   async write(data: string | Uint8Array): Promise<void> {
     this.parts.push(data);
@@ -45,47 +46,103 @@ class StreamOutput implements Output {
   }
 
   private async flush(): Promise<void> {
-    if (this.failure) throw fsError(this.failure, this.name);
     if (this.parts.length === 0) return;
     const parts = this.parts;
     this.parts = [];
     this.size = 0;
-    const data = parts.every((p) => typeof p === 'string') ? parts.join('') : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
-    if (!this.stream.write(data)) {
-      await new Promise<void>((resolve, reject) => {
-        const done = (err?: Error) => {
-          this.stream.off('drain', done);
-          this.stream.off('error', done);
-          if (err) reject(fsError(err, this.name));
-          else resolve();
-        };
-        this.stream.on('drain', done);
-        this.stream.on('error', done);
-      });
-    }
-    if (this.failure) throw fsError(this.failure, this.name);
+    await this.sink.write(parts.every((p) => typeof p === 'string') ? parts.join('') : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p))));
   }
 
   async commit(): Promise<void> {
     await this.flush();
-    if (!this.finalPath || !this.tempPath) return;
-    const file = this.stream as unknown as WriteStream;
-    await new Promise<void>((resolve, reject) => {
-      file.end((err?: Error | null) => (err ? reject(fsError(err, this.name)) : resolve()));
-    });
-    if (this.failure) throw fsError(this.failure, this.name);
-    try {
-      await rename(this.tempPath, this.finalPath);
-    } catch (err) {
-      throw fsError(err, this.finalPath);
-    }
+    await this.sink.finish();
   }
 
   async abort(): Promise<void> {
-    if (!this.tempPath) return;
-    (this.stream as unknown as WriteStream).destroy();
-    await rm(this.tempPath, { force: true });
+    this.parts = [];
+    await this.sink.discard();
   }
+}
+
+/**
+ * A file written through a handle: under `temp` and renamed into place when there is one, or
+ * straight into `path` (a device or a pipe, which must not be replaced by a rename).
+ */
+class FileSink implements Sink {
+  private readonly handle: Promise<FileHandle>;
+  private closed = false;
+
+  constructor(private readonly path: string, private readonly temp: string | undefined) {
+    // Opened at once, so the temporary exists (and is tidied if this process dies) from the start.
+    this.handle = open(temp ?? path, temp ? 'wx' : 'w');
+    this.handle.catch(() => {}); // reported where it is awaited
+  }
+
+  private async run(step: (handle: FileHandle) => Promise<void>): Promise<void> {
+    try {
+      await step(await this.handle);
+    } catch (err) {
+      throw fsError(err, this.path);
+    }
+  }
+
+  write(data: string | Uint8Array): Promise<void> {
+    // FileHandle.writeFile writes at the current position and retries short writes, so a full
+    // disk surfaces as ENOSPC; FileHandle.write would return a short count and carry on.
+    return this.run((h) => h.writeFile(data));
+  }
+
+  finish(): Promise<void> {
+    return this.run(async (h) => {
+      if (this.temp) await h.sync(); // ENOSPC/EDQUOT that the file system defers to here
+      this.closed = true;
+      await h.close();
+      if (this.temp) await rename(this.temp, this.path);
+    });
+  }
+
+  async discard(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.handle.then((h) => h.close()).catch(() => {});
+    }
+    if (this.temp) await rm(this.temp, { force: true });
+  }
+}
+
+let stdoutChecked = false;
+
+/**
+ * Node writes stdout that is a file or a device (not a pipe or a terminal) with one writeSync per
+ * chunk and ignores its count, so a short write on a full disk drops the rest without an error.
+ * This makes such writes go on to the last byte, so the next attempt reports ENOSPC through the
+ * stream (to writeStdout's callback, or as its 'error' event). Every tool calls it at start.
+ */
+export function checkStdoutWrites(): void {
+  if (stdoutChecked) return;
+  stdoutChecked = true;
+  let stats;
+  try {
+    stats = fstatSync(1);
+  } catch {
+    return;
+  }
+  if (stats.isFIFO() || stats.isSocket() || isatty(1)) return;
+  // _write is the hook a Writable implements; replacing it on this one stream is the smallest fix.
+  (process.stdout as unknown as { _write: Writable['_write'] })._write = (chunk: Buffer | string, encoding, callback) => {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk;
+    try {
+      for (let done = 0; done < bytes.length; ) done += writeSync(1, bytes, done, bytes.length - done);
+    } catch (err) {
+      return callback(err as Error);
+    }
+    callback();
+  };
+}
+
+function stdoutFailure(err: unknown): ToolError {
+  if ((err as NodeJS.ErrnoException).code === 'EPIPE') process.exit(0); // `tool | head`: the reader has gone
+  return fsError(err, '<stdout>');
 }
 
 /**
@@ -94,18 +151,48 @@ class StreamOutput implements Output {
  * process quietly with status 0, as every tool does.
  */
 export function writeStdout(data: string | Uint8Array): Promise<void> {
+  checkStdoutWrites();
   return new Promise((resolve, reject) => {
-    process.stdout.write(data, (err) => {
-      if (!err) return resolve();
-      if ((err as NodeJS.ErrnoException).code === 'EPIPE') process.exit(0);
-      reject(fsError(err, '<stdout>'));
-    });
+    process.stdout.write(data, (err) => (err ? reject(stdoutFailure(err)) : resolve()));
   });
 }
 
+const sameFile = (a: Stats, b: Stats) => a.dev === b.dev && a.ino === b.ino;
+
+/** Refuses an output that is one of the inputs, by any name (symlink, hard link): it would be lost. */
+function checkNotAnInput(output: Stats | undefined, shownAs: string, inputs: readonly string[]): void {
+  if (!output?.isFile()) return; // a device or a pipe (/dev/null) may be both
+  for (const input of inputs) {
+    let stats;
+    try {
+      stats = statSync(input);
+    } catch {
+      continue; // `-`, or missing (reported by the reader)
+    }
+    if (sameFile(stats, output)) throw new ToolError(`${shownAs}: refusing to write over ${input}, an input of this command`);
+  }
+}
+
+const statOrUndefined = (path: string | number) => {
+  try {
+    return typeof path === 'number' ? fstatSync(path) : statSync(path);
+  } catch {
+    return undefined;
+  }
+};
+
 /** Output to `path`, or to standard output for undefined or "-". */
-export function openOutput(path?: string): Output {
-  if (path === undefined || path === '-') return new StreamOutput(process.stdout, '<stdout>');
-  const temp = tempPathFor(path);
-  return new StreamOutput(createWriteStream(temp) as NodeJS.WritableStream, path, path, temp);
+export function openOutput(path?: string, options: OutputOptions = {}): Output {
+  const inputs = options.inputs ?? [];
+  if (path === '') throw new UsageError('the output file is an empty path');
+  if (path === undefined || path === '-') {
+    checkNotAnInput(statOrUndefined(1), '<stdout>', inputs);
+    return new BufferedOutput({ write: writeStdout, finish: async () => {}, discard: async () => {} });
+  }
+  const existing = statOrUndefined(path);
+  if (existing?.isDirectory()) throw new ToolError(`${path}: is a directory, expected a file`);
+  checkNotAnInput(existing, path, inputs);
+  if (existing && !existing.isFile()) return new BufferedOutput(new FileSink(path, undefined));
+  removeStaleStaging(path);
+  return new BufferedOutput(new FileSink(path, tempPathFor(path)));
 }
