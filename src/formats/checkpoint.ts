@@ -10,7 +10,7 @@
 import { copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js';
-import { fsError, ToolError } from '../util/errors.js';
+import { fsError, outOfSpace, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
 import { configFromJson, configToJson, type GPT2Config } from '../model/config.js';
@@ -202,6 +202,8 @@ export async function saveCheckpoint(dir: string, config: GPT2Config, values: Pa
     await staged.commit();
   } catch (err) {
     await staged.abort();
-    throw err;
+    // The failing call names a file in the hidden staging directory (or the tokenizer file being
+    // copied); a full disk is the checkpoint's, so say that.
+    throw outOfSpace(err, dir) ?? err;
   }
 }

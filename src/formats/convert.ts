@@ -6,7 +6,7 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { checkOutputDir } from '../util/atomic-dir.js';
-import { fsError, outOfSpace, ToolError } from '../util/errors.js';
+import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { configFromJson, isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
 import { readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
@@ -82,10 +82,6 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
       options.to === 'mindformers'
         ? (staged) => writeSafetensors(join(staged, MINDFORMERS_FILE), toMindformers(config, values), { dtype: options.dtype === 'f16' ? 'F16' : 'F32', metadata: { source: basename(weightsPath) } })
         : undefined,
-  }).catch((err) => {
-    // saveCheckpoint names the file it was at: one in its hidden staging directory, or the
-    // tokenizer file it was copying. A full disk is DST's, so say that.
-    throw outOfSpace(err, dst) ?? err;
   });
   return { config, source, weightsPath, ignored };
 }

@@ -254,8 +254,10 @@ export async function writeSafetensors(path: string, tensors: TensorToWrite[], o
   let file;
   try {
     file = await open(path, 'w');
-    await file.write(headerFor(tensors, options));
-    for (const t of tensors) await file.write(bytesOf(t, options.dtype ?? 'F32'));
+    // writeFile (at the current position) retries short writes, so a full disk is ENOSPC; write()
+    // would return a short count that is easy to miss.
+    await file.writeFile(headerFor(tensors, options));
+    for (const t of tensors) await file.writeFile(bytesOf(t, options.dtype ?? 'F32'));
     await file.sync();
   } catch (err) {
     throw fsError(err, path);
