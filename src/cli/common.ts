@@ -4,7 +4,7 @@
  * only with --debug), stderr logging, and quiet exits when a downstream pipe closes.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ExitCode, ToolError, UsageError } from '../util/errors.js';
+import { describeFsError, ExitCode, ToolError, UsageError } from '../util/errors.js';
 import { VERSION } from '../version.js';
 
 export interface ToolInfo {
@@ -41,7 +41,10 @@ export async function runProgram(program: Command, argv: string[] = process.argv
   const debug = argv.includes('--debug');
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(ExitCode.Ok); // `tool | head`: the reader has gone, stop quietly
-    throw err;
+    // Any other failure (ENOSPC on a redirected file, …): one line, as for every error. The stream
+    // reports it here before the failed write's own callback runs.
+    process.stderr.write(`${name}: error: ${describeFsError(err, '<stdout>')}\n`);
+    process.exit(ExitCode.Failure);
   });
   try {
     await program.parseAsync(argv);
