@@ -53,24 +53,38 @@ export async function runGeneration(prompts: string[], flags: RunFlags, ctx: { s
 }
 
 /**
- * The tokenizer for the model's vocabulary (the checkpoint's own, else GPT-2's), or none when ids
- * come in and go out: then no tokenizer is loaded, and a model whose vocabulary GPT-2's BPE does
- * not cover still generates (said once on stderr).
+ * The tokenizer for the model's vocabulary: the checkpoint's own, else GPT-2's. With ids in and out
+ * none is needed, and a model whose vocabulary GPT-2's byte-level BPE does not cover (no tokenizer
+ * of its own and another size, or one that is not byte-level BPE) still generates: said once.
  */
 function tokenizerFor(dir: string, c: GPT2Config, flags: RunFlags, log: Logger): Tokenizer | undefined {
   const own = dir !== builtinTokenizerDir();
   if (flags.inputFormat === 'ids' && flags.format === 'ids' && flags.stop.length === 0) {
-    if (!own && c.vocab_size !== GPT2_VOCAB_SIZE) log.info(`${flags.model} has no tokenizer (vocab.json, merges.txt) and ${c.vocab_size} token ids, GPT-2's has ${GPT2_VOCAB_SIZE}: ids in and out, text cannot be decoded`);
+    let problem: string | undefined;
+    if (!own) problem = c.vocab_size === GPT2_VOCAB_SIZE ? undefined : `no tokenizer (vocab.json, merges.txt) and ${c.vocab_size} token ids, GPT-2's has ${GPT2_VOCAB_SIZE}`;
+    else {
+      try {
+        const size = loadTokenizer(dir).vocabSize;
+        if (size < c.vocab_size) problem = `its tokenizer has ${size} token ids, the model ${c.vocab_size}`;
+      } catch (err) {
+        problem = `its tokenizer is not byte-level BPE (${(err as Error).message})`;
+      }
+    }
+    if (problem) log.info(`${flags.model}: ${problem}: ids in and out, text cannot be decoded`);
     return undefined;
   }
-  const hint = '; --input-format ids --format ids needs no tokenizer';
-  if (!own && c.vocab_size > GPT2_VOCAB_SIZE) throw new ToolError(`${flags.model} has no tokenizer (vocab.json, merges.txt) and ${c.vocab_size} token ids, more than GPT-2's ${GPT2_VOCAB_SIZE}: text cannot be decoded${hint}`);
+  const hint = '--input-format ids --format ids needs no tokenizer';
+  let tokenizer: Tokenizer;
   try {
-    return loadTokenizer(dir);
+    tokenizer = loadTokenizer(dir);
   } catch (err) {
-    if (err instanceof ToolError) throw new ToolError(`${err.message}${hint}`, { cause: err });
+    if (err instanceof ToolError) throw new ToolError(`${err.message} (${hint})`, { cause: err });
     throw err;
   }
+  if (tokenizer.vocabSize < c.vocab_size) {
+    log.warn(`${own ? dir : "GPT-2's tokenizer"} has ${tokenizer.vocabSize} token ids and the model ${c.vocab_size}: drawing one beyond cannot be decoded and fails (${hint})`);
+  }
+  return tokenizer;
 }
 
 /** Token ids of each prompt: checked, started from <|endoftext|> when empty, truncated if asked. */
