@@ -1,7 +1,7 @@
 /**
- * Text generation as an async stream of events: prefill once, then one position per step through
- * the key/value cache (or, with useCache false, the whole context again each step — same tokens).
- * Prompts run in batches, left-padded, with an attention mask and position ids that make each
+ * Text generation as an async stream of events over any GenerationModel (model.ts): the model's
+ * logits for each step, logits processors, greedy choice or seeded sampling, stop strings and
+ * end-of-text. Prompts run in batches, left-padded, with an attention mask and position ids that make each
  * sequence's result what it would be alone; sampling draws from one RNG per sequence, seeded by
  * (seed, sequence index), so batching does not change what is drawn. Without a tokenizer (ids in,
  * ids out) events carry no text.
