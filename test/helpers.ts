@@ -1,11 +1,13 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import type { Tf } from '../src/backend/select.js';
 import { loadCheckpoint } from '../src/formats/checkpoint.js';
+import { DecodeModel } from '../src/model/decode-model.js';
 import { GPT2 } from '../src/model/gpt2.js';
+import { sourcesOf } from '../src/model/params.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const SHARED = join(ROOT, '..', 'shared');
@@ -53,5 +55,39 @@ export function expectOneLineError(result: CliResult, tool: string, pattern: Reg
   const errorLines = lines.filter((l) => l.startsWith(`${tool}: error: `));
   if (result.code !== code || errorLines.length !== 1 || !pattern.test(errorLines[0]) || /\n\s+at /.test(result.stderr)) {
     throw new Error(`expected exit ${code} and one error line matching ${pattern}, got exit ${result.code}, stderr:\n${result.stderr}`);
+  }
+}
+
+/** A fixture model (fixtures/models/<dir>) in a DecodeModel's shared memory, on `threads` threads. */
+export async function fixtureDecodeModel(dir: string, threads: number): Promise<DecodeModel> {
+  const ck = await loadCheckpoint(fixture('models', dir));
+  return DecodeModel.fromSources(ck.config, sourcesOf(ck.values), threads);
+}
+
+/** PyTorch's greedy decoding of a fixture model (fixtures/models/<dir>/greedy.json; see its README). */
+export interface GreedyReference {
+  prompts: number[][];
+  continuations: number[][];
+  /** Last-position logits after the first prompt and each of its first continuation's tokens but the last. */
+  first_prompt_step_logits: number[][];
+}
+export const greedyReference = (dir: string): GreedyReference => JSON.parse(readFileSync(fixture('models', dir, 'greedy.json'), 'utf8')) as GreedyReference;
+
+/** Largest |got − want| over two equally long arrays. */
+export function maxAbsDiff(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  if (got.length !== want.length) throw new Error(`lengths differ: ${got.length} against ${want.length}`);
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+  return worst;
+}
+
+/** Runs bin/<tool>.js with its stdout on the file (or device) at `path`, e.g. /dev/full. */
+export function runCliToFile(tool: string, args: string[], path: string, options: { input?: string } = {}): CliResult {
+  const fd = openSync(path, 'w');
+  try {
+    const result = spawnSync(process.execPath, [join(ROOT, 'bin', `${tool}.js`), ...args], { input: options.input ?? '', cwd: ROOT, stdio: ['pipe', fd, 'pipe'] });
+    return { code: result.status ?? -1, stdout: '', stderr: result.stderr.toString('utf8'), stdoutBytes: Buffer.alloc(0) };
+  } finally {
+    closeSync(fd);
   }
 }

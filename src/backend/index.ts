@@ -1,6 +1,5 @@
 /** The compute-backend layer: callers take `tf` from `selectBackend` (see select.ts). */
 export {
-  activeBackend,
   BACKEND_ENV,
   BACKEND_NAMES,
   parseBackendName,

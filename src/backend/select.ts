@@ -78,8 +78,6 @@ export function requestsWasm(requested?: BackendName | string): boolean {
   });
 }
 
-let active: SelectedBackend | undefined;
-
 export interface SelectOptions {
   /**
    * false: inference only — load @tensorflow/tfjs-core and the backend, not the union package
@@ -92,11 +90,6 @@ export interface SelectOptions {
 const CORE = '@tensorflow/tfjs-core';
 /** What the wasm and cpu backends take their ops from: the union package, or core alone. */
 let tfPackage = '@tensorflow/tfjs';
-
-/** The backend the last successful `selectBackend` call switched to, if any. */
-export function activeBackend(): SelectedBackend | undefined {
-  return active;
-}
 
 /**
  * Loads and activates a backend and returns the tf instance to use everywhere.
@@ -115,7 +108,6 @@ export async function selectBackend(requested?: BackendName | string, log?: (mes
   } else {
     selected = await activate(name);
   }
-  active = selected;
   log?.(`backend: ${selected.description}`);
   return selected;
 }

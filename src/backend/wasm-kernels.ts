@@ -86,7 +86,7 @@ export const unsortedSegmentSum: KernelFunc = ({ inputs, backend: backendArg, at
  * The same on the cpu backend, whose own kernel builds a 0/1 mask per segment: for the gradient of
  * a 50257-row embedding that is 50257 tensor ops, ~15 s a step for a tiny model.
  */
-export const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend: backendArg, attrs }) => {
+const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend: backendArg, attrs }) => {
   const backend = backendArg as unknown as { data: { get(id: object): { values: ArrayLike<number> } }; makeTensorInfo(shape: number[], dtype: string, values: Float32Array): TensorInfo };
   const { x, segmentIds } = inputs as { x: TensorInfo; segmentIds: TensorInfo };
   const numSegments = (attrs as { numSegments: number }).numSegments;

@@ -43,32 +43,6 @@ function matMulC(backend: WasmBackend): MatMulC {
   return fn;
 }
 
-/**
- * The (K, N) each right-operand buffer was last multiplied as. XNNPACK caches the packed right
- * operand keyed on the tensor id alone, so a buffer reused under another shape (a reshape shares
- * its data) must not hit that cache: such calls go through a fresh view instead.
- */
-const rightShapes = new WeakMap<object, string>();
-
-/**
- * Whether XNNPACK may keep each weight matrix's packed form between calls. Kept, a model holds a
- * second copy of its matmul weights (+70% memory for GPT-2); not kept, each product repacks its
- * right operand — noise next to a multi-row product, and the default.
- */
-let cachePackedWeights = false;
-export function setPackedWeightCache(enabled: boolean): void {
-  cachePackedWeights = enabled;
-}
-
-/** True when XNNPACK may cache b's packed form under its own id: first use, or the same shape. */
-function claimRightOperand(dataId: object, k: number, n: number): boolean {
-  if (!cachePackedWeights) return false;
-  const key = `${k},${n}`;
-  const recorded = rightShapes.get(dataId);
-  if (recorded === undefined) rightShapes.set(dataId, key);
-  return recorded === undefined || recorded === key;
-}
-
 interface FusedAttrs {
   transposeA: boolean;
   transposeB: boolean;
@@ -132,10 +106,10 @@ export function makeMatMulKernels(tf: Tf, originalBatchMatMul: KernelConfig, ori
     const outId = wasmId(backend, out);
     try {
       if (batchB === 1) {
-        // One product: every batch of a against the same b, as [batchA·m, k] × [k, n].
-        // A transposed b is a temporary: nothing stale to hit in the cache.
-        const reusable = transposeB || claimRightOperand(b.dataId, k, n);
-        const bView = reusable ? b3 : makeView(backend, b3, 0, [1, k, n]);
+        // One product: every batch of a against the same b, as [batchA·m, k] × [k, n]. XNNPACK
+        // caches b's packed form under its id: a transposed b is a fresh temporary, anything else
+        // goes through a fresh view (a reshape shares b's id; the cache would give garbage).
+        const bView = transposeB ? b3 : makeView(backend, b3, 0, [1, k, n]);
         call(wasmId(backend, a3), shapeBytes([1, batchA * m, k]), 3, wasmId(backend, bView), shapeBytes([1, k, n]), 3, 0, 0, outId);
         if (bView !== b3) dropView(backend, bView);
       } else {
@@ -174,12 +148,9 @@ export function makeMatMulKernels(tf: Tf, originalBatchMatMul: KernelConfig, ori
     const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, TensorInfo | undefined>;
     const { transposeA, transposeB, activation, leakyreluAlpha } = args.attrs as NamedAttrMap & FusedAttrs;
     if (a!.dtype !== 'float32' || b!.dtype !== 'float32') return original(args); // it throws its own error
-    // The original takes XNNPACK, with bias and clamp fused, for unbatched untransposed products
-    // (caching b's packed form under b's id, hence the claim). Its other path adds the bias wrongly
-    // to every row but the first, so everything else is a product, an Add and an activation kernel.
-    const fast = !transposeA && !transposeB && sizeOf(a!.shape.slice(0, -2)) === 1 && sizeOf(b!.shape.slice(0, -2)) === 1;
-    const clampOnly = activation === 'linear' || activation === 'relu' || activation === 'relu6';
-    if (fast && clampOnly && claimRightOperand(b!.dataId, b!.shape.at(-2)!, b!.shape.at(-1)!)) return original(args);
+    // The original caches b's packed form under b's id (garbage for a buffer reused under another
+    // shape) and its other path adds the bias wrongly to every row but the first, so every fused
+    // product is our product, an Add and an activation kernel.
 
     const backend = args.backend as WasmBackend;
     let out = matMul(backend, a!, b!, transposeA, transposeB);

@@ -10,7 +10,7 @@ import { sizeOf, type WasmBackend } from './wasm-backend.js';
 const TILE = 64; // measured: 16 → 1.0 s, 32 → 0.62 s, 64 → 0.43 s for 1024 × 50257 here
 
 /** perm is identity on the leading dims and swaps the last two. */
-export function swapsLastTwo(perm: readonly number[]): boolean {
+function swapsLastTwo(perm: readonly number[]): boolean {
   const n = perm.length;
   if (n < 2 || perm[n - 2] !== n - 1 || perm[n - 1] !== n - 2) return false;
   for (let d = 0; d < n - 2; d++) if (perm[d] !== d) return false;
@@ -18,7 +18,7 @@ export function swapsLastTwo(perm: readonly number[]): boolean {
 }
 
 /** dst[b][c][r] = src[b][r][c] for `batch` matrices of rows × cols. */
-export function transposeBlocked(src: Float32Array, dst: Float32Array, batch: number, rows: number, cols: number): void {
+function transposeBlocked(src: Float32Array, dst: Float32Array, batch: number, rows: number, cols: number): void {
   const size = rows * cols;
   for (let b = 0; b < batch; b++) {
     const base = b * size;

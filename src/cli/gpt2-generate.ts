@@ -2,19 +2,19 @@
 import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { Option } from 'commander';
-import type { RunFlags } from '../generate/cli-run.js';
 import { ToolError, UsageError } from '../util/errors.js';
 import { choiceOption, createProgram, intArg, logger, runProgram } from './common.js';
+import type { RunFlags } from './gpt2-generate-run.js';
 
 interface Flags extends RunFlags {
-  model: string;
   promptFile?: string;
   greedy?: boolean;
-  backend?: string;
-  randomInit?: boolean;
-  threads?: number;
+  escapes: boolean;
   quiet?: boolean;
 }
+
+/** \n, \t, \r and \\ in a command-line string as the characters they name (one pass: "\\n" is a backslash and n). */
+const unescape = (s: string) => s.replace(/\\([\\ntr])/g, (_, c: string) => ({ n: '\n', t: '\t', r: '\r' })[c] ?? c);
 
 const num = (flag: string, check: (v: number) => boolean, want: string) => (value: string) => {
   const v = Number(value);
@@ -26,11 +26,11 @@ const program = createProgram({
   name: 'gpt2-generate',
   summary: 'Generate text with a GPT-2 checkpoint.',
   examples: [
-    'gpt2-generate --model runs/a/checkpoints/latest "The meaning of life is"',
-    'gpt2-generate --model models/gpt2 --do-sample --top-k 40 --top-p 0.9 --temperature 0.8 --seed 1 "Once upon a time"',
-    'gpt2-generate --model models/gpt2 --prompt-file prompts.txt --batch-size 8 --format jsonl > out.jsonl',
-    'echo "464 3290 286" | gpt2-generate --model models/gpt2 --input-format ids --format ids',
-    'gpt2-generate --model models/gpt2 --stop "\\n\\n" --max-new-tokens 200 --stats "Q: Why is the sky blue?\\nA:"',
+    'gpt2-generate --model gpt2-tiny --random-init -n 20 "The meaning of life is"',
+    'gpt2-generate --model gpt2 --do-sample --top-k 40 --top-p 0.9 --temperature 0.8 --seed 1 "Once upon a time"',
+    "printf 'The town of\\nOnce upon a time\\n' | gpt2-generate --model gpt2 --batch-size 8 --format jsonl > out.jsonl",
+    'echo "464 3290 286" | gpt2-generate --model gpt2 --input-format ids --format ids',
+    'gpt2-generate --model gpt2 --stop "\\n\\n" --max-new-tokens 200 --stats "Q: Why is the sky blue?\\nA:"',
   ],
   notes: `Prompts come from the arguments, --prompt-file (one per line) or standard input (one per line);
 with none of them, generation starts from <|endoftext|> alone, as GPT-2 samples unconditionally (an
@@ -38,6 +38,10 @@ empty prompt does the same). Greedy decoding is the default; --do-sample draws w
 same text). Text output streams token by token on a terminal or with --stream, never splitting a
 character; --format jsonl gives one object per sequence with prompt, text, ids and finish_reason
 (eos, stop, length). --stats prints timings as JSON on stderr.
+
+In prompt arguments and --stop strings, \\n, \\t, \\r and \\\\ stand for a newline, a tab, a carriage
+return and a backslash (--no-escapes takes them as typed); prompts read from a file or standard input
+are taken as they are, one per line.
 
 --model takes a checkpoint directory or a preset name (gpt2, gpt2-medium, ...). A preset name means
 its pretrained weights, found in $GPT2_TOOLCHAIN_HOME/models/<name> (default
@@ -60,7 +64,8 @@ the preset's shape with random weights instead (seeded by --seed).`,
   .option('--repetition-penalty <r>', 'penalise tokens already present (HF: logits ÷ r if > 0, else × r)', num('--repetition-penalty', (v) => v > 0, 'a number > 0'), 1)
   .option('--no-repeat-ngram-size <n>', 'never repeat an n-gram', intArg('--no-repeat-ngram-size', 0), 0)
   .option('-s, --seed <n>', 'seed for sampling', intArg('--seed', 0), 0)
-  .option('--stop <string>', 'stop when the text ends with this (not printed); repeatable; \\n and \\t understood', (v: string, acc: string[]) => [...acc, v.replace(/\\n/g, '\n').replace(/\\t/g, '\t')], [] as string[])
+  .option('--stop <string>', 'stop when the text ends with this (not printed); repeatable', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--no-escapes', 'take \\n, \\t, \\r and \\\\ in prompt arguments and --stop strings as typed')
   .option('--eos-id <id>', "end-of-text token (default: the model config's eos_token_id)", intArg('--eos-id', 0))
   .option('--ignore-eos', 'keep going past end-of-text')
   .option('--num-return-sequences <n>', 'sequences per prompt', intArg('--num-return-sequences', 1), 1)
@@ -76,13 +81,10 @@ the preset's shape with random weights instead (seeded by --seed).`,
     const started = performance.now();
     const log = logger('gpt2-generate', !!flags.quiet);
     if (flags.greedy && flags.doSample) throw new UsageError('--greedy and --do-sample contradict each other');
-    const texts = readPrompts(args, flags);
-    const { openForGeneration } = await import('../model/open.js');
-    const opened = await openForGeneration(flags.model, { backend: flags.backend, log: log.info, randomInit: flags.randomInit, seed: flags.seed, useCache: flags.cache, threads: flags.threads });
-    const { loadTokenizer } = await import('../tokenizer/tokenizer.js');
-    const tokenizer = loadTokenizer(opened.tokenizerDir);
-    const { run } = await import('../generate/cli-run.js');
-    await run(opened, tokenizer, texts, flags, { started, log });
+    const escaped = (s: string) => (flags.escapes ? unescape(s) : s);
+    const texts = readPrompts(flags.inputFormat === 'text' ? args.map(escaped) : args, flags);
+    const { runGeneration } = await import('./gpt2-generate-run.js');
+    await runGeneration(texts, { ...flags, stop: flags.stop.map(escaped) }, { started, log });
   });
 
 function readPrompts(args: string[], flags: Flags): string[] {

@@ -1,19 +1,18 @@
 /**
- * Text generation as an async stream of events: prefill once, then one position per step through
- * the key/value cache (or, with useCache false, the whole context again each step — same tokens).
- * Prompts run in batches, left-padded, with an attention mask and position ids that make each
+ * Text generation as an async stream of events over any GenerationModel (model.ts): the model's
+ * logits for each step, logits processors, greedy choice or seeded sampling, stop strings and
+ * end-of-text. Prompts run in batches, left-padded, with an attention mask and position ids that make each
  * sequence's result what it would be alone; sampling draws from one RNG per sequence, seeded by
- * (seed, sequence index), so batching does not change what is drawn.
+ * (seed, sequence index), so batching does not change what is drawn. Without a tokenizer (ids in,
+ * ids out) events carry no text.
  */
-import type { DecodeModel } from '../model/decode-model.js';
-import type { GPT2 } from '../model/gpt2.js';
 import { StreamDecoder } from '../tokenizer/stream-decoder.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { ToolError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { applyProcessors, minNewTokens, noRepeatNgram, repetitionPenalty, temperature, topK, topP, type LogitsProcessor } from './processors.js';
 import { argmax, sample } from './sampling.js';
-import { logitsSource } from './logits-source.js';
+import type { GenerationModel } from './model.js';
 import { StopStringFilter } from './stop.js';
 
 export interface GenerateOptions {
@@ -28,10 +27,8 @@ export interface GenerateOptions {
   seed?: number;
   /** Tokens that end a sequence (not included in its text); empty: never stop early. */
   eosIds?: number[];
+  /** Stop strings (need a tokenizer). */
   stop?: string[];
-  useCache?: boolean;
-  /** With the cache on wasm, decode steps outside the tfjs engine (WasmDecoder; default true). */
-  fastDecode?: boolean;
   batchSize?: number;
   /** Token put in front of shorter prompts of a batch (masked out). */
   padId?: number;
@@ -63,13 +60,14 @@ interface Sequence {
   generated: number[];
   done: boolean;
   rng: Rng;
-  decoder: StreamDecoder;
+  decoder?: StreamDecoder;
   filter: StopStringFilter;
   text: string;
 }
 
-export async function* generate(model: GPT2 | DecodeModel, tokenizer: Tokenizer, prompts: number[][], options: GenerateOptions): AsyncGenerator<GenerationEvent> {
+export async function* generate(model: GenerationModel, tokenizer: Tokenizer | undefined, prompts: number[][], options: GenerateOptions): AsyncGenerator<GenerationEvent> {
   const c = model.config;
+  if (!tokenizer && options.stop?.length) throw new ToolError('stop strings need a tokenizer to decode the text');
   for (const [i, p] of prompts.entries()) {
     if (p.length === 0) throw new ToolError(`prompt ${i + 1} is empty (start it with <|endoftext|>)`);
     if (p.length + options.maxNewTokens > c.n_positions) {
@@ -82,7 +80,7 @@ export async function* generate(model: GPT2 | DecodeModel, tokenizer: Tokenizer,
   }
 }
 
-async function* generateBatch(model: GPT2 | DecodeModel, tokenizer: Tokenizer, prompts: number[][], first: number, options: GenerateOptions): AsyncGenerator<GenerationEvent> {
+async function* generateBatch(model: GenerationModel, tokenizer: Tokenizer | undefined, prompts: number[][], first: number, options: GenerateOptions): AsyncGenerator<GenerationEvent> {
   const processors = processorsFor(options);
   const eos = new Set(options.eosIds ?? []);
   const pad = options.padId ?? options.eosIds?.[0] ?? 0;
@@ -92,20 +90,16 @@ async function* generateBatch(model: GPT2 | DecodeModel, tokenizer: Tokenizer, p
     generated: [],
     done: false,
     rng: new Rng(options.seed ?? 0, first + b),
-    decoder: new StreamDecoder(tokenizer),
+    decoder: tokenizer && new StreamDecoder(tokenizer),
     filter: new StopStringFilter(options.stop ?? []),
     text: '',
   }));
   const width = Math.max(...prompts.map((p) => p.length));
   const padOf = (b: number) => width - prompts[b].length;
-  const source = logitsSource(
-    model,
-    { width, capacity: width + options.maxNewTokens, padOf, rows: () => seqs.map((s, b) => [...Array(padOf(b)).fill(pad), ...s.tokens]) },
-    { useCache: options.useCache ?? true, fastDecode: options.fastDecode ?? true },
-  );
+  const decoding = model.start({ width, capacity: width + options.maxNewTokens, padOf, rows: () => seqs.map((s, b) => [...Array(padOf(b)).fill(pad), ...s.tokens]) });
   try {
     for (let step = 0; step < options.maxNewTokens; step++) {
-      const logits = await source.next(step); // each sequence's last position
+      const logits = await decoding.logits(); // each sequence's last position
       const vocab = model.config.vocab_size;
       for (const [b, s] of seqs.entries()) {
         if (s.done) {
@@ -121,7 +115,7 @@ async function* generateBatch(model: GPT2 | DecodeModel, tokenizer: Tokenizer, p
           continue;
         }
         s.generated.push(id);
-        const { release, stopped } = s.filter.push(s.decoder.push(id));
+        const { release, stopped } = s.filter.push(s.decoder?.push(id) ?? '');
         s.text += release;
         yield { type: 'token', sequence: s.index, id, text: release };
         if (stopped) yield finish(s, 'stop');
@@ -130,13 +124,13 @@ async function* generateBatch(model: GPT2 | DecodeModel, tokenizer: Tokenizer, p
       if (seqs.every((s) => s.done)) break;
     }
   } finally {
-    source.dispose(); // also when the consumer stops early
+    decoding.dispose(); // also when the consumer stops early
   }
   for (const s of seqs) if (!s.done) yield finish(s, 'length'); // max-new-tokens 0
 }
 
 function finish(s: Sequence, reason: FinishReason): GenerationEvent {
   s.done = true;
-  if (reason !== 'stop') s.text += s.filter.push(s.decoder.flush()).release + s.filter.flush();
+  if (reason !== 'stop') s.text += s.filter.push(s.decoder?.flush() ?? '').release + s.filter.flush();
   return { type: 'end', sequence: s.index, ids: s.generated, text: s.text, reason };
 }

@@ -3,22 +3,18 @@
  * streaming products of a decode step run on every core (KernelPool): one thread streams about
  * half the memory bandwidth a step can use. The tfjs wasm backend cannot share its heap (its
  * threaded build does not start under Node), so this model keeps the weights outside tfjs and runs
- * whole passes — prompt and steps — with WasmDecoder. It is what gpt2-generate uses on wasm.
+ * whole passes — prompt and steps — with WasmDecoder. It is what gpt2-generate uses on wasm
+ * (src/generate/choose.ts).
  */
 import { availableParallelism } from 'node:os';
 import { MAX_PAGES, wasmApi, type WasmMemory } from '../backend/wasm-asm.js';
 import { KernelPool } from '../backend/kernel-pool.js';
 import type { GPT2Config } from './config.js';
-import { parameterShapes, PREFIX, type ParameterValues } from './params.js';
+import { parameterShapes, PREFIX, sourceOf, type ParameterSources } from './params.js';
 import { WasmDecoder, type DecodeHeap } from './wasm-decoder.js';
 import { ToolError } from '../util/errors.js';
 
 const PAGE = 65536;
-
-interface Source {
-  shape: number[];
-  readInto(dest: Float32Array): Promise<void>;
-}
 
 export class DecodeModel implements DecodeHeap {
   readonly kernels: KernelPool;
@@ -50,28 +46,15 @@ export class DecodeModel implements DecodeHeap {
   }
 
   /** Reads each parameter from `sources` straight into the shared memory. */
-  static async fromSources(config: GPT2Config, sources: Map<string, Source>, threads: number = availableParallelism()): Promise<DecodeModel> {
+  static async fromSources(config: GPT2Config, sources: ParameterSources, threads: number = availableParallelism()): Promise<DecodeModel> {
     const model = DecodeModel.empty(config, threads);
     try {
       for (const [name, shape] of parameterShapes(config)) {
-        const source = sources.get(name);
-        if (!source) throw new ToolError(`missing tensor ${name}`);
-        if (source.shape.join(',') !== shape.join(',')) throw new ToolError(`tensor ${name} has shape [${source.shape.join(', ')}], expected [${shape.join(', ')}]`);
-        await source.readInto(model.view(name, shape));
+        await sourceOf(sources, name, shape).readInto(model.view(name, shape));
       }
     } catch (err) {
       model.dispose();
       throw err;
-    }
-    return model;
-  }
-
-  static fromValues(config: GPT2Config, values: ParameterValues, threads: number = availableParallelism()): DecodeModel {
-    const model = DecodeModel.empty(config, threads);
-    for (const [name, shape] of parameterShapes(config)) {
-      const v = values.get(name);
-      if (!v) throw new ToolError(`missing tensor ${name}`);
-      model.view(name, shape).set(v.data);
     }
     return model;
   }

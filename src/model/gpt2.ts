@@ -11,7 +11,7 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { tensorFromReader } from '../backend/tensor-from-reader.js';
 import { ToolError } from '../util/errors.js';
 import type { GPT2Config } from './config.js';
-import { parameterShapes, PREFIX, type ParameterValues } from './params.js';
+import { parameterShapes, PREFIX, sourceOf, type ParameterSources, type ParameterValues } from './params.js';
 
 export type TF = typeof import('@tensorflow/tfjs');
 type Tensor = tfjs.Tensor;
@@ -68,12 +68,11 @@ export class GPT2 {
    * A model over tensors read one at a time from `sources` (each read is dropped once its
    * tensor is made), so loading needs little more memory than the weights themselves.
    */
-  static async fromSources(tf: TF, config: GPT2Config, sources: Map<string, { shape: number[]; readInto(dest: Float32Array): Promise<void> }>): Promise<GPT2> {
+  static async fromSources(tf: TF, config: GPT2Config, sources: ParameterSources): Promise<GPT2> {
     const params = new Map<string, Tensor>();
     try {
       for (const [name, shape] of parameterShapes(config)) {
-        const source = sources.get(name);
-        if (!source) throw new ToolError(`missing tensor ${name}`);
+        const source = sourceOf(sources, name, shape);
         params.set(name, await tensorFromReader(tf, shape, (dest) => source.readInto(dest)));
       }
     } catch (err) {

@@ -2,6 +2,7 @@
  * GPT-2's parameters by their Hugging Face names (as save_pretrained writes them), their shapes,
  * and HF's initialisation. Conv1D weights are [in, out]: y = x · W + b.
  */
+import { ToolError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { innerSize, type GPT2Config } from './config.js';
 
@@ -38,6 +39,26 @@ export function parameterShapes(c: GPT2Config): [string, number[]][] {
 
 /** A parameter's values as a flat Float32Array. */
 export type ParameterValues = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** Parameters a model reads one at a time into memory of its own (a checkpoint's lazy tensors). */
+export interface ParameterSource {
+  shape: number[];
+  readInto(dest: Float32Array): Promise<void>;
+}
+export type ParameterSources = Map<string, ParameterSource>;
+
+/** The source of parameter `name`, checked against the shape the config gives it. */
+export function sourceOf(sources: ParameterSources, name: string, shape: number[]): ParameterSource {
+  const source = sources.get(name);
+  if (!source) throw new ToolError(`missing tensor ${name}`);
+  if (source.shape.join(',') !== shape.join(',')) throw new ToolError(`tensor ${name} has shape [${source.shape.join(', ')}], expected [${shape.join(', ')}]`);
+  return source;
+}
+
+/** Values in memory as sources. */
+export function sourcesOf(values: ParameterValues): ParameterSources {
+  return new Map([...values].map(([name, v]) => [name, { shape: v.shape, readInto: async (dest: Float32Array) => dest.set(v.data) }]));
+}
 
 /**
  * HF's GPT-2 initialisation, from our seeded RNG (so a preset's random model is the same on every

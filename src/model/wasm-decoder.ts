@@ -2,25 +2,22 @@
  * GPT-2 inference steps on a wasm heap, outside the tfjs engine (llm.c style: the whole pass in
  * view). A step through GPT2.hidden is ~900 tfjs ops at ~35 µs of engine bookkeeping each, a third
  * of the step; here the matrix products are calls into the streaming kernels of
- * src/backend/wasm-gemv.ts, everything else a short loop over a row of floats, and the key/value
- * cache one preallocated buffer.
+ * src/backend/wasm-gemv.ts (split across threads by KernelPool), everything else a short loop over
+ * a row of floats, and the key/value cache one preallocated buffer.
  *
- * The weights are wherever a DecodeHeap says: in the tfjs wasm heap under a GPT2's tensors
- * (`tfjsHeap`), or in a shared memory of our own with the products split across threads
- * (DecodeModel). Computes what GPT2.hidden + lmHead compute (same formulas, float32 products,
- * float64 sums in layer norm and softmax). Every row is computed alone, the same way whatever the
- * batch and however many positions a call takes, so a sequence's logits depend on its tokens only.
+ * The weights are wherever a DecodeHeap says (DecodeModel: a shared memory of our own). Computes
+ * what GPT2.hidden + lmHead compute (same formulas, float32 products, float64 sums in layer norm
+ * and softmax). Every row is computed alone, the same way whatever the batch and however many
+ * positions a call takes, so a sequence's logits depend on its tokens only.
  */
-import { heapOffset, type WasmBackend } from '../backend/wasm-backend.js';
 import type { WasmMemory } from '../backend/wasm-asm.js';
-import { smallMatMul, type SmallMatMul } from '../backend/wasm-gemv.js';
-import type { GPT2Config } from './config.js';
-import type { GPT2, KVCache } from './gpt2.js';
+import type { KernelPool } from '../backend/kernel-pool.js';
+import { innerSize, type GPT2Config } from './config.js';
 
 /** A wasm memory holding a model's parameters, kernels over it, and room for buffers. */
 export interface DecodeHeap {
   readonly memory: WasmMemory;
-  readonly kernels: SmallMatMul;
+  readonly kernels: KernelPool;
   /** Float offset of a parameter, by HF name without the "transformer." prefix. */
   param(name: string): number;
   /** Float offset of `floats` zeroed floats (16-byte aligned), until `release`. */
@@ -28,36 +25,16 @@ export interface DecodeHeap {
   release(offset: number): void;
 }
 
-/** The tfjs wasm heap under a GPT2's tensors, or undefined on another backend. */
-export function tfjsHeap(model: GPT2): DecodeHeap | undefined {
-  const tf = model.tf;
-  if (tf.getBackend() !== 'wasm') return undefined;
-  const backend = tf.backend() as unknown as WasmBackend;
-  const memory = backend.wasm.asm?.memory;
-  if (!memory) return undefined;
-  const buffers = new Map<number, ReturnType<typeof tf.zeros>>();
-  return {
-    memory,
-    kernels: smallMatMul(memory),
-    param: (name) => heapOffset(backend, model.param(name)) / 4,
-    allocate(floats) {
-      const t = tf.zeros([floats]);
-      const at = heapOffset(backend, t) / 4;
-      buffers.set(at, t);
-      return at;
-    },
-    release(at) {
-      buffers.get(at)?.dispose();
-      buffers.delete(at);
-    },
-  };
-}
-
 type Pair = [number, number];
 
-/** Whether WasmDecoder can run a model: its kernels take widths and head sizes in multiples of 4. */
-export function decoderSupports(config: GPT2Config): boolean {
-  return config.n_embd % 4 === 0 && (config.n_embd / config.n_head) % 4 === 0;
+/**
+ * Why WasmDecoder cannot run a model, or undefined when it can: its kernels take product widths
+ * (n_embd, the head size, n_inner) in multiples of 4.
+ */
+export function decoderLimit(config: GPT2Config): string | undefined {
+  const widths: [string, number][] = [['n_embd', config.n_embd], ['the head size', config.n_embd / config.n_head], ['n_inner', innerSize(config)]];
+  const odd = widths.filter(([, v]) => v % 4 !== 0);
+  return odd.length ? `the wasm decoder needs multiples of 4, and ${odd.map(([k, v]) => `${k} is ${v}`).join(', ')}` : undefined;
 }
 
 export class WasmDecoder {
@@ -83,7 +60,8 @@ export class WasmDecoder {
     private readonly maxRows = 1,
   ) {
     const { n_embd: d, vocab_size: vocab, n_layer: layers } = config;
-    if (!decoderSupports(config)) throw new Error('WasmDecoder needs n_embd and the head size to be multiples of 4');
+    const limit = decoderLimit(config);
+    if (limit) throw new Error(limit);
     const pair = (name: string): Pair => [dh.param(`${name}.weight`), dh.param(`${name}.bias`)];
     this.wte = dh.param('wte.weight');
     this.wpe = dh.param('wpe.weight');
@@ -97,7 +75,7 @@ export class WasmDecoder {
       out: pair(`h.${i}.mlp.c_proj`),
     }));
     const rows = batch * maxRows;
-    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * 4 * d, last: batch * d, scores: capacity, logits: batch * vocab };
+    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * innerSize(config), last: batch * d, scores: capacity, logits: batch * vocab };
     const slot = (size: number) => Math.ceil(size / 4) * 4 + 4; // 16-byte aligned, apart
     const total = Object.values(sizes).reduce((sum, size) => sum + slot(size), 0) + layers * 2 * batch * capacity * d;
     this.arena = dh.allocate(total);
@@ -110,22 +88,6 @@ export class WasmDecoder {
     at.kv = next;
     this.at = at;
     this.heap = new Float32Array(dh.memory.buffer);
-  }
-
-  /** Takes over the cache of a prefill (GPT2.hidden with useCache) for the same batch. */
-  load(cache: KVCache): void {
-    const hd = this.config.n_embd / this.config.n_head;
-    if (cache.length > this.capacity) throw new Error(`cache of ${cache.length} positions exceeds the decoder's ${this.capacity}`);
-    for (const [l, { k, v }] of cache.layers.entries()) {
-      for (const [which, t] of [k, v].entries()) {
-        const values = t.dataSync() as Float32Array; // [B, heads, length, hd]
-        this.refresh();
-        for (let bh = 0; bh < this.batch * this.config.n_head; bh++) {
-          this.heap.set(values.subarray(bh * cache.length * hd, (bh + 1) * cache.length * hd), this.cacheAt(l, which, bh));
-        }
-      }
-    }
-    this.length = cache.length;
   }
 
   /** One token per sequence at the given positions: logits [B · vocab]. */
@@ -148,16 +110,11 @@ export class WasmDecoder {
     if (this.length + T > this.capacity) throw new Error(`decoder is full (${this.capacity} positions)`);
     const R = B * T;
     const hd = d / heads;
+    const inner = innerSize(this.config);
     const { x, h, qkv, ctx, tmp, fc, last, scores, logits } = this.at;
     const kernels = this.dh.kernels;
-    // out = a·b, then `then` on blocks of out's columns (overlapping other threads' blocks where the kernels can)
-    const mmThen = (a: number, b: number, out: number, m: number, k: number, n: number, then: (c0: number, c1: number) => void) => {
-      if (kernels.nnThen) kernels.nnThen(a * 4, b * 4, out * 4, m, k, n, n, then);
-      else {
-        kernels.nn(a * 4, b * 4, out * 4, m, k, n, n);
-        then(0, n);
-      }
-    };
+    // out = a·b, then `then` on blocks of out's columns (overlapping other threads' blocks)
+    const mmThen = (a: number, b: number, out: number, m: number, k: number, n: number, then: (c0: number, c1: number) => void) => kernels.nnThen(a * 4, b * 4, out * 4, m, k, n, n, then);
     this.refresh();
     const heap = this.heap;
     for (let r = 0; r < R; r++) {
@@ -186,11 +143,11 @@ export class WasmDecoder {
       }
       mmThen(ctx, layer.proj[0], tmp, R, d, d, (c0, c1) => addResidual(heap, x, tmp, layer.proj[1], R, d, c0, c1));
       this.layerNorm(x, h, layer.ln2, R, d, eps);
-      mmThen(h, layer.fc[0], fc, R, d, 4 * d, (c0, c1) => {
-        addBias(heap, fc, layer.fc[1], R, 4 * d, c0, c1);
-        activate(heap, fc, R, 4 * d, c0, c1, this.config.activation_function);
+      mmThen(h, layer.fc[0], fc, R, d, inner, (c0, c1) => {
+        addBias(heap, fc, layer.fc[1], R, inner, c0, c1);
+        activate(heap, fc, R, inner, c0, c1, this.config.activation_function);
       });
-      mmThen(fc, layer.out[0], tmp, R, 4 * d, d, (c0, c1) => addResidual(heap, x, tmp, layer.out[1], R, d, c0, c1));
+      mmThen(fc, layer.out[0], tmp, R, inner, d, (c0, c1) => addResidual(heap, x, tmp, layer.out[1], R, d, c0, c1));
     }
     for (let b = 0; b < B; b++) heap.copyWithin(x + b * d, x + (b * T + T - 1) * d, x + (b * T + T) * d); // last rows
     this.layerNorm(x, last, this.lnF, B, d, eps);

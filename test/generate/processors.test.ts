@@ -35,6 +35,17 @@ describe('processors', () => {
     expect(kept(1)).toEqual([true, true, true, true]);
     expect(kept(0.01)).toEqual([true, false, false, false]); // always at least one
     expect(() => topP(0)).toThrow(/top-p must be in \(0, 1\]/);
+  });
+
+  it('top-p at an exact boundary: a head whose mass equals p is enough', () => {
+    // Eight equal logits (and two removed): every probability is exactly 1/8 and every partial sum
+    // k/8 exact in floating point, so mass = p is a tie that only `mass < p` resolves as HF does.
+    const logits = () => L(3, 3, 3, 3, -Infinity, 3, 3, 3, 3, -Infinity);
+    const kept = (p: number) => run(topP(p), logits()).map((v) => v !== -Infinity);
+    expect(kept(0.375)).toEqual([true, true, true, false, false, false, false, false, false, false]); // 3/8 reaches 0.375
+    expect(kept(0.5)).toEqual([true, true, true, true, false, false, false, false, false, false]);
+    expect(kept(0.125)).toEqual([true, false, false, false, false, false, false, false, false, false]);
+    expect(kept(0.875)).toEqual([true, true, true, true, false, true, true, true, false, false]);
     expect(() => topP(1.5)).toThrow(/top-p must be in \(0, 1\]/);
   });
 

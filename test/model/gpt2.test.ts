@@ -47,6 +47,7 @@ for (const backendName of ['wasm', 'cpu'] as const) {
       ['tiny', 'tiny'],
       ['tiny-gelu', 'tiny-gelu'],
       ['tiny-fastgelu', 'tiny-fastgelu'],
+      ['tiny-ninner', 'tiny-ninner'],
       ['tiny-f16', 'tiny-f16'],
       ['tiny-bf16', 'tiny-bf16'],
       ['tiny-noprefix', 'tiny'],

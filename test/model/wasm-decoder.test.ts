@@ -1,21 +1,26 @@
 /**
- * WasmDecoder (inference outside the tfjs engine) against GPT2.forward over the whole sequence,
- * for each activation, over both heaps: the tfjs wasm heap under a GPT2, and DecodeModel's shared
- * memory with products on two threads. Rows are computed alone, so a batch with left padding, a
- * prompt taken in one call, and one or two threads all give the same bits.
+ * WasmDecoder (inference outside the tfjs engine, over DecodeModel's shared memory) step by step
+ * against PyTorch's logits (greedy.json, float64) and against GPT2.forward over the whole sequence,
+ * for each activation and an MLP of n_inner ≠ 4 × n_embd, with products on one and two threads.
+ * Rows are computed alone, so a batch with left padding, a prompt taken in one call, and one or two
+ * threads all give the same bits.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
 import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { DecodeModel } from '../../src/model/decode-model.js';
 import type { GPT2 } from '../../src/model/gpt2.js';
-import { tfjsHeap, WasmDecoder } from '../../src/model/wasm-decoder.js';
-import { fixture, fixtureModel } from '../helpers.js';
+import { initialParameters, sourcesOf } from '../../src/model/params.js';
+import { decoderLimit } from '../../src/model/wasm-decoder.js';
+import { fixture, fixtureDecodeModel, fixtureModel, greedyReference, maxAbsDiff } from '../helpers.js';
 
 let tf: Tf;
 beforeAll(async () => {
   tf = (await selectBackend('wasm')).tf;
 });
+
+/** A float32 pass is within ~2e-6 of PyTorch's float64 logits; a wrong formula is off by far more. */
+const PYTORCH_TOLERANCE = 2e-5;
 
 /** Logits of the last position, through the whole-sequence forward pass. */
 function lastLogits(m: GPT2, ids: number[]): Float32Array {
@@ -36,65 +41,49 @@ const padded = (prompts: number[][]) => {
   };
 };
 
-/** Prefill `prompts` through GPT2.hidden, then decode steps[b][s] with WasmDecoder on the tfjs heap. */
-function decodeOnTfjsHeap(m: GPT2, prompts: number[][], steps: number[][]): Float32Array[] {
-  const { width, pad, rows, positions } = padded(prompts);
-  const mask = prompts.map((_, b) => Array.from({ length: width }, (_, t) => (t < pad[b] ? 0 : 1)));
-  const { hidden, cache } = m.hidden(rows, { useCache: true, attentionMask: mask, positionIds: positions });
-  hidden.dispose();
-  const decoder = new WasmDecoder(tfjsHeap(m)!, m.config, prompts.length, width + steps[0].length, pad);
-  decoder.load(cache!);
-  tf.dispose(cache!.layers.flatMap((l) => [l.k, l.v]));
-  const out = steps[0].map((_, s) => decoder.step(steps.map((row) => row[s]), prompts.map((p) => p.length + s)));
-  decoder.dispose();
-  return out;
-}
-
-/** The same with DecodeModel: the prompt in one call (or token by token), then the steps. */
+/**
+ * The prompts in one call (or token by token), then steps[b][s]: the logits after the prompt and
+ * after each step, [steps + 1][B · vocab].
+ */
 function decodeOnModel(dm: DecodeModel, prompts: number[][], steps: number[][], promptAtOnce = true): Float32Array[] {
   const { width, pad, rows, positions } = padded(prompts);
   const decoder = dm.decoder(prompts.length, width + steps[0].length, pad, promptAtOnce ? width : 1);
-  if (promptAtOnce) decoder.forward(rows, positions);
-  else for (let t = 0; t < width; t++) decoder.step(rows.map((r) => r[t]), positions.map((p) => p[t]));
-  const out = steps[0].map((_, s) => decoder.step(steps.map((row) => row[s]), prompts.map((p) => p.length + s)));
+  let first: Float32Array;
+  if (promptAtOnce) first = decoder.forward(rows, positions);
+  else for (let t = 0; t < width; t++) first = decoder.step(rows.map((r) => r[t]), positions.map((p) => p[t]));
+  const out = [first!, ...steps[0].map((_, s) => decoder.step(steps.map((row) => row[s]), prompts.map((p) => p.length + s)))];
   decoder.dispose();
   return out;
 }
 
-function expectNear(got: Float32Array, want: Float32Array, what: string): void {
-  expect(got.length).toBe(want.length);
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
-  expect(worst, what).toBeLessThan(1e-4);
-}
-
-describe.each(['tiny', 'tiny-gelu', 'tiny-fastgelu'])('WasmDecoder on %s', (dir) => {
-  const prompt = [5, 17, 200, 3, 99];
-  const next = [42, 7, 311, 0, 128, 64];
-
-  it('each step gives the logits of a forward pass over the whole sequence (tfjs heap)', async () => {
+describe.each(['tiny', 'tiny-gelu', 'tiny-fastgelu', 'tiny-ninner'])('WasmDecoder on %s', (dir) => {
+  it("gives PyTorch's logits at every step, and those of a forward pass over the whole sequence", async () => {
+    const ref = greedyReference(dir);
+    const [prompt, next] = [ref.prompts[0], ref.continuations[0].slice(0, -1)];
     const m = await fixtureModel(tf, dir);
-    const before = tf.memory().numTensors;
-    const steps = decodeOnTfjsHeap(m, [prompt], [next]);
-    expect(tf.memory().numTensors).toBe(before);
-    for (const [s, logits] of steps.entries()) expectNear(logits, lastLogits(m, [...prompt, ...next.slice(0, s + 1)]), `step ${s}`);
+    for (const threads of [1, 2]) {
+      const dm = await fixtureDecodeModel(dir, threads);
+      const steps = decodeOnModel(dm, [prompt], [next]);
+      expect(steps).toHaveLength(ref.first_prompt_step_logits.length);
+      for (const [s, logits] of steps.entries()) {
+        expect(maxAbsDiff(logits, ref.first_prompt_step_logits[s]), `step ${s}, ${threads} threads: PyTorch`).toBeLessThan(PYTORCH_TOLERANCE);
+        expect(maxAbsDiff(logits, lastLogits(m, [...prompt, ...next.slice(0, s)])), `step ${s}: GPT2.forward`).toBeLessThan(1e-4);
+      }
+      dm.dispose();
+    }
     m.dispose();
   });
 
-  it('DecodeModel on two threads gives the same logits, bit for bit, as on one, and as the tfjs heap within 1e-4', async () => {
-    const m = await fixtureModel(tf, dir);
-    const ck = await loadCheckpoint(fixture('models', dir));
-    const [one, two] = [DecodeModel.fromValues(ck.config, ck.values, 1), DecodeModel.fromValues(ck.config, ck.values, 2)];
+  it('on two threads gives the same logits, bit for bit, as on one', async () => {
+    const prompt = [5, 17, 200, 3, 99];
+    const next = [42, 7, 311, 0, 128, 64];
+    const [one, two] = [await fixtureDecodeModel(dir, 1), await fixtureDecodeModel(dir, 2)];
     expect([one.threads, two.threads]).toEqual([1, 2]);
     const a = decodeOnModel(one, [prompt], [next]);
     const b = decodeOnModel(two, [prompt], [next]);
-    for (const [s, logits] of a.entries()) {
-      expect(Array.from(b[s]), `step ${s}`).toEqual(Array.from(logits));
-      expectNear(logits, lastLogits(m, [...prompt, ...next.slice(0, s + 1)]), `step ${s}`);
-    }
+    for (const [s, logits] of a.entries()) expect(Array.from(b[s]), `step ${s}`).toEqual(Array.from(logits));
     one.dispose();
     two.dispose();
-    m.dispose();
   });
 });
 
@@ -102,35 +91,24 @@ describe('WasmDecoder batches and prompts', () => {
   const prompts = [[11, 12, 13, 14, 15, 16], [300, 1], [7, 8, 9]];
   const next = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]];
 
-  it('a left-padded batch gives each sequence the logits it gets alone, bit for bit (tfjs heap)', async () => {
+  it('batch or alone, prompt in one call or token by token, the same bits; each sequence as GPT2.forward', async () => {
+    const dm = await fixtureDecodeModel('tiny', 2);
     const m = await fixtureModel(tf, 'tiny');
-    const together = decodeOnTfjsHeap(m, prompts, next);
-    const vocab = m.config.vocab_size;
-    for (const [b, p] of prompts.entries()) {
-      const alone = decodeOnTfjsHeap(m, [p], [next[b]]);
-      for (const [s, logits] of alone.entries()) expect(Array.from(together[s].subarray(b * vocab, (b + 1) * vocab)), `sequence ${b} step ${s}`).toEqual(Array.from(logits));
-      expectNear(together[3].subarray(b * vocab, (b + 1) * vocab), lastLogits(m, [...p, ...next[b]]), `sequence ${b}`);
-    }
-    m.dispose();
-  });
-
-  it('DecodeModel: batch or alone, prompt in one call or token by token, the same bits', async () => {
-    const ck = await loadCheckpoint(fixture('models', 'tiny'));
-    const dm = DecodeModel.fromValues(ck.config, ck.values, 2);
-    const vocab = ck.config.vocab_size;
+    const vocab = dm.config.vocab_size;
     const together = decodeOnModel(dm, prompts, next);
     for (const [b, p] of prompts.entries()) {
       for (const promptAtOnce of [true, false]) {
         const alone = decodeOnModel(dm, [p], [next[b]], promptAtOnce);
         for (const [s, logits] of alone.entries()) expect(Array.from(together[s].subarray(b * vocab, (b + 1) * vocab)), `sequence ${b} step ${s}`).toEqual(Array.from(logits));
       }
+      expect(maxAbsDiff(together[4].subarray(b * vocab, (b + 1) * vocab), lastLogits(m, [...p, ...next[b]])), `sequence ${b}`).toBeLessThan(1e-4);
     }
+    m.dispose();
     dm.dispose();
   });
 
-  it('refuses to run past its capacity, and has no tfjs heap on other backends', async () => {
-    const ck = await loadCheckpoint(fixture('models', 'tiny'));
-    const dm = DecodeModel.fromValues(ck.config, ck.values, 1);
+  it('refuses to run past its capacity', async () => {
+    const dm = await fixtureDecodeModel('tiny', 1);
     const decoder = dm.decoder(1, 3, [0], 2);
     decoder.forward([[1, 2]], [[0, 1]]);
     decoder.step([3], [2]);
@@ -138,10 +116,17 @@ describe('WasmDecoder batches and prompts', () => {
     expect(() => decoder.forward([[1, 2, 3]], [[0, 1, 2]])).toThrow(/1…2 tokens/);
     decoder.dispose();
     dm.dispose();
-    await selectBackend('cpu');
-    const onCpu = await fixtureModel(tf, 'tiny');
-    expect(tfjsHeap(onCpu)).toBeUndefined();
-    onCpu.dispose();
-    await selectBackend('wasm');
+  });
+
+  it('refuses a model whose widths its kernels cannot take, naming them', async () => {
+    const base = (await loadCheckpoint(fixture('models', 'tiny'))).config;
+    expect(decoderLimit(base)).toBeUndefined();
+    expect(decoderLimit({ ...base, n_inner: 52 })).toBeUndefined();
+    expect(decoderLimit({ ...base, n_inner: 50 })).toBe('the wasm decoder needs multiples of 4, and n_inner is 50');
+    expect(decoderLimit({ ...base, n_embd: 12, n_head: 4 })).toBe('the wasm decoder needs multiples of 4, and the head size is 3');
+    const odd = { ...base, n_inner: 50 };
+    const dm = await DecodeModel.fromSources(odd, sourcesOf(initialParameters(odd, 1)), 1);
+    expect(() => dm.decoder(1, 4, [0], 1)).toThrow('the wasm decoder needs multiples of 4, and n_inner is 50');
+    dm.dispose();
   });
 });

@@ -15,6 +15,8 @@ Writes fixtures/models/ (everything but its README.md):
   tiny-bf16/         expected.json computed from the rounded weights
   tiny-gelu/       new random models with activation_function "gelu" / "fast_gelu":
   tiny-fastgelu/     config.json, model.safetensors, expected.json, greedy.json
+  tiny-ninner/     a new random model with n_inner 52 (MLP width; HF's default is 4 x n_embd = 128):
+                   config.json, model.safetensors, expected.json, greedy.json
   tiny-strided/    config.json, pytorch_model.bin (zip) with the tiny weights where layer 0's c_attn.weight is a
                    transposed (non-contiguous) view and wpe a slice with a storage offset; tiny's expected.json
   gpt2vocab/       vocab 50257, 8-wide, 2 layers: config.json, model.safetensors, eval.json (three 65-token blocks
@@ -25,7 +27,7 @@ safetensors writer is below) and runs in float64 on the float32 (or rounded) wei
 then stored as float32. A second, loop-based NumPy implementation checks the torch one before anything is
 written. Deterministic: fixed seeds, one thread, deterministic pickle storage keys in the legacy format.
 
-greedy.json (tiny, tiny-gelu, tiny-fastgelu): for each of GREEDY_PROMPTS (one prompt at a time, batch 1),
+greedy.json (tiny, tiny-gelu, tiny-fastgelu, tiny-ninner): for each of GREEDY_PROMPTS (one prompt at a time, batch 1),
 GREEDY_STEPS new tokens, each the argmax (lowest id on ties, as torch.argmax) of the last position's float64
 logits, recomputing the whole context every step (no cache), no EOS stopping. It stores the prompts, the
 continuations (new ids only), the float32-rounded last-position logits of every step of the first prompt
@@ -62,7 +64,7 @@ F32_MIN = float(torch.finfo(torch.float32).min)
 # ----------------------------------------------------------------------------------------------- config
 
 
-def make_config(vocab_size, n_positions, n_embd, n_layer, n_head, activation_function):
+def make_config(vocab_size, n_positions, n_embd, n_layer, n_head, activation_function, n_inner=None):
     return OrderedDict([
         ("model_type", "gpt2"),
         ("architectures", ["GPT2LMHeadModel"]),
@@ -71,7 +73,7 @@ def make_config(vocab_size, n_positions, n_embd, n_layer, n_head, activation_fun
         ("n_embd", n_embd),
         ("n_layer", n_layer),
         ("n_head", n_head),
-        ("n_inner", None),
+        ("n_inner", n_inner),
         ("activation_function", activation_function),
         ("resid_pdrop", 0.1),
         ("embd_pdrop", 0.1),
@@ -525,6 +527,17 @@ def main():
         write_safetensors(d / "model.safetensors", prefixed(wa))
         write_json(d / "expected.json", expected_for(wa, cfg)[0])
         write_greedy(d, wa, cfg)
+
+    # tiny-ninner/: an MLP of n_inner = 52 (not 4 x n_embd = 128), still a multiple of 4 (the wasm decoder's width)
+    cfg = make_config(320, 32, 32, 2, 4, "gelu_new", n_inner=52)
+    wn = init_weights(cfg, 20240605)
+    assert wn["h.0.mlp.c_fc.weight"].shape == (32, 52) and wn["h.0.mlp.c_proj.weight"].shape == (52, 32)
+    self_check(wn, cfg)
+    d = fresh_dir("tiny-ninner")
+    write_config(d, cfg)
+    write_safetensors(d / "model.safetensors", prefixed(wn))
+    write_json(d / "expected.json", expected_for(wn, cfg)[0])
+    write_greedy(d, wn, cfg)
 
     # tiny-strided/: layer 0 c_attn.weight as a transposed view, wpe as an offset slice
     d = fresh_dir("tiny-strided")
