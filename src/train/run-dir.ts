@@ -9,7 +9,7 @@
  * is done, a failure (or process.exit on a second SIGINT) removes what the start created; a run
  * directory without a checkpoint is restartable in any case.
  */
-import { readdirSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
+import { readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { checkReplaceable, ownedEntries, type Replaceable } from '../util/atomic-dir.js';
@@ -142,6 +142,7 @@ export async function planRun(dir: string, options: { resume: boolean; overwrite
  */
 export class RunDir {
   private begun = false;
+  private locked = false;
   private readonly onExit = () => this.cleanUpSync();
 
   private constructor(
@@ -190,7 +191,8 @@ export class RunDir {
 
   async release(): Promise<void> {
     process.off('exit', this.onExit);
-    await rm(join(this.dir, LOCK), { force: true }).catch(() => {});
+    if (this.locked) await rm(join(this.dir, LOCK), { force: true }).catch(() => {});
+    this.locked = false;
   }
 
   private async lock(): Promise<void> {
@@ -198,9 +200,13 @@ export class RunDir {
     for (;;) {
       try {
         await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+        this.locked = true;
         return;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(err, path);
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          await rm(path, { force: true }).catch(() => {}); // created but not written (a full disk)
+          throw fsError(err, path);
+        }
       }
       const holder = await lockHolder(this.dir);
       if (holder.pid !== undefined) throw busy(this.dir, holder.pid);
@@ -247,7 +253,7 @@ export class RunDir {
     const undo = !this.begun && this.fresh;
     try {
       if (undo) for (const name of readdirSync(this.dir).filter((n) => isOurs(n) && n !== LOCK)) rmSync(join(this.dir, name), { recursive: true, force: true });
-      if (readFileSync(join(this.dir, LOCK), 'utf8').trim() === String(process.pid)) rmSync(join(this.dir, LOCK), { force: true });
+      if (this.locked) rmSync(join(this.dir, LOCK), { force: true });
       if (undo && this.createdDir !== undefined) rmdirSync(this.dir);
     } catch {
       // already gone, or not empty: the next start cleans up or says what is there
