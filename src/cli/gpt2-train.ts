@@ -33,14 +33,16 @@ const program = createProgram({
     'gpt2-train --config run.yaml --init-from models/gpt2 --set lr_schedule.lr=1e-5 --set runner.max_steps=200',
     'gpt2-train plot runs/a                                                                # writes runs/a/loss.svg',
   ],
-  notes: `The run directory gets config.yaml (the effective config), metrics.jsonl (one line per logged
-step and per evaluation), loss.svg, and checkpoints/step-NNNNNN/ — Hugging Face model directories
-plus optimizer.safetensors and trainer_state.json — with checkpoints/latest pointing at the newest.
+  notes: `The run directory gets run.json (marks it as gpt2-train's), config.yaml (the effective config),
+metrics.jsonl (one line per logged step and per evaluation), loss.svg, and checkpoints/step-NNNNNN/ —
+Hugging Face model directories plus optimizer.safetensors and trainer_state.json — with
+checkpoints/latest pointing at the newest; gpt2-train.lock while a process trains in it. A start
+that fails before its first step leaves nothing behind; a run without a checkpoint starts again.
 --resume continues bit for bit where the last checkpoint left off (without --config it reads the
 run's config.yaml); a finished run is left as it is. A resume may change only
-${RESUME_MAY_CHANGE.map(([key]) => key).join(', ')}
-(recorded in config.yaml and as an "event": "resume" line in metrics.jsonl); a change to anything
-else (model, optimizer, lr_schedule, seed, batch size, data order) is refused.
+${RESUME_MAY_CHANGE.map(([key]) => key).join(', ').replace(/(.{1,90})(?:, |$)/g, '  $1,\n').slice(0, -2)}
+(recorded in config.yaml and as an "event": "resume" line in metrics.jsonl); anything else (model,
+optimizer, the rest of lr_schedule, seed, batch size, data order) must match the run's, or it is refused.
 --overwrite replaces only a run directory gpt2-train made, and never one holding an input.
 SIGINT/SIGTERM finish the current step, save a checkpoint and exit with 130/143 (a second one stops
 at once). Flags override the config file; --set key.path=value sets anything else (e.g. --set

@@ -279,7 +279,9 @@ describe('gpt2-train bad inputs', () => {
 
   it('--resume of a finished run says so and touches nothing', () => {
     const run = join(dir, 'finished');
-    expect(train(['--output-dir', run, '--max-steps', '2']).code).toBe(0);
+    // --stop-at the last step ends the run as usual: with its final evaluation
+    expect(train(['--output-dir', run, '--max-steps', '2', '--stop-at', '2']).code).toBe(0);
+    expect(metrics(run).filter((l) => 'eval_loss' in l).map((l) => l.step)).toEqual([2]);
     const before = readFileSync(join(run, 'metrics.jsonl'));
     const r = train(['--output-dir', run, '--max-steps', '2', '--resume']);
     expect(r.code, r.stderr).toBe(0);
