@@ -1,5 +1,7 @@
 /** gpt2-train: YAML-configured GPT-2 pre-training and fine-tuning with exact resume. */
+import { join } from 'node:path';
 import { ExitCode, UsageError } from '../util/errors.js';
+import { RESUME_MAY_CHANGE } from '../train/resume.js';
 import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
 
@@ -31,30 +33,40 @@ const program = createProgram({
     'gpt2-train --config run.yaml --init-from models/gpt2 --set lr_schedule.lr=1e-5 --set runner.max_steps=200',
     'gpt2-train plot runs/a                                                                # writes runs/a/loss.svg',
   ],
-  notes: `The run directory gets config.yaml (the effective config), metrics.jsonl (one line per logged
-step and per evaluation), loss.svg, and checkpoints/step-NNNNNN/ — Hugging Face model directories
-plus optimizer.safetensors and trainer_state.json — with checkpoints/latest pointing at the newest.
---resume continues bit for bit where the last checkpoint left off. SIGINT/SIGTERM finish the current
-step, save a checkpoint and exit with 130/143. Flags override the config file; --set key.path=value
-sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
+  notes: `The run directory gets run.json (marks it as gpt2-train's), config.yaml (the effective config),
+metrics.jsonl (one line per logged step and per evaluation), loss.svg, and checkpoints/step-NNNNNN/ —
+Hugging Face model directories plus optimizer.safetensors and trainer_state.json — with
+checkpoints/latest pointing at the newest; gpt2-train.lock while a process trains in it. A start
+that fails before its first step leaves nothing behind; a run without a checkpoint starts again.
+--resume continues bit for bit where the last checkpoint left off (without --config it reads the
+run's config.yaml); a finished run is left as it is. A resume may change only
+${RESUME_MAY_CHANGE.map(([key]) => key).join(', ').replace(/(.{1,90})(?:, |$)/g, '  $1,\n').slice(0, -2)}
+(recorded in config.yaml and as an "event": "resume" line in metrics.jsonl); anything else (model,
+optimizer, the rest of lr_schedule, seed, batch size, data order) must match the run's, or it is refused.
+--overwrite replaces only a run directory gpt2-train made, and never one holding an input.
+SIGINT/SIGTERM finish the current step, save a checkpoint and exit with 130/143 (a second one stops
+at once). Flags override the config file; --set key.path=value sets anything else (e.g. --set
+optimizer.betas[1]=0.98).`,
 })
-  .option('-c, --config <file>', 'YAML config (configs/gpt2/*.yaml); `extends:` chains are followed (required)')
+  .option('-c, --config <file>', 'YAML config (configs/gpt2/*.yaml); `extends:` chains are followed (required unless --resume)')
   .option('--train-data <dir>', 'record shards to train on (train_dataset.path)')
   .option('--eval-data <dir>', 'record shards to evaluate on (eval_dataset.path)')
   .option('-o, --output-dir <dir>', 'run directory (output_dir)')
   .option('--max-steps <n>', 'optimizer steps in all (runner.max_steps)', intArg('--max-steps', 1))
   .option('--stop-at <n>', 'stop with a checkpoint after step n, schedule unchanged (resume later)', intArg('--stop-at', 1))
   .option('--resume', 'continue the run in the output directory from its latest checkpoint')
-  .option('--overwrite', 'replace an output directory that holds another run')
+  .option('--overwrite', 'replace an output directory that holds another gpt2-train run')
   .option('--init-from <dir|preset>', 'start from a checkpoint or preset with fresh optimizer state (model.init_from)')
   .option('--set <key=value>', 'override any config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
   .option('--seed <n>', 'random seed (seed)', intArg('--seed', 0))
   .action(async (flags: Flags) => {
     const log = logger('gpt2-train', !!flags.quiet);
-    if (!flags.config) throw new UsageError('--config FILE is required (e.g. configs/gpt2/run_gpt2_tiny.yaml)');
+    if (flags.outputDir !== undefined && flags.outputDir.trim() === '') throw new UsageError('--output-dir is an empty path');
     if (flags.resume && flags.overwrite) throw new UsageError('--resume and --overwrite contradict each other');
-    const { loadTrainConfig } = await import('../train/config.js');
+    const configFile = flags.config ?? (flags.resume && flags.outputDir !== undefined ? join(flags.outputDir, 'config.yaml') : undefined);
+    if (!configFile) throw new UsageError('--config FILE is required (e.g. configs/gpt2/run_gpt2_tiny.yaml), or --resume --output-dir DIR');
+    const { loadTrainConfigWithSources } = await import('../train/config.js');
     const overrides = [...flags.set];
     const flag = (key: string, value: unknown) => value !== undefined && overrides.push(`${key}=${JSON.stringify(value)}`);
     flag('train_dataset.path', flags.trainData);
@@ -64,7 +76,7 @@ sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
     flag('model.init_from', flags.initFrom);
     flag('backend', flags.backend);
     flag('seed', flags.seed);
-    const config = loadTrainConfig(flags.config, overrides);
+    const { config, sourceOf, files } = loadTrainConfigWithSources(configFile, overrides);
 
     let signal: 'SIGINT' | 'SIGTERM' | undefined;
     const onSignal = (name: 'SIGINT' | 'SIGTERM') => {
@@ -85,6 +97,8 @@ sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
         resume: flags.resume,
         overwrite: flags.overwrite,
         stopAt: flags.stopAt,
+        sourceOf,
+        inputs: files,
         log: (m) => (plain ? log.info(m) : undefined),
         warn: log.warn,
         interrupted: () => signal,
@@ -98,6 +112,10 @@ sets anything else (e.g. --set optimizer.betas[1]=0.98).`,
       });
     } finally {
       progress.stop();
+    }
+    if (result.alreadyComplete) {
+      log.info(`${config.output_dir}: the run is already complete (step ${result.steps}); nothing to do (raise --max-steps to train further)`);
+      return;
     }
     if (result.stoppedBy === 'SIGINT' || result.stoppedBy === 'SIGTERM') {
       process.stderr.write(`gpt2-train: stopped by ${result.stoppedBy} after step ${result.steps}; checkpoint ${result.checkpoint}\n`);

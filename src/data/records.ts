@@ -36,6 +36,37 @@ function ones(length: number): Uint8Array {
   return mask;
 }
 
+export interface RecordShape {
+  blockSize: number;
+  dtype: IdDtype;
+  /** Ids must be below this (the tokenizer's vocabulary size). */
+  vocabSize: number;
+}
+
+/**
+ * Why a decoded record is unusable (undefined when it is fine): each field an array of the
+ * manifest's type and length, ids inside the vocabulary, mask values 0 or 1. Readers check this
+ * so that a bad value is named where it is, not met later as a wrong loss or "no tokens".
+ */
+export function recordProblem(r: StoredRecord | undefined, shape: RecordShape): string | undefined {
+  const { blockSize, dtype, vocabSize } = shape;
+  const Ids = dtype === 'uint16' ? Uint16Array : Int32Array;
+  if (!r || !(r.input_ids instanceof Ids)) return `input_ids is not a ${dtype} array`;
+  const ids = (name: string, a: unknown): string | undefined => {
+    if (!(a instanceof Ids)) return `${name} is not a ${dtype} array`;
+    if (a.length !== blockSize) return `${name} has ${a.length} tokens, block_size is ${blockSize}`;
+    const t = a.findIndex((id) => id < 0 || id >= vocabSize);
+    return t < 0 ? undefined : `${name}[${t}] is ${a[t]}, outside the vocabulary of ${vocabSize} ids (0 to ${vocabSize - 1})`;
+  };
+  const problem = ids('input_ids', r.input_ids) ?? (r.labels === undefined ? undefined : ids('labels', r.labels));
+  if (problem !== undefined || r.attention_mask === undefined) return problem;
+  const mask = r.attention_mask;
+  if (!(mask instanceof Uint8Array)) return 'attention_mask is not a uint8 array';
+  if (mask.length !== blockSize) return `attention_mask has ${mask.length} values, block_size is ${blockSize}`;
+  const t = mask.findIndex((m) => m > 1);
+  return t < 0 ? undefined : `attention_mask[${t}] is ${mask[t]}, must be 0 or 1`;
+}
+
 export function withDefaults(r: StoredRecord): TokenRecord {
   return {
     input_ids: r.input_ids,

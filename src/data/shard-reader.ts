@@ -13,7 +13,7 @@ import { readJsonFile } from '../util/json-file.js';
 import { Rng } from '../util/rng.js';
 import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { MANIFEST_FILE, validateManifest, type Manifest } from './manifest.js';
-import { unpacker, withDefaults, type StoredRecord, type TokenRecord } from './records.js';
+import { recordProblem, unpacker, withDefaults, type StoredRecord, type TokenRecord } from './records.js';
 
 export type Verify = 'checksum' | 'size' | 'none';
 
@@ -131,14 +131,10 @@ export class ShardDataset {
 
   private checkRecords(stored: StoredRecord[], path: string, expected: number): void {
     if (stored.length !== expected) throw new ToolError(`${path}: holds ${stored.length} records, the manifest says ${expected}`);
-    const { block_size: size, id_dtype: dtype } = this.manifest;
-    const Ids = dtype === 'uint16' ? Uint16Array : Int32Array;
+    const shape = { blockSize: this.manifest.block_size, dtype: this.manifest.id_dtype, vocabSize: this.manifest.tokenizer.vocab_size };
     stored.forEach((r, i) => {
-      const bad = (what: string) => new ToolError(`${path}: record ${i}: ${what}`);
-      if (!r || !(r.input_ids instanceof Ids)) throw bad(`input_ids is not a ${dtype} array`);
-      if (r.input_ids.length !== size) throw bad(`input_ids has ${r.input_ids.length} tokens, block_size is ${size}`);
-      if (r.attention_mask !== undefined && (!(r.attention_mask instanceof Uint8Array) || r.attention_mask.length !== size)) throw bad('attention_mask is malformed');
-      if (r.labels !== undefined && (!(r.labels instanceof Ids) || r.labels.length !== size)) throw bad('labels is malformed');
+      const problem = recordProblem(r, shape);
+      if (problem !== undefined) throw new ToolError(`${path}: record ${i}: ${problem}`);
     });
   }
 

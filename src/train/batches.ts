@@ -6,6 +6,7 @@
  */
 import type { ShardDataset } from '../data/shard-reader.js';
 import type { TokenRecord } from '../data/records.js';
+import { ToolError } from '../util/errors.js';
 
 export interface DataPosition {
   epoch: number;
@@ -30,6 +31,15 @@ export function batchesPerEpoch(dataset: ShardDataset, plan: BatchPlan): number 
   return plan.dropRemainder ? Math.floor(n / plan.batchSize) : Math.ceil(n / plan.batchSize);
 }
 
+/** Fails, naming the data set and the numbers, when an epoch does not fill one batch. */
+export function checkEnoughRecords(dataset: ShardDataset, plan: BatchPlan): void {
+  const n = recordsPerEpoch(dataset, plan);
+  if (n > 0 && (n >= plan.batchSize || !plan.dropRemainder)) return;
+  const records = `${dataset.numRecords} record${dataset.numRecords === 1 ? '' : 's'}${plan.repeat > 1 ? ` × repeat ${plan.repeat}` : ''}`;
+  const fix = n === 0 ? 'encode more text' : 'use a smaller runner.batch_size, or train_dataset.drop_remainder: false';
+  throw new ToolError(`${dataset.dir}: ${records} per epoch, fewer than one batch of ${plan.batchSize} (runner.batch_size); ${fix}`);
+}
+
 export class BatchStream {
   private iterator: AsyncGenerator<{ record: TokenRecord }> | undefined;
   private iteratorPass = -1;
@@ -45,10 +55,11 @@ export class BatchStream {
   /** The next micro-batch, moving on to the next epoch when this one is used up. */
   async next(): Promise<TokenRecord[]> {
     const { batchSize, dropRemainder } = this.plan;
+    checkEnoughRecords(this.dataset, this.plan);
     const perEpoch = recordsPerEpoch(this.dataset, this.plan);
-    if (perEpoch === 0 || (dropRemainder && perEpoch < batchSize)) throw new Error('the training data has fewer records than one batch');
+    // left < 0: a resume onto a data set smaller than the one the position was taken in.
     const left = perEpoch - this.position.offset;
-    if (left === 0 || (dropRemainder && left < batchSize)) {
+    if (left <= 0 || (dropRemainder && left < batchSize)) {
       this.position.epoch++;
       this.position.offset = 0;
     }

@@ -90,6 +90,10 @@ type Check = (v: unknown, path: Path) => unknown;
 interface Entry {
   check: Check;
   def?: unknown;
+  /** A mapping's entries (for listCapacity). */
+  fields?: Spec;
+  /** A list's longest allowed length. */
+  maxItems?: number;
 }
 type Spec = Record<string, Entry>;
 
@@ -159,6 +163,7 @@ const single: Entry = {
 
 const betas: Entry = {
   def: [0.9, 0.95],
+  maxItems: 2,
   check: (v, p) => {
     if (!Array.isArray(v) || v.length !== 2) return bad(p, 'a list of 2 numbers', v);
     return v.map((b, i) => prob(null).check(b, [...p, i]));
@@ -167,6 +172,7 @@ const betas: Entry = {
 
 const loraTargets: Entry = {
   def: ['query', 'value'],
+  maxItems: LORA_TARGETS.length,
   check: (v, p) => {
     if (!Array.isArray(v) || v.length === 0) return bad(p, `a non-empty list of ${LORA_TARGETS.join(', ')}`, v);
     v.forEach((t, i) => {
@@ -206,6 +212,7 @@ export function unknownKey(key: string, known: readonly string[]): string {
 function mapping(spec: Spec, opts: { nullable?: boolean; def?: null } = {}): Entry {
   return {
     def: opts.def === null ? null : {},
+    fields: spec,
     check: (v, p) => {
       if (v === null && opts.nullable) return null;
       if (!isMapping(v)) return bad(p, orNull('a mapping', opts.nullable ?? false), v);
@@ -284,6 +291,13 @@ const SCHEMA = mapping({
 
 /** The fully defaulted config, with lora filled in too (applyOverride materializes lists from it). */
 export const DEFAULT_SHAPE = SCHEMA.check({ lora: {} }, []) as Record<string, unknown>;
+
+/** How many items the schema allows in the list at `path`; undefined where it has no list. */
+export function listCapacity(path: Path): number | undefined {
+  let entry: Entry | undefined = SCHEMA;
+  for (const seg of path) entry = typeof seg === 'string' && entry?.fields && Object.hasOwn(entry.fields, seg) ? entry.fields[seg] : undefined;
+  return entry?.maxItems;
+}
 
 /** Validates and fills defaults; throws FieldError at the first problem. */
 export function checkTrainConfig(raw: unknown): TrainConfig {

@@ -7,12 +7,12 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { COLLECTION_STYLE, DUMP_SCHEMA, YAMLException, dump, load, loadAll, visit, type ScalarTagDefinition } from 'js-yaml';
 import { ToolError, UsageError, fsError } from '../util/errors.js';
-import { DEFAULT_SHAPE, FieldError, checkTrainConfig, formatPath, isMapping, type Path, type TrainConfig } from './config-schema.js';
+import { DEFAULT_SHAPE, FieldError, checkTrainConfig, formatPath, isMapping, listCapacity, type Path, type TrainConfig } from './config-schema.js';
 
 export {
   DEFAULT_SHAPE, LORA_TARGETS, LR_SCHEDULE_TYPES, MODEL_CONFIG_KEYS, TASKS, resolveModelConfig,
 } from './config-schema.js';
-export type { LoraTarget, LrScheduleType, Task, TrainConfig } from './config-schema.js';
+export type { LoraTarget, LrScheduleType, Path, Task, TrainConfig } from './config-schema.js';
 
 /** Where each value came from: key path → file name or `--set …`, so errors blame the right place. */
 type Origins = Map<string, string>;
@@ -24,20 +24,34 @@ export function validateTrainConfig(raw: unknown, where: string): TrainConfig {
 
 /** Loads a YAML config (following `extends:` chains), applies `--set` overrides, validates. */
 export function loadTrainConfig(path: string, overrides: readonly string[] = []): TrainConfig {
+  return loadTrainConfigWithSources(path, overrides).config;
+}
+
+/** A loaded config and, for messages, where a key's value came from (a file name or `--set …`). */
+export interface SourcedConfig {
+  config: TrainConfig;
+  sourceOf(key: Path): string;
+  /** The config files read: the file and its `extends:` ancestors. */
+  files: string[];
+}
+
+export function loadTrainConfigWithSources(path: string, overrides: readonly string[] = []): SourcedConfig {
   const origins: Origins = new Map();
   const raw: Record<string, unknown> = {};
-  for (const layer of readChain(path, [])) mergeInto(raw, layer.data, [], layer.name, origins);
+  const chain = readChain(path, []);
+  for (const layer of chain) mergeInto(raw, layer.data, [], layer.name, origins);
   for (const assignment of overrides) {
     const { path: keyPath, value } = parseAssignment(assignment);
     setOrigin(origins, setAt(raw, keyPath, value), `--set ${assignment}`);
   }
-  return validate(raw, (p) => {
+  const sourceOf = (p: Path) => {
     for (let n = p.length; n > 0; n--) {
       const source = origins.get(formatPath(p.slice(0, n)));
       if (source !== undefined) return source;
     }
     return path;
-  });
+  };
+  return { config: validate(raw, sourceOf), sourceOf, files: chain.map((layer) => layer.name) };
 }
 
 /**
@@ -97,7 +111,10 @@ function readChain(file: string, stack: Array<{ abs: string; name: string }>): L
   } catch (err) {
     throw fsError(err, file);
   }
-  const parsed = parseYaml(text, file) ?? {};
+  const parsed = parseYaml(text, file);
+  if (parsed === undefined || parsed === null) {
+    throw new ToolError(`${file}: the config file is empty; give at least the model (see configs/gpt2/run_gpt2_tiny.yaml)`);
+  }
   if (!isMapping(parsed)) throw new ToolError(`${file}: expected a mapping of config sections, got ${Array.isArray(parsed) ? 'a list' : JSON.stringify(parsed)}`);
   const { extends: parent, ...data } = parsed;
   const here = [...stack, { abs: resolve(file), name: file }];
@@ -121,7 +138,36 @@ function parseYaml(text: string, name: string): unknown {
     throw new ToolError(`${name}${at}: ${err.reason}`);
   }
   if (docs.length > 1) throw new ToolError(`${name}: expected one YAML document, found ${docs.length}`);
+  const problem = hostile(docs[0]);
+  if (problem !== undefined) throw new ToolError(`${name}: ${problem}`);
   return docs[0];
+}
+
+/** A whole config has about a hundred values; aliases may not expand it past this. */
+const MAX_NODES = 10_000;
+/** Keys that would reach Object.prototype when merged into a plain object. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * Why parsed YAML may not be used (undefined when it may): a key that would pollute prototypes, or
+ * more values than any config has once aliases are expanded. js-yaml shares aliased nodes, so an
+ * "alias bomb" parses fast but explodes in whatever walks it later (merging, error messages);
+ * counting each visit, with a budget, stops it at once.
+ */
+function hostile(doc: unknown): string | undefined {
+  let nodes = 0;
+  const walk = (v: unknown, path: Path): string | undefined => {
+    if (++nodes > MAX_NODES) return `more than ${MAX_NODES} values once aliases are expanded (an alias bomb?); a config needs far fewer`;
+    if (v === null || typeof v !== 'object') return undefined;
+    const entries: Array<[string | number, unknown]> = Array.isArray(v) ? v.map((item, i) => [i, item]) : Object.entries(v);
+    for (const [key, item] of entries) {
+      if (typeof key === 'string' && FORBIDDEN_KEYS.has(key)) return `${formatPath([...path, key])}: not a config key`;
+      const problem = walk(item, [...path, key]);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
+  };
+  return walk(doc, []);
 }
 
 /** Deep merge: mappings merge key by key; lists, scalars and null replace. */
@@ -154,7 +200,16 @@ function parseAssignment(assignment: string): { path: Path; value: unknown } {
   for (const part of key.split('.')) {
     const m = SEGMENT.exec(part);
     if (!m) throw new UsageError(`--set ${assignment}: bad key path ${JSON.stringify(key)} (expected e.g. optimizer.betas[1])`);
-    path.push(m[1], ...[...m[2].matchAll(/\[(\d+)\]/g)].map((i) => Number(i[1])));
+    if (FORBIDDEN_KEYS.has(m[1])) throw new UsageError(`--set ${assignment}: ${m[1]} is not a config key`);
+    path.push(m[1]);
+    for (const [, index] of m[2].matchAll(/\[(\d+)\]/g)) {
+      // setAt fills a list up to the index: bound it by what the schema allows there.
+      const list = formatPath(path);
+      const capacity = listCapacity(path);
+      if (capacity === undefined) throw new UsageError(`--set ${assignment}: ${list} is not a list`);
+      if (Number(index) >= capacity) throw new UsageError(`--set ${assignment}: index ${index} is out of range (${list} holds at most ${capacity} items)`);
+      path.push(Number(index));
+    }
   }
   if (text.trim() === '') throw new UsageError(`--set ${assignment}: empty value (write null to clear a key)`);
   let value: unknown;
@@ -164,6 +219,8 @@ function parseAssignment(assignment: string): { path: Path; value: unknown } {
     if (!(err instanceof YAMLException)) throw err;
     throw new UsageError(`--set ${assignment}: bad value: ${err.reason}`);
   }
+  const problem = hostile(value);
+  if (problem !== undefined) throw new UsageError(`--set ${assignment}: ${problem}`);
   return { path, value };
 }
 

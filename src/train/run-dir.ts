@@ -1,159 +1,276 @@
 /**
- * A training run's directory: config.yaml (the effective config), metrics.jsonl, loss.svg, and
- * checkpoints/step-NNNNNN/ — each an HF model directory plus optimizer.safetensors (Adam moments)
- * and trainer_state.json (step, data position, lr, best eval loss, config). checkpoints/latest is
- * a symlink to the newest complete checkpoint, swapped atomically; the last keep_last are kept.
+ * A training run's directory: run.json (the marker: gpt2-train made this directory), config.yaml
+ * (the effective config), metrics.jsonl, loss.svg, tokenizer/, checkpoints/ (see checkpoints.ts),
+ * and gpt2-train.lock while a process trains in it.
+ *
+ * Deciding what to do with a directory only reads it (inspectRunDir, planRun), so a start that
+ * fails on its inputs leaves nothing behind. The writing begins with RunDir.begin: the lock, stale
+ * temporaries of dead processes removed, a replaced run cleared, the marker. Until the first step
+ * is done, a failure (or process.exit on a second SIGINT) removes what the start created; a run
+ * directory without a checkpoint is restartable in any case.
  */
-import { mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { appendFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { checkReplaceable, ownedEntries, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
-import { readJsonFile } from '../util/json-file.js';
-import { loadCheckpoint, replaceableCheckpoint, saveCheckpoint } from '../formats/checkpoint.js';
-import { configFromJson, type GPT2Config } from '../model/config.js';
-import type { ParameterValues } from '../model/params.js';
-import { readSafetensors, writeSafetensors } from '../formats/safetensors.js';
-import type { AdamWState, SavedTensor } from './optimizer.js';
-import { validateTrainConfig, type TrainConfig } from './config.js';
+import { openOutput } from '../util/output.js';
+import { VERSION } from '../version.js';
+import { CHECKPOINTS, latestStep } from './checkpoints.js';
 
-export const CHECKPOINTS = 'checkpoints';
-export const LATEST = 'latest';
-export const METRICS = 'metrics.jsonl';
+export const MARKER = 'run.json';
 export const CONFIG = 'config.yaml';
-export const OPTIMIZER_FILE = 'optimizer.safetensors';
-export const STATE_FILE = 'trainer_state.json';
-const STATE_FORMAT = 'gpt2-toolchain.trainer-state';
+export const METRICS = 'metrics.jsonl';
+export const PLOT = 'loss.svg';
+export const TOKENIZER = 'tokenizer';
+export const LOCK = 'gpt2-train.lock';
+const MARKER_FORMAT = 'gpt2-toolchain.run';
+const ENTRIES = new Set([MARKER, CONFIG, METRICS, PLOT, TOKENIZER, CHECKPOINTS, LOCK]);
+/** What tempPathFor, stageDir and the latest-symlink swap leave behind when killed: `.NAME.tmp-PID…`. */
+const TEMPORARY = /^\.(.+)\.(?:tmp|old)-\d+(?:-[0-9a-f]+)?$/;
 
-export interface TrainerState {
-  /** Optimizer steps done. */
-  step: number;
-  /** Data position: epoch and records of it consumed. */
-  epoch: number;
-  offset: number;
-  lr: number;
-  best_eval_loss: number | null;
-  tokens_seen: number;
-  elapsed_s: number;
-  config: TrainConfig;
+const isOurs = (name: string) => ENTRIES.has(name) || ENTRIES.has(TEMPORARY.exec(name)?.[1] ?? '');
+/** What the subdirectories hold: checkpoints (each our checkpoint format) and the tokenizer's files. */
+const INSIDE: ReadonlyArray<readonly [string, (name: string) => boolean]> = [
+  [CHECKPOINTS, (n) => /^step-\d+$/.test(n) || n === 'latest' || TEMPORARY.test(n)],
+  [TOKENIZER, (n) => n === 'vocab.json' || n === 'merges.txt' || TEMPORARY.test(n)],
+];
+
+async function isMarked(dir: string): Promise<boolean> {
+  try {
+    return (JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as { format?: unknown }).format === MARKER_FORMAT;
+  } catch {
+    return false;
+  }
 }
 
-export const checkpointName = (step: number) => `step-${String(step).padStart(6, '0')}`;
-const exists = (path: string) => stat(path).then(() => true, () => false);
+/** What --overwrite may replace: a run directory gpt2-train made (by its marker), holding no input. */
+export function replaceableRun(inputs: readonly string[]): Replaceable {
+  const top = ownedEntries('gpt2-train', isOurs, MARKER, isMarked);
+  const foreign = async (dir: string) => {
+    const problem = await top(dir);
+    if (problem !== undefined) return problem;
+    for (const [sub, ours] of INSIDE) {
+      const stranger = (await readdir(join(dir, sub)).catch(() => [] as string[])).find((n) => !ours(n));
+      if (stranger !== undefined) return `it holds ${join(sub, stranger)}, which gpt2-train does not write`;
+    }
+    return undefined;
+  };
+  return { inputs, foreign };
+}
 
-/** Fails if `dir` holds a run and neither resume nor overwrite is set; clears it for overwrite. */
-export async function prepareRunDir(dir: string, options: { resume: boolean; overwrite: boolean }): Promise<void> {
-  let entries: string[] = [];
+export interface RunDirState {
+  /** Missing, or an empty directory. */
+  empty: boolean;
+  /** The step of checkpoints/latest, when there is one to resume from. */
+  checkpointStep?: number;
+  /** Undefined when the directory holds only a run of ours (marker included); else what is in the way. */
+  foreign?: string;
+}
+
+/** Looks at a run directory without changing it. */
+export async function inspectRunDir(dir: string): Promise<RunDirState> {
+  let entries: string[];
   try {
+    if (!(await stat(dir)).isDirectory()) throw new ToolError(`${dir}: exists and is not a directory`);
     entries = await readdir(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(err, dir);
-  }
-  if (!options.resume) {
-    if (entries.length > 0 && !options.overwrite) {
-      throw new ToolError(`${dir}: output directory holds another run (use --resume to continue it, or --overwrite to replace it)`);
-    }
-    if (entries.length > 0) await rm(dir, { recursive: true, force: true });
-  }
-  await mkdir(dir, { recursive: true }).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { empty: true };
     throw fsError(err, dir);
-  });
-}
-
-export interface SavedRun {
-  modelConfig: GPT2Config;
-  values: ParameterValues;
-  optimizer: AdamWState;
-  state: TrainerState;
-  tokenizerDir: string;
-  dir: string;
-}
-
-export async function saveTrainingCheckpoint(
-  runDir: string,
-  run: Omit<SavedRun, 'dir' | 'tokenizerDir'> & { tokenizerDir: string; keepLast: number },
-): Promise<string> {
-  const root = join(runDir, CHECKPOINTS);
-  const name = checkpointName(run.state.step);
-  const dir = join(root, name);
-  await saveCheckpoint(dir, run.modelConfig, run.values, {
-    tokenizerDir: run.tokenizerDir,
-    overwrite: replaceableCheckpoint(),
-    extra: async (staged) => {
-      const tensors = [...run.optimizer.m].flatMap(([param, m]) => [
-        { name: `exp_avg.${param}`, shape: m.shape, data: m.data },
-        { name: `exp_avg_sq.${param}`, shape: m.shape, data: run.optimizer.v.get(param)!.data },
-      ]);
-      await writeSafetensors(join(staged, OPTIMIZER_FILE), tensors, { metadata: { step: String(run.optimizer.step) } });
-      await writeFile(join(staged, STATE_FILE), `${JSON.stringify({ format: STATE_FORMAT, version: 1, ...run.state }, null, 2)}\n`);
-    },
-  });
-  // Point latest at it (a new symlink renamed over the old one: never a moment without one).
-  const temp = join(root, `.${LATEST}.tmp-${process.pid}`);
-  await rm(temp, { force: true });
-  await symlink(name, temp);
-  await rename(temp, join(root, LATEST));
-  await prune(root, run.keepLast);
-  return dir;
-}
-
-/** Removes all but the newest keepLast step-* checkpoints. */
-async function prune(root: string, keepLast: number): Promise<void> {
-  const steps = (await readdir(root)).filter((n) => /^step-\d+$/.test(n)).sort();
-  for (const old of steps.slice(0, Math.max(0, steps.length - keepLast))) await rm(join(root, old), { recursive: true, force: true });
-}
-
-/** The run's latest checkpoint: model, optimizer moments, trainer state. */
-export async function loadLatest(runDir: string): Promise<SavedRun> {
-  const link = join(runDir, CHECKPOINTS, LATEST);
-  let target: string;
-  try {
-    target = await readlink(link);
-  } catch {
-    throw new ToolError(`${runDir}: no checkpoint to resume from (${join(CHECKPOINTS, LATEST)} is missing)`);
   }
-  const dir = join(runDir, CHECKPOINTS, target);
-  if (!(await exists(dir))) throw new ToolError(`${link} points to ${target}, which is missing`);
-  const ck = await loadCheckpoint(dir);
-  const state = await readState(join(dir, STATE_FILE));
-  const optimizer = await readOptimizer(join(dir, OPTIMIZER_FILE), ck.values);
-  return { modelConfig: ck.config, values: ck.values, optimizer, state, tokenizerDir: ck.tokenizerDir, dir };
+  if (entries.length === 0) return { empty: true };
+  return { empty: false, checkpointStep: await latestStep(dir), foreign: await replaceableRun([]).foreign(dir) };
 }
 
-async function readState(path: string): Promise<TrainerState> {
-  const json = (await readJsonFile(path)) as Record<string, unknown>;
-  if (json?.format !== STATE_FORMAT || json.version !== 1) throw new ToolError(`${path}: not a trainer state of this version`);
-  const int = (key: string) => {
-    const v = json[key];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new ToolError(`${path}: ${key} must be a non-negative integer`);
-    return v;
-  };
-  const config = validateTrainConfig(json.config, `${path} (config)`);
-  return {
-    step: int('step'),
-    epoch: int('epoch'),
-    offset: int('offset'),
-    lr: Number(json.lr),
-    best_eval_loss: typeof json.best_eval_loss === 'number' ? json.best_eval_loss : null,
-    tokens_seen: int('tokens_seen'),
-    elapsed_s: Number(json.elapsed_s) || 0,
-    config,
-  };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** The lock file's text, and the pid in it when that process is alive (and not this one). */
+async function lockHolder(dir: string): Promise<{ text: string; pid?: number }> {
+  const text = await readFile(join(dir, LOCK), 'utf8').catch(() => '');
+  const pid = Number.parseInt(text, 10);
+  return { text, pid: pid > 0 && pid !== process.pid && alive(pid) ? pid : undefined };
 }
 
-async function readOptimizer(path: string, params: ParameterValues): Promise<AdamWState> {
-  const file = await readSafetensors(path);
-  const step = Number(file.metadata.step);
-  if (!Number.isSafeInteger(step) || step < 0) throw new ToolError(`${path}: metadata has no valid step`);
-  const m = new Map<string, SavedTensor>();
-  const v = new Map<string, SavedTensor>();
-  for (const [name, p] of params) {
-    for (const [prefix, into] of [['exp_avg', m], ['exp_avg_sq', v]] as const) {
-      const t = file.tensors.get(`${prefix}.${name}`);
-      if (!t) throw new ToolError(`${path}: missing tensor ${prefix}.${name}`);
-      if (t.shape.join(',') !== p.shape.join(',')) throw new ToolError(`${path}: tensor ${prefix}.${name} has shape [${t.shape.join(', ')}], the parameter has [${p.shape.join(', ')}]`);
-      into.set(name, { shape: t.shape, data: t.data });
+const busy = (dir: string, pid: number) =>
+  new ToolError(`${dir}: another gpt2-train (pid ${pid}) is training in this run directory; wait for it to finish (if no gpt2-train runs as pid ${pid}, remove ${join(dir, LOCK)})`);
+
+export type RunPlan = { kind: 'resume'; step: number } | { kind: 'fresh'; replace: boolean; note?: string };
+
+/**
+ * What a start does with the directory: resume its checkpoint, or start afresh (replacing what is
+ * there: a run of ours with --overwrite, or one that never saved a checkpoint). Refuses, saying
+ * what is there, anything else. `inputs` are the command's input paths, never deleted.
+ */
+export async function planRun(dir: string, options: { resume: boolean; overwrite: boolean; inputs: readonly string[] }): Promise<RunPlan> {
+  const state = await inspectRunDir(dir);
+  const { pid } = await lockHolder(dir);
+  if (pid !== undefined) throw busy(dir, pid);
+  const restartable = state.checkpointStep === undefined && state.foreign === undefined;
+  if (options.resume) {
+    if (state.checkpointStep !== undefined) return { kind: 'resume', step: state.checkpointStep };
+    if (state.empty || !restartable) {
+      const held = state.empty || state.foreign === undefined ? '' : `; ${state.foreign}`;
+      throw new ToolError(`${dir}: no checkpoint to resume from (${join(CHECKPOINTS, 'latest')} is missing${held})`);
     }
   }
-  return { step, m, v };
+  if (state.empty) return { kind: 'fresh', replace: false };
+  if (restartable) {
+    await checkReplaceable(dir, replaceableRun(options.inputs));
+    return { kind: 'fresh', replace: true, note: `${dir} holds a run that saved no checkpoint: starting it again from step 0` };
+  }
+  if (options.overwrite) {
+    await checkReplaceable(dir, replaceableRun(options.inputs));
+    return { kind: 'fresh', replace: true };
+  }
+  if (state.checkpointStep !== undefined) {
+    throw new ToolError(`${dir}: output directory holds another run (use --resume to continue it, or --overwrite to replace it; its last checkpoint is step ${state.checkpointStep})`);
+  }
+  throw new ToolError(`${dir}: output directory is not empty and is not a gpt2-train run: ${state.foreign}; name a new directory`);
+}
+
+
+/**
+ * The run directory while this process trains in it: locked, and until started() cleaned up on
+ * failure (abandon) or exit. release() unlocks.
+ */
+export class RunDir {
+  private begun = false;
+  private locked = false;
+  private readonly onExit = () => this.cleanUpSync();
+
+  private constructor(
+    readonly dir: string,
+    /** The first directory this start created (mkdir -p), removed again if the start fails. */
+    private readonly createdDir: string | undefined,
+    private readonly fresh: boolean,
+  ) {}
+
+  /** Creates and locks the directory, removes stale temporaries, clears it for a fresh start, marks it. */
+  static async begin(dir: string, plan: RunPlan): Promise<RunDir> {
+    let created: string | undefined;
+    try {
+      created = await mkdir(dir, { recursive: true });
+    } catch (err) {
+      throw fsError(err, dir);
+    }
+    const run = new RunDir(dir, created, plan.kind === 'fresh');
+    process.on('exit', run.onExit);
+    try {
+      await run.lock();
+      await run.removeTemporaries();
+      if (plan.kind === 'fresh' && plan.replace) await run.removeEntries((name) => name !== LOCK);
+      if (plan.kind === 'fresh' || !(await isMarked(dir))) {
+        await writeAtomically(join(dir, MARKER), `${JSON.stringify({ format: MARKER_FORMAT, version: 1, created_by: { tool: 'gpt2-train', version: VERSION } }, null, 2)}\n`);
+      }
+    } catch (err) {
+      await run.abandon();
+      throw err;
+    }
+    return run;
+  }
+
+  /** The first step is done: from now on the directory holds a run (restartable until a checkpoint). */
+  started(): void {
+    this.begun = true;
+  }
+
+  /** A failed start: removes what it created (for a fresh start, the whole run), then unlocks. */
+  async abandon(): Promise<void> {
+    const undo = !this.begun && this.fresh;
+    if (undo) await this.removeEntries((name) => name !== LOCK).catch(() => {});
+    await this.release();
+    if (undo) await this.removeCreatedDir();
+  }
+
+  async release(): Promise<void> {
+    process.off('exit', this.onExit);
+    if (this.locked) await rm(join(this.dir, LOCK), { force: true }).catch(() => {});
+    this.locked = false;
+  }
+
+  private async lock(): Promise<void> {
+    const path = join(this.dir, LOCK);
+    for (;;) {
+      try {
+        await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+        this.locked = true;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          await rm(path, { force: true }).catch(() => {}); // created but not written (a full disk)
+          throw fsError(err, path);
+        }
+      }
+      const holder = await lockHolder(this.dir);
+      if (holder.pid !== undefined) throw busy(this.dir, holder.pid);
+      // Its process has gone (killed, or the machine restarted): take the lock over, unless another
+      // process has just done so.
+      if ((await lockHolder(this.dir)).text !== holder.text) continue;
+      await rm(path, { force: true }).catch((err) => {
+        throw fsError(err, path);
+      });
+    }
+  }
+
+  /** `.NAME.tmp-PID…` left by killed processes: only the lock holder writes here, so all are stale. */
+  private async removeTemporaries(): Promise<void> {
+    for (const where of [this.dir, join(this.dir, CHECKPOINTS)]) {
+      const names = await readdir(where).catch(() => [] as string[]);
+      for (const name of names.filter((n) => TEMPORARY.test(n))) {
+        await rm(join(where, name), { recursive: true, force: true }).catch((err) => {
+          throw fsError(err, join(where, name));
+        });
+      }
+    }
+  }
+
+  private async removeEntries(which: (name: string) => boolean): Promise<void> {
+    for (const name of (await readdir(this.dir)).filter((n) => isOurs(n) && which(n))) {
+      await rm(join(this.dir, name), { recursive: true, force: true }).catch((err) => {
+        throw fsError(err, join(this.dir, name));
+      });
+    }
+  }
+
+  /** The directories mkdir -p made for this start, if they are empty again. */
+  private async removeCreatedDir(): Promise<void> {
+    if (this.createdDir === undefined) return;
+    const top = resolve(this.createdDir);
+    for (let dir = resolve(this.dir); dir.startsWith(top); dir = dirname(dir)) {
+      if (!(await rmdir(dir).then(() => true, () => false))) return;
+    }
+  }
+
+  /** process.exit (a second SIGINT) skips finally blocks: undo a fresh start and unlock, synchronously. */
+  private cleanUpSync(): void {
+    const undo = !this.begun && this.fresh;
+    try {
+      if (undo) for (const name of readdirSync(this.dir).filter((n) => isOurs(n) && n !== LOCK)) rmSync(join(this.dir, name), { recursive: true, force: true });
+      if (this.locked) rmSync(join(this.dir, LOCK), { force: true });
+      if (undo && this.createdDir !== undefined) rmdirSync(this.dir);
+    } catch {
+      // already gone, or not empty: the next start cleans up or says what is there
+    }
+  }
+}
+
+/** Writes a whole file under a temporary name and renames it into place. */
+export async function writeAtomically(path: string, text: string): Promise<void> {
+  const out = openOutput(path);
+  try {
+    await out.write(text);
+    await out.commit();
+  } catch (err) {
+    await out.abort();
+    throw err;
+  }
 }
 
 /** metrics.jsonl: appends lines; on resume drops lines written after the checkpoint's step. */
@@ -175,18 +292,12 @@ export class MetricsLog {
         return false;
       }
     });
-    await writeFile(this.path, kept.length ? `${kept.join('\n')}\n` : '');
+    await writeAtomically(this.path, kept.length ? `${kept.join('\n')}\n` : '');
   }
 
   async append(entry: Record<string, unknown>): Promise<void> {
-    const { appendFile } = await import('node:fs/promises');
     await appendFile(this.path, `${JSON.stringify(entry)}\n`).catch((err) => {
       throw fsError(err, this.path);
     });
   }
-}
-
-/** A GPT2Config from a checkpoint's config.json (for --init-from). */
-export async function checkpointModelConfig(dir: string): Promise<GPT2Config> {
-  return configFromJson(await readJsonFile(join(dir, 'config.json')), join(dir, 'config.json'));
 }

@@ -2,7 +2,7 @@
  * gpt2-train's loop: data → steps → metrics, evaluations and checkpoints, with exact resume.
  * The run directory layout is in run-dir.ts; one step is in step.ts.
  */
-import { writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { selectBackend } from '../backend/select.js';
 import { ShardDataset } from '../data/shard-reader.js';
@@ -13,13 +13,16 @@ import { loadCheckpoint } from '../formats/checkpoint.js';
 import { tokenizerIdentityOf } from '../model/open.js';
 import { initialParameters, type ParameterValues } from '../model/params.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
-import { ToolError } from '../util/errors.js';
-import { BatchStream, batchesPerEpoch, type BatchPlan } from './batches.js';
-import { configToYaml, resolveModelConfig, type TrainConfig } from './config.js';
+import { fsError, ToolError } from '../util/errors.js';
+import { tempPathFor } from '../util/output.js';
+import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan } from './batches.js';
+import { loadLatest, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
+import { configToYaml, resolveModelConfig, type Path, type TrainConfig } from './config.js';
 import { checkDataFitsModel, evaluate } from './evaluate.js';
 import { AdamW } from './optimizer.js';
 import { lossPlotSvg, readMetrics } from './plot.js';
-import { CONFIG, loadLatest, MetricsLog, METRICS, prepareRunDir, saveTrainingCheckpoint, type TrainerState } from './run-dir.js';
+import { resumeConfig, type ConfigChange } from './resume.js';
+import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, TOKENIZER, writeAtomically } from './run-dir.js';
 import { learningRate, warmupSteps, type ScheduleSpec } from './schedule.js';
 import { trainStep } from './step.js';
 
@@ -29,6 +32,10 @@ export interface TrainOptions {
   overwrite?: boolean;
   /** Stop (with a checkpoint) after this step, leaving the schedule as configured. */
   stopAt?: number;
+  /** For messages: where a config key's value came from (a config file, or the flag that set it). */
+  sourceOf?: (key: Path) => string;
+  /** Further input paths of the command (config files): a directory holding one is never replaced. */
+  inputs?: readonly string[];
   log?: (message: string) => void;
   warn?: (message: string) => void;
   /** Called after each step (progress bars). */
@@ -39,9 +46,12 @@ export interface TrainOptions {
 
 export interface TrainResult {
   steps: number;
+  /** The last step's loss; NaN when no step ran (an already complete run). */
   finalLoss: number;
   bestEvalLoss: number | null;
   stoppedBy?: 'SIGINT' | 'SIGTERM' | 'stop-at';
+  /** A resumed run that had already reached its last step: nothing was done. */
+  alreadyComplete?: boolean;
   checkpoint?: string;
 }
 
@@ -61,65 +71,127 @@ async function initialModel(config: TrainConfig): Promise<{ modelConfig: GPT2Con
   return { modelConfig, values: initialParameters(modelConfig, config.seed), tokenizerDir: builtinTokenizerDir() };
 }
 
-/** OUTPUT/tokenizer: vocab.json + merges.txt copied from `from` unless already there. */
+/** OUT/tokenizer: vocab.json + merges.txt copied from `from` unless already there (each file atomically). */
 async function keepTokenizer(out: string, from: string): Promise<string> {
-  const { copyFile, mkdir, stat } = await import('node:fs/promises');
-  const dir = join(out, 'tokenizer');
-  if (await stat(join(dir, 'merges.txt')).then(() => true, () => false)) return dir;
-  await mkdir(dir, { recursive: true });
-  for (const name of ['vocab.json', 'merges.txt']) await copyFile(join(from, name), join(dir, name));
+  const dir = join(out, TOKENIZER);
+  for (const name of ['vocab.json', 'merges.txt']) {
+    const path = join(dir, name);
+    if (await stat(path).then(() => true, () => false)) continue;
+    const temp = tempPathFor(path);
+    try {
+      await mkdir(dir, { recursive: true });
+      await copyFile(join(from, name), temp);
+      await rename(temp, path);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw fsError(err, path);
+    }
+  }
   return dir;
 }
 
 const dropoutOverride = (c: TrainConfig): Partial<GPT2Config> =>
   c.model.dropout === null ? {} : { resid_pdrop: c.model.dropout, embd_pdrop: c.model.dropout, attn_pdrop: c.model.dropout };
 
+/**
+ * Opens the shards a config key names; a failure says which key gave the path, from where, and
+ * which flag overrides it.
+ */
+async function openData(path: string, key: 'train_dataset' | 'eval_dataset', sourceOf: TrainOptions['sourceOf']): Promise<ShardDataset> {
+  try {
+    return await ShardDataset.open(path);
+  } catch (err) {
+    const source = sourceOf?.([key, 'path']);
+    if (!(err instanceof ToolError) || source === undefined || source.startsWith('--')) throw err;
+    const flag = key === 'train_dataset' ? '--train-data' : '--eval-data';
+    const skip = key === 'eval_dataset' ? ', or --set eval_dataset=null trains without evaluation' : '';
+    throw new ToolError(`${err.message} (${key}.path in ${source}; ${flag} DIR overrides it${skip})`, { cause: err });
+  }
+}
+
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const log = options.log ?? (() => {});
-  let config = options.config;
-  if (config.task !== 'causal_lm') throw new ToolError(`task ${config.task} is not implemented yet (only causal_lm)`);
-  if (config.lora !== null) throw new ToolError('LoRA fine-tuning is not implemented yet (lora: must be null)');
-  const out = config.output_dir;
-  await prepareRunDir(out, { resume: !!options.resume, overwrite: !!options.overwrite });
+  const given = options.config;
+  if (given.task !== 'causal_lm') throw new ToolError(`task ${given.task} is not implemented yet (only causal_lm)`);
+  if (given.lora !== null) throw new ToolError('LoRA fine-tuning is not implemented yet (lora: must be null)');
+  if (given.train_dataset.path === null) throw new ToolError('no training data: give --train-data DIR or train_dataset.path');
+  const out = given.output_dir;
 
-  const resumed = options.resume ? await loadLatest(out) : undefined;
-  if (resumed) {
-    // The run continues as configured when it started; only how far it goes may change.
-    const { max_steps } = config.runner;
-    config = { ...resumed.state.config, runner: { ...resumed.state.config.runner, max_steps: max_steps ?? resumed.state.config.runner.max_steps } };
-    log(`resuming ${out} from step ${resumed.state.step} (${resumed.dir})`);
-  }
+  // Everything is read and checked before anything is written: a start that fails on its inputs
+  // leaves the output directory as it was.
+  const inputs = [given.train_dataset.path, given.eval_dataset?.path, given.model.init_from, ...(options.inputs ?? [])].filter((p): p is string => !!p);
+  const plan = await planRun(out, { resume: !!options.resume, overwrite: !!options.overwrite, inputs });
+  const resumed = plan.kind === 'resume' ? await loadLatest(out) : undefined;
+  const { config, changes } = resumed ? resumeConfig(resumed.state.config, given, out) : { config: given, changes: [] };
   const start = resumed ? { modelConfig: resumed.modelConfig, values: resumed.values, tokenizerDir: resumed.tokenizerDir } : await initialModel(config);
   const { modelConfig } = start;
-  // The run keeps its own copy of the tokenizer files: checkpoints come and go (keep_last).
-  const tokenizerDir = await keepTokenizer(out, start.tokenizerDir);
 
-  if (config.train_dataset.path === null) throw new ToolError('no training data: give --train-data DIR or train_dataset.path');
-  const trainData = await ShardDataset.open(config.train_dataset.path);
-  const evalData = config.eval_dataset?.path ? await ShardDataset.open(config.eval_dataset.path) : undefined;
-  const tokenizer = await tokenizerIdentityOf(tokenizerDir);
+  const trainData = await openData(config.train_dataset.path!, 'train_dataset', options.sourceOf);
+  const evalData = config.eval_dataset?.path ? await openData(config.eval_dataset.path, 'eval_dataset', options.sourceOf) : undefined;
+  const tokenizer = await tokenizerIdentityOf(start.tokenizerDir);
   for (const data of [trainData, evalData]) data?.requireTokenizer(tokenizer, "the model's tokenizer");
-
-  const backend = await selectBackend(config.backend, log);
-  const tf = backend.tf;
-  const model = GPT2.fromValues(tf, modelConfig, start.values, { trainable: true });
-  for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, model);
-  const optimizer = new AdamW(tf, model.params as Map<string, never>, {
-    betas: config.optimizer.betas,
-    eps: config.optimizer.eps,
-    weight_decay: config.optimizer.weight_decay,
-  });
-  if (resumed) optimizer.load(resumed.optimizer);
-
-  const plan: BatchPlan = {
+  const batchPlan: BatchPlan = {
     batchSize: config.runner.batch_size,
     shuffle: config.train_dataset.shuffle,
     seed: config.seed,
     repeat: config.train_dataset.repeat,
     dropRemainder: config.train_dataset.drop_remainder,
   };
+  checkEnoughRecords(trainData, batchPlan);
   const accumulation = config.runner.gradient_accumulation_steps;
-  const total = config.runner.max_steps ?? Math.ceil((config.runner.epochs * batchesPerEpoch(trainData, plan)) / accumulation);
+  const total = config.runner.max_steps ?? Math.ceil((config.runner.epochs * batchesPerEpoch(trainData, batchPlan)) / accumulation);
+  if (resumed && resumed.state.step >= total) {
+    return { steps: resumed.state.step, finalLoss: NaN, bestEvalLoss: resumed.state.best_eval_loss, alreadyComplete: true, checkpoint: resumed.dir };
+  }
+
+  const backend = await selectBackend(config.backend, log);
+  const tf = backend.tf;
+  const model = GPT2.fromValues(tf, modelConfig, start.values, { trainable: true });
+  const optimizer = new AdamW(tf, model.params as Map<string, never>, {
+    betas: config.optimizer.betas,
+    eps: config.optimizer.eps,
+    weight_decay: config.optimizer.weight_decay,
+  });
+  try {
+    for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, model);
+    if (resumed) optimizer.load(resumed.optimizer);
+    if (plan.kind === 'fresh' && plan.note) log(plan.note);
+    const run = await RunDir.begin(out, plan);
+    try {
+      const result = await loop({ ...options, log }, { config, changes, resumed, run, model, optimizer, trainData, evalData, batchPlan, total, tokenizerFrom: start.tokenizerDir });
+      await run.release();
+      return result;
+    } catch (err) {
+      await run.abandon();
+      throw err;
+    }
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+  }
+}
+
+interface Loop {
+  config: TrainConfig;
+  changes: ConfigChange[];
+  resumed?: SavedRun;
+  run: RunDir;
+  model: GPT2;
+  optimizer: AdamW;
+  trainData: ShardDataset;
+  evalData?: ShardDataset;
+  batchPlan: BatchPlan;
+  total: number;
+  tokenizerFrom: string;
+}
+
+/** The steps, evaluations and checkpoints, in a run directory begun for them. */
+async function loop(options: TrainOptions & { log: (m: string) => void }, it: Loop): Promise<TrainResult> {
+  const { log } = options;
+  const { config, resumed, model, optimizer, trainData, evalData, total } = it;
+  const out = it.run.dir;
+  // The run keeps its own copy of the tokenizer files: checkpoints come and go (keep_last).
+  const tokenizerDir = await keepTokenizer(out, it.tokenizerFrom);
   const s = config.lr_schedule;
   const schedule: ScheduleSpec = {
     type: s.type,
@@ -131,9 +203,17 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   };
 
   const metrics = new MetricsLog(join(out, METRICS));
-  if (resumed) await metrics.truncateAfter(resumed.state.step);
-  else await writeFile(join(out, CONFIG), configToYaml(config));
-  const stream = new BatchStream(trainData, plan, { epoch: resumed?.state.epoch ?? 0, offset: resumed?.state.offset ?? 0 });
+  if (resumed) {
+    log(`resuming ${out} from step ${resumed.state.step} (${resumed.dir})`);
+    await metrics.truncateAfter(resumed.state.step);
+    if (it.changes.length > 0) {
+      for (const c of it.changes) log(`resume changes ${c.key}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`);
+      await metrics.append({ step: resumed.state.step, event: 'resume', changes: it.changes });
+    }
+  }
+  if (!resumed || it.changes.length > 0) await writeAtomically(join(out, CONFIG), configToYaml(config));
+  const stream = new BatchStream(trainData, it.batchPlan, { epoch: resumed?.state.epoch ?? 0, offset: resumed?.state.offset ?? 0 });
+  const accumulation = config.runner.gradient_accumulation_steps;
   let step = resumed?.state.step ?? 0;
   let best = resumed?.state.best_eval_loss ?? null;
   let tokensSeen = resumed?.state.tokens_seen ?? 0;
@@ -143,7 +223,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let lastLoss = NaN;
   let lastCheckpoint: string | undefined;
   let lr = learningRate(schedule, Math.min(step, total - 1));
-  log(`training ${modelConfig.n_layer} layers × ${modelConfig.n_embd} (vocab ${modelConfig.vocab_size}) for ${total} steps of ${plan.batchSize}×${accumulation} records of ${trainData.blockSize - 1} tokens`);
+  const modelConfig = model.config;
+  log(`training ${modelConfig.n_layer} layers × ${modelConfig.n_embd} (vocab ${modelConfig.vocab_size}) for ${total} steps of ${it.batchPlan.batchSize}×${accumulation} records of ${trainData.blockSize - 1} tokens`);
 
   const checkpoint = async () => {
     const state: TrainerState = { step, epoch: stream.position.epoch, offset: stream.position.offset, lr, best_eval_loss: best, tokens_seen: tokensSeen, elapsed_s: elapsed(), config };
@@ -159,46 +240,43 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   };
   const runEval = async () => {
     if (!evalData) return;
-    const r = await evaluate(model, evalData, { batchSize: config.eval.batch_size ?? plan.batchSize, maxRecords: config.eval.max_records ?? undefined });
+    const r = await evaluate(model, evalData, { batchSize: config.eval.batch_size ?? it.batchPlan.batchSize, maxRecords: config.eval.max_records ?? undefined });
     if (best === null || r.loss < best) best = r.loss;
     await metrics.append({ step, eval_loss: r.loss, eval_perplexity: r.perplexity, eval_tokens: r.tokens });
     log(`step ${step}: eval loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}`);
   };
 
   let stoppedBy: TrainResult['stoppedBy'];
-  try {
-    while (step < total) {
-      const t0 = performance.now();
-      lr = learningRate(schedule, step);
-      const micro = [];
-      for (let m = 0; m < accumulation; m++) micro.push(await stream.next());
-      const result = await trainStep(model, optimizer, micro, { lr, gradClip: config.optimizer.grad_clip, seed: config.seed, step });
-      if (!Number.isFinite(result.loss)) {
-        throw new ToolError(`loss is ${result.loss} at step ${step + 1}; stopping${lastCheckpoint || resumed ? ` (the last checkpoint, ${lastCheckpoint ?? resumed!.dir}, is kept)` : ''}`);
-      }
-      step++;
-      lastLoss = result.loss;
-      tokensSeen += result.tokens;
-      const tokensPerS = result.tokens / ((performance.now() - t0) / 1000);
-      if (step % config.logging.interval === 0 || step === total) {
-        await metrics.append({ step, epoch: stream.position.epoch, loss: result.loss, lr, grad_norm: result.gradNorm, tokens_per_s: tokensPerS, elapsed_s: elapsed() });
-      }
-      options.onStep?.({ step, total, loss: result.loss, lr, tokensPerS });
-      if (config.eval.interval > 0 && step % config.eval.interval === 0 && step < total) await runEval();
-      const signal = options.interrupted?.();
-      if (signal || step === options.stopAt) {
-        stoppedBy = signal ?? 'stop-at';
-        break;
-      }
-      if (config.checkpoint.interval > 0 && step % config.checkpoint.interval === 0 && step < total) await checkpoint();
+  while (step < total) {
+    const t0 = performance.now();
+    lr = learningRate(schedule, step);
+    const micro = [];
+    for (let m = 0; m < accumulation; m++) micro.push(await stream.next());
+    const result = await trainStep(model, optimizer, micro, { lr, gradClip: config.optimizer.grad_clip, seed: config.seed, step });
+    if (!Number.isFinite(result.loss)) {
+      throw new ToolError(`loss is ${result.loss} at step ${step + 1}; stopping${lastCheckpoint || resumed ? ` (the last checkpoint, ${lastCheckpoint ?? resumed!.dir}, is kept)` : ''}`);
     }
-    if (!stoppedBy) await runEval();
-    await checkpoint();
-    await plot(out);
-  } finally {
-    optimizer.dispose();
-    model.dispose();
+    step++;
+    it.run.started();
+    lastLoss = result.loss;
+    tokensSeen += result.tokens;
+    const tokensPerS = result.tokens / ((performance.now() - t0) / 1000);
+    if (step % config.logging.interval === 0 || step === total) {
+      await metrics.append({ step, epoch: stream.position.epoch, loss: result.loss, lr, grad_norm: result.gradNorm, tokens_per_s: tokensPerS, elapsed_s: elapsed() });
+    }
+    options.onStep?.({ step, total, loss: result.loss, lr, tokensPerS });
+    if (step === total) break; // the last step ends the run as usual, whatever asked it to stop
+    if (config.eval.interval > 0 && step % config.eval.interval === 0) await runEval();
+    const signal = options.interrupted?.();
+    if (signal || step === options.stopAt) {
+      stoppedBy = signal ?? 'stop-at';
+      break;
+    }
+    if (config.checkpoint.interval > 0 && step % config.checkpoint.interval === 0) await checkpoint();
   }
+  if (!stoppedBy) await runEval();
+  await checkpoint();
+  await plot(out);
   return { steps: step, finalLoss: lastLoss, bestEvalLoss: best, stoppedBy, checkpoint: lastCheckpoint };
 }
 
@@ -220,7 +298,7 @@ export async function plot(runDir: string): Promise<string> {
     ],
     { title: `loss — ${runDir}` },
   );
-  const out = join(runDir, 'loss.svg');
-  await writeFile(out, svg);
+  const out = join(runDir, PLOT);
+  await writeAtomically(out, svg);
   return out;
 }

@@ -187,7 +187,7 @@ describe('gpt2-eval', () => {
       blockSize: 8, dtype: 'uint16', padId: 0, keepTail: false, tokenizer: loadTokenizer().identity,
       docSeparator: 'eos', plan: {}, documents: 1, inputBytes: 0, command: ['test'],
     });
-    expectOneLineError(runCli('gpt2-eval', ['--model', model, '--data', d, '--backend', 'cpu']), 'gpt2-eval', /shard 0 record 0: token id 60000 is outside the model's vocabulary \(50257\)/);
+    expectOneLineError(runCli('gpt2-eval', ['--model', model, '--data', d, '--backend', 'cpu']), 'gpt2-eval', /big-ids\/shard-00000\.msgpack: record 0: input_ids\[3\] is 60000, outside the vocabulary of 50257 ids \(0 to 50256\)$/);
     const tiny = convert(fixture('models', 'tiny'), 'tiny-for-eval'); // vocab 320, GPT-2's tokenizer
     expectOneLineError(runCli('gpt2-eval', ['--model', tiny, '--data', d, '--backend', 'cpu']), 'gpt2-eval', /tokenizer vocabulary \(50257\) is larger than the model's \(320\)/);
     expectOneLineError(runCli('gpt2-eval', ['--model', tiny, '--data', data, '--backend', 'cpu']), 'gpt2-eval', /block size 65 needs 64 positions; the model has 32/);

@@ -3,11 +3,12 @@
  * loss falls, resume is bit-exact on wasm and cpu, signals and NaNs stop cleanly, bad inputs fail
  * with one line.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { writeDataset } from '../../src/data/shard-writer.js';
+import { writeDataset, type DatasetSpec } from '../../src/data/shard-writer.js';
+import { GPT2_TOKENIZER_SHA256 } from '../../src/tokenizer/tokenizer.js';
 import { expectOneLineError, fixture, ROOT, runCli, tempDir } from '../helpers.js';
 
 const dir = tempDir();
@@ -81,6 +82,19 @@ describe('gpt2-train', () => {
     expect(first).toBeLessThan(baseFirst - 0.5); // starts where the base run got to, not from random
     const state = JSON.parse(readFileSync(join(tuned, 'checkpoints', 'latest', 'trainer_state.json'), 'utf8'));
     expect(state.step).toBe(2);
+
+    // A preset name means that preset's installed weights, never random ones.
+    const home = join(dir, 'toolchain-home');
+    mkdirSync(home);
+    const env = { GPT2_TOOLCHAIN_HOME: home };
+    const fromPreset = (out: string) => runCli('gpt2-train', ['--config', CONFIG, '--train-data', data, '--eval-data', valid, ...SMALL, '--output-dir', out, '--max-steps', '1', '--init-from', 'gpt2'], { env });
+    expectOneLineError(fromPreset(join(dir, 'preset-missing')), 'gpt2-train', new RegExp(`model\\.init_from \\(--init-from\\) gpt2: no weights for preset gpt2 in ${join(home, 'models', 'gpt2')}; convert a Hugging Face gpt2 there once .*, or set model\\.preset: gpt2 without init_from for random weights`));
+    expect(existsSync(join(dir, 'preset-missing'))).toBe(false);
+    cpSync(join(base, 'checkpoints', 'latest'), join(home, 'models', 'gpt2'), { recursive: true, dereference: true });
+    const installed = join(dir, 'preset-installed');
+    const r2 = fromPreset(installed);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(metrics(installed)[0].loss).toBeLessThan(baseFirst - 0.5); // the installed (trained) weights
   });
 
   it('plot writes loss.svg', () => {
@@ -111,12 +125,68 @@ describe('gpt2-train stops cleanly', () => {
     expect(state.step).toBeGreaterThanOrEqual(3);
   });
 
+  /** Starts a long training run; resolves once `ready` matches its stderr. */
+  const startLong = (run: string, ready: RegExp) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'gpt2-train.js'), '--config', CONFIG, '--train-data', data, ...SMALL, '--output-dir', run, '--max-steps', '100000', '--set', 'eval_dataset=null']);
+    let stderr = '';
+    const closed = new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? -1)));
+    const started = new Promise<void>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (ready.test(stderr)) resolve();
+      });
+      void closed.then(() => resolve());
+    });
+    return { child, started, closed, stderr: () => stderr };
+  };
+
+  it('a second gpt2-train on the same run directory fails naming the pid of the first', async () => {
+    const run = join(dir, 'locked');
+    const first = startLong(run, /step 2\//);
+    await first.started;
+    const second = train(['--output-dir', run, '--overwrite', '--max-steps', '1']);
+    first.child.kill('SIGINT');
+    expect(await first.closed).toBe(130);
+    expectOneLineError(second, 'gpt2-train', new RegExp(`locked: another gpt2-train \\(pid ${first.child.pid}\\) is training in this run directory`));
+    expect(existsSync(join(run, 'gpt2-train.lock'))).toBe(false);
+    expect(train(['--output-dir', run, '--resume', '--max-steps', '1', '--set', 'eval_dataset=null']).code).toBe(0); // released
+  });
+
+  it('a second SIGINT during the start stops at once and leaves nothing that blocks the next run', async () => {
+    const run = join(dir, 'double-sigint');
+    const long = startLong(run, /training \d+ layers/);
+    await long.started;
+    long.child.kill('SIGINT');
+    // the second only once the first has been seen (two signals sent at once may arrive as one)
+    await new Promise<void>((resolve) => long.child.stderr.on('data', () => /SIGINT: finishing/.test(long.stderr()) && resolve()));
+    long.child.kill('SIGINT');
+    expect(await long.closed).toBe(130);
+    expect(existsSync(join(run, 'gpt2-train.lock'))).toBe(false);
+    const next = train(['--output-dir', run, '--max-steps', '1', '--set', 'eval_dataset=null']);
+    expect(next.code, next.stderr).toBe(0);
+  });
+
   it('a NaN loss stops with an error naming the step; the last good checkpoint stays', () => {
     const run = join(dir, 'nan');
     const r = train(['--output-dir', run, '--max-steps', '50', '--set', 'lr_schedule.type=constant', '--set', 'lr_schedule.lr=1e30', '--set', 'lr_schedule.end_lr=0', '--set', 'optimizer.grad_clip=0', '--set', 'checkpoint.interval=1']);
     expectOneLineError(r, 'gpt2-train', /loss is (NaN|Infinity) at step (\d+); stopping \(the last checkpoint, .*step-0000\d\d, is kept\)/);
     const failedAt = Number(/at step (\d+)/.exec(r.stderr)![1]);
     expect(readlinkSync(join(run, 'checkpoints', 'latest'))).toBe(`step-${String(failedAt - 1).padStart(6, '0')}`);
+  });
+});
+
+describe('gpt2-train on a full disk', () => {
+  // A 16 KiB tmpfs (needs root): the tokenizer copy alone is larger.
+  it('fails at the start with one line naming the file, and leaves nothing behind', (ctx) => {
+    const mountPoint = join(dir, 'tiny-disk');
+    mkdirSync(mountPoint);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mountPoint]).status !== 0) ctx.skip('cannot mount a tmpfs here (needs root)');
+    try {
+      expectOneLineError(train(['--output-dir', join(mountPoint, 'run')]), 'gpt2-train', /tiny-disk\/run\/tokenizer\/vocab\.json: no space left on device$/);
+      expect(readdirSync(mountPoint)).toEqual([]);
+    } finally {
+      spawnSync('umount', [mountPoint]);
+    }
   });
 });
 
@@ -137,6 +207,8 @@ describe('gpt2-train bad inputs', () => {
     mkdirSync(partial);
     writeFileSync(join(partial, 'shard-00000.msgpack'), 'x');
     expectOneLineError(runCli('gpt2-train', ['--config', CONFIG, ...SMALL, '--train-data', partial, '--set', 'eval_dataset=null', '--output-dir', join(dir, 'x2')]), 'gpt2-train', /no manifest\.json, so the data set is incomplete/);
+    // a start that fails on its inputs leaves no output directory behind
+    expect(existsSync(join(dir, 'x1')) || existsSync(join(dir, 'x2'))).toBe(false);
   });
   it('shards of another tokenizer, or blocks longer than the model', async () => {
     const other = join(dir, 'other-tok');
@@ -146,14 +218,103 @@ describe('gpt2-train bad inputs', () => {
     });
     expectOneLineError(runCli('gpt2-train', ['--config', CONFIG, ...SMALL, '--train-data', other, '--set', 'eval_dataset=null', '--output-dir', join(dir, 'x3')]), 'gpt2-train', /encoded with tokenizer other/);
     expectOneLineError(train(['--set', 'model.config.n_positions=8', '--output-dir', join(dir, 'x4')]), 'gpt2-train', /block size 17 needs 16 positions; the model has 8/);
+    expect(existsSync(join(dir, 'x3')) || existsSync(join(dir, 'x4'))).toBe(false);
   });
-  it('--resume without a checkpoint; an output dir holding another run', () => {
+
+  it('ids outside the vocabulary name the shard, record, position and id', async () => {
+    const oov = join(dir, 'oov');
+    const ids = Uint16Array.from({ length: 170 }, (_, i) => (i === 17 * 5 + 3 ? 60000 : i));
+    await writeDataset(oov, ids, {
+      blockSize: 17, dtype: 'uint16', padId: 0, keepTail: false, tokenizer: { name: 'gpt2', vocab_size: 50257, sha256: GPT2_TOKENIZER_SHA256 },
+      docSeparator: 'eos', plan: {}, documents: 1, inputBytes: 0, command: ['test'],
+    } satisfies DatasetSpec);
+    const r = runCli('gpt2-train', ['--config', CONFIG, ...SMALL, '--train-data', oov, '--set', 'eval_dataset=null', '--set', 'train_dataset.shuffle=false', '--output-dir', join(dir, 'x5')]);
+    expectOneLineError(r, 'gpt2-train', new RegExp(`${join(oov, 'shard-00000.msgpack')}: record 5: input_ids\\[3\\] is 60000, outside the vocabulary of 50257 ids \\(0 to 50256\\)$`));
+    expect(existsSync(join(dir, 'x5'))).toBe(false);
+  });
+
+  it('fewer records than one batch names the data, the count and the batch size', () => {
+    const records = JSON.parse(readFileSync(join(valid, 'manifest.json'), 'utf8')).totals.records as number;
+    const r = runCli('gpt2-train', ['--config', CONFIG, ...SMALL, '--train-data', valid, '--set', 'eval_dataset=null', '--set', `runner.batch_size=${records + 1}`, '--output-dir', join(dir, 'x6')]);
+    expectOneLineError(r, 'gpt2-train', new RegExp(`${valid}: ${records} records per epoch, fewer than one batch of ${records + 1} \\(runner\\.batch_size\\); use a smaller runner\\.batch_size, or train_dataset\\.drop_remainder: false$`));
+    expect(existsSync(join(dir, 'x6'))).toBe(false);
+  });
+
+  it('a data path from the config that is missing names the key, the file and the flag that overrides it', () => {
+    const config = join(dir, 'missing-eval.yaml');
+    writeFileSync(config, `extends: ${CONFIG}\neval_dataset:\n  path: ${join(dir, 'no-valid')}\n`);
+    const r = runCli('gpt2-train', ['--config', config, ...SMALL, '--train-data', data, '--output-dir', join(dir, 'x7')]);
+    expectOneLineError(r, 'gpt2-train', new RegExp(`no-valid: no such directory \\(eval_dataset\\.path in ${config}; --eval-data DIR overrides it, or --set eval_dataset=null trains without evaluation\\)$`));
+    // given by the flag, the path is the user's own: no hint
+    expectOneLineError(train(['--eval-data', join(dir, 'no-valid'), '--output-dir', join(dir, 'x7')]), 'gpt2-train', /no-valid: no such directory$/);
+  });
+  it('--resume without a checkpoint; an output dir holding another run, or something else', () => {
     expectOneLineError(train(['--output-dir', join(dir, 'fresh'), '--resume']), 'gpt2-train', /no checkpoint to resume from/);
     const taken = join(dir, 'taken');
-    mkdirSync(taken);
-    writeFileSync(join(taken, 'metrics.jsonl'), '{}\n');
+    expect(train(['--output-dir', taken, '--max-steps', '1']).code).toBe(0);
     expectOneLineError(train(['--output-dir', taken]), 'gpt2-train', /holds another run \(use --resume to continue it, or --overwrite/);
+    const notes = join(dir, 'notes');
+    mkdirSync(notes);
+    writeFileSync(join(notes, 'notes.txt'), 'mine');
+    expectOneLineError(train(['--output-dir', notes]), 'gpt2-train', /notes: output directory is not empty and is not a gpt2-train run: it holds notes\.txt, which gpt2-train does not write; name a new directory$/);
+    expectOneLineError(train(['--output-dir', notes, '--overwrite']), 'gpt2-train', /notes: not replacing it with --overwrite: it holds notes\.txt, which gpt2-train does not write$/);
+    expect(readdirSync(notes)).toEqual(['notes.txt']);
   });
+
+  it('--overwrite replaces a run, never one holding the training data, the current directory or an empty path', () => {
+    const run = join(dir, 'overwritten');
+    expect(train(['--output-dir', run, '--max-steps', '2']).code).toBe(0);
+    const inside = join(run, 'train');
+    cpSync(data, inside, { recursive: true });
+    expectOneLineError(train(['--output-dir', run, '--overwrite', '--train-data', inside]), 'gpt2-train', new RegExp(`overwritten: refusing to replace it: it holds ${inside}, an input of this command$`));
+    expect(readdirSync(inside).sort()).toEqual(readdirSync(data).sort());
+    const inCwd = runCli('gpt2-train', ['--config', CONFIG, '--train-data', data, '--eval-data', valid, ...SMALL, '--output-dir', '.', '--overwrite', '--set', 'runner.max_steps=1'], { cwd: run });
+    expectOneLineError(inCwd, 'gpt2-train', /: \.: refusing to replace the current directory; name a new directory$/);
+    expectOneLineError(train(['--output-dir', '', '--overwrite']), 'gpt2-train', /--output-dir is an empty path/, 2);
+    // a run of ours, holding only what gpt2-train writes, is replaced
+    rmSync(inside, { recursive: true });
+    expect(train(['--output-dir', run, '--max-steps', '1', '--overwrite']).code).toBe(0);
+    expect(metrics(run).filter((l) => 'loss' in l).map((l) => l.step)).toEqual([1]);
+  });
+
+  it('--resume of a finished run says so and touches nothing', () => {
+    const run = join(dir, 'finished');
+    // --stop-at the last step ends the run as usual: with its final evaluation
+    expect(train(['--output-dir', run, '--max-steps', '2', '--stop-at', '2']).code).toBe(0);
+    expect(metrics(run).filter((l) => 'eval_loss' in l).map((l) => l.step)).toEqual([2]);
+    const before = readFileSync(join(run, 'metrics.jsonl'));
+    const r = train(['--output-dir', run, '--max-steps', '2', '--resume']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/finished: the run is already complete \(step 2\); nothing to do \(raise --max-steps to train further\)/);
+    expect(r.stderr).not.toMatch(/NaN/);
+    expect(readFileSync(join(run, 'metrics.jsonl')).equals(before)).toBe(true);
+  });
+
+  it('--resume applies and records allowed changes, refuses others naming the key and both values', () => {
+    const run = join(dir, 'changed');
+    expect(train(['--output-dir', run, '--max-steps', '2']).code).toBe(0);
+    expectOneLineError(
+      train(['--output-dir', run, '--max-steps', '4', '--resume', '--set', 'model.config.n_embd=32']),
+      'gpt2-train',
+      /changed: --resume cannot change model\.config\.n_embd \(the run has 16, the config now gives 32\)/,
+    );
+    // without --config, the run's own config.yaml; flags change it
+    const r = runCli('gpt2-train', ['--output-dir', run, '--resume', '--max-steps', '3', '--set', 'logging.interval=3']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = metrics(run) as unknown as Array<Record<string, unknown>>;
+    expect(lines.find((l) => l.event === 'resume')).toEqual({
+      step: 2,
+      event: 'resume',
+      changes: [{ key: 'runner.max_steps', from: 2, to: 3 }, { key: 'logging.interval', from: 1, to: 3 }],
+    });
+    expect(lines.filter((l) => 'loss' in l).map((l) => l.step)).toEqual([1, 2, 3]);
+    const yaml = readFileSync(join(run, 'config.yaml'), 'utf8');
+    expect(yaml).toMatch(/^ {2}max_steps: 3$/m);
+    expect(yaml).toMatch(/^logging:\n {2}interval: 3$/m);
+    const state = JSON.parse(readFileSync(join(run, 'checkpoints', 'latest', 'trainer_state.json'), 'utf8'));
+    expect([state.step, state.config.runner.max_steps]).toEqual([3, 3]);
+  });
+
   it('a corrupt optimizer state', () => {
     const run = join(dir, 'corrupt');
     expect(train(['--output-dir', run, '--max-steps', '2']).code).toBe(0);

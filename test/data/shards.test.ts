@@ -1,6 +1,8 @@
-import { readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { packer, unpacker, type StoredRecord } from '../../src/data/records.js';
 import { ShardDataset } from '../../src/data/shard-reader.js';
 import { blockRecords, shardSizes, writeDataset, type DatasetSpec } from '../../src/data/shard-writer.js';
 import { Rng } from '../../src/util/rng.js';
@@ -111,6 +113,56 @@ describe('shard reader', () => {
     const rest: number[] = [];
     for await (const r of dataset.iterate({ shuffle: true, seed: 3, start: 17 })) rest.push(firstId(r));
     expect(rest).toEqual(all.slice(17));
+  });
+});
+
+/** A copy of a data set whose shard 0 has its records edited, with a manifest that matches it. */
+async function tampered(name: string, edit: (records: StoredRecord[]) => void, over: Partial<DatasetSpec> = {}): Promise<string> {
+  const out = join(dir, name);
+  await writeDataset(out, stream, spec(over));
+  const file = join(out, 'shard-00000.msgpack');
+  const records = unpacker.unpackMultiple(readFileSync(file)) as StoredRecord[];
+  edit(records);
+  const data = Buffer.concat(records.map((r) => packer.pack(r)));
+  writeFileSync(file, data);
+  const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+  Object.assign(manifest.shards[0], { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+  writeFileSync(join(out, 'manifest.json'), JSON.stringify(manifest));
+  return out;
+}
+
+describe('shard reader refuses bad records, naming shard, record and value', () => {
+  const loadError = async (out: string) => {
+    const ds = await ShardDataset.open(out);
+    return ds.loadShard(0).then(() => 'loaded', (err: Error) => err.message);
+  };
+
+  it('an attention_mask value other than 0 or 1', async () => {
+    const out = await tampered('mask7', (records) => {
+      records[3].attention_mask = Uint8Array.from({ length: 10 }, (_, t) => (t === 4 ? 7 : 1));
+    });
+    expect(await loadError(out)).toBe(`${join(out, 'shard-00000.msgpack')}: record 3: attention_mask[4] is 7, must be 0 or 1`);
+  });
+
+  it('ids outside the vocabulary, in input_ids or labels', async () => {
+    // Records hold ids up to 303: with a vocabulary of 200, record 2 (ids 20..29) is fine and record 20 is not.
+    const small = await tampered('oov', () => {}, { tokenizer: { name: 'test', vocab_size: 200, sha256: '0'.repeat(64) }, plan: { shardRecords: 30 } });
+    expect(await loadError(small)).toBe(`${join(small, 'shard-00000.msgpack')}: record 20: input_ids[0] is 200, outside the vocabulary of 200 ids (0 to 199)`);
+    const labels = await tampered('labels', (records) => {
+      records[1].labels = Uint16Array.from(records[1].input_ids, (id, t) => (t === 9 ? 1000 : id));
+    });
+    expect(await loadError(labels)).toBe(`${join(labels, 'shard-00000.msgpack')}: record 1: labels[9] is 1000, outside the vocabulary of 1000 ids (0 to 999)`);
+  });
+
+  it('fields of the wrong type or length', async () => {
+    const short = await tampered('short-mask', (records) => {
+      records[0].attention_mask = new Uint8Array(3).fill(1);
+    });
+    expect(await loadError(short)).toMatch(/record 0: attention_mask has 3 values, block_size is 10$/);
+    const wide = await tampered('wide-labels', (records) => {
+      records[2].labels = Int32Array.from(records[2].input_ids);
+    });
+    expect(await loadError(wide)).toMatch(/record 2: labels is not a uint16 array$/);
   });
 });
 

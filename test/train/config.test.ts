@@ -86,12 +86,19 @@ describe('shipped configs', () => {
 });
 
 describe('defaults', () => {
-  it('an empty file is the fully defaulted config', () => {
-    const c = loadTrainConfig(yamlFile('# nothing\n'));
+  // Issue 9: an empty file used to load as this config and silently train the 124M preset.
+  it('an empty config is the fully defaulted one; an empty config file is refused', () => {
+    const c = validateTrainConfig({}, 'x');
     expect(c).toMatchObject({ seed: 1234, backend: 'auto', task: 'causal_lm', eval_dataset: { path: null }, lora: null });
     expect(c.model).toEqual({ preset: 'gpt2', config: {}, dropout: null, init_from: null, num_labels: 2 });
     expect(c.lr_schedule).toEqual({ type: 'polynomial', lr: 1e-4, end_lr: 1e-5, power: 1, warmup_steps: 0, warmup_ratio: null, decay_steps: null });
     expect(validateTrainConfig({ lora: {} }, 'x').lora).toEqual({ rank: 64, alpha: 128, dropout: 0.1, target_modules: ['query', 'value'] });
+    for (const text of ['', '# nothing\n', '---\n', 'null\n']) {
+      const path = yamlFile(text);
+      expect(errorOf(() => loadTrainConfig(path)).message, JSON.stringify(text)).toBe(`${path}: the config file is empty; give at least the model (see configs/gpt2/run_gpt2_tiny.yaml)`);
+    }
+    const parent = yamlFile('');
+    expect(errorOf(() => loadTrainConfig(yamlFile(`extends: ${parent}\nseed: 1\n`))).message).toMatch(new RegExp(`^${parent}: the config file is empty`));
   });
 });
 
@@ -232,6 +239,73 @@ describe('errors', () => {
       'ckpt/train-config.json: runner.epochs: must be an integer ≥ 1, got 0',
     );
     expect(errorOf(() => validateTrainConfig([], 'c.json')).message).toBe('c.json: must be a mapping, got []');
+  });
+});
+
+describe('hostile configs', () => {
+  const base = () => yamlFile('runner:\n  batch_size: 4\n');
+  /** A file whose runner.batch_size expands to over 9^8 (43 million) values: tiny, but fatal to anything that walks it. */
+  const bomb = () => {
+    let text = 'runner:\n  batch_size:\n    - &a [x, x, x, x, x, x, x, x, x]\n';
+    let prev = 'a';
+    for (const name of 'bcdefghi') {
+      text += `    - &${name} [${Array(9).fill(`*${prev}`).join(', ')}]\n`;
+      prev = name;
+    }
+    return text;
+  };
+
+  it('an alias bomb fails at once, naming the file', () => {
+    const path = yamlFile(bomb());
+    expect(errorOf(() => loadTrainConfig(path)).message).toBe(
+      `${path}: more than 10000 values once aliases are expanded (an alias bomb?); a config needs far fewer`,
+    );
+    const list = `[${Array(9).fill('*a').join(', ')}]`;
+    const e = errorOf(() => loadTrainConfig(base(), [`runner.batch_size=[&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], &b ${list}, &c ${list.replaceAll('a', 'b')}, &d ${list.replaceAll('a', 'c')}, ${list.replaceAll('a', 'd')}]`]));
+    expect(e).toBeInstanceOf(UsageError);
+    expect(e.message).toMatch(/: more than 10000 values once aliases are expanded/);
+    // a few aliases are fine
+    expect(loadTrainConfig(yamlFile('lr_schedule:\n  lr: &lr 0.001\n  end_lr: *lr\n')).lr_schedule.end_lr).toBe(0.001);
+  });
+
+  it('__proto__, constructor and prototype keys are refused in files and --set, and pollute nothing', () => {
+    for (const [text, key] of [
+      ['__proto__:\n  polluted: 1\n', '__proto__'],
+      ['runner:\n  __proto__:\n    polluted: 1\n', 'runner.__proto__'],
+      ['constructor:\n  prototype:\n    polluted: 1\n', 'constructor'],
+      ['model:\n  config: [{prototype: 1}]\n', 'model.config[0].prototype'],
+    ]) {
+      const path = yamlFile(text);
+      expect(errorOf(() => loadTrainConfig(path)).message).toBe(`${path}: ${key}: not a config key`);
+    }
+    // The second layer of an extends chain merges key by key: the way into Object.prototype.
+    const parent = yamlFile('runner:\n  batch_size: 2\n');
+    expect(errorOf(() => loadTrainConfig(yamlFile(`extends: ${parent}\n__proto__:\n  polluted: 1\n`))).message).toMatch(/: __proto__: not a config key$/);
+    for (const bad of ['__proto__.polluted=1', 'runner.__proto__.polluted=1', 'constructor.prototype.polluted=1', 'model.prototype=1']) {
+      const e = errorOf(() => loadTrainConfig(base(), [bad]));
+      expect(e, bad).toBeInstanceOf(UsageError);
+      expect(e.message).toMatch(new RegExp(`^--set ${bad.replace(/[.[\]]/g, '\\$&')}: (__proto__|constructor|prototype) is not a config key$`));
+    }
+    expect(errorOf(() => loadTrainConfig(base(), ['model.config={__proto__: {polluted: 1}}'])).message).toMatch(/: __proto__: not a config key$/);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('list indices beyond what the schema allows are refused before anything is allocated', () => {
+    const cases: Array<[string, string]> = [
+      ['optimizer.betas[300000000]=1', 'index 300000000 is out of range (optimizer.betas holds at most 2 items)'],
+      ['optimizer.betas[2]=0.9', 'index 2 is out of range (optimizer.betas holds at most 2 items)'],
+      ['lora.target_modules[6]=key', 'index 6 is out of range (lora.target_modules holds at most 6 items)'],
+      ['runner.batch_size[0]=1', 'runner.batch_size is not a list'],
+      ['nonsense[99999999]=1', 'nonsense is not a list'],
+      ['optimizer.betas[0][0]=1', 'optimizer.betas[0] is not a list'],
+    ];
+    for (const [bad, reason] of cases) {
+      const e = errorOf(() => loadTrainConfig(base(), [bad]));
+      expect(e, bad).toBeInstanceOf(UsageError);
+      expect(e.message).toBe(`--set ${bad}: ${reason}`);
+    }
+    // an index the schema allows still reaches validation
+    expect(errorOf(() => loadTrainConfig(base(), ['lora.target_modules[5]=key'])).message).toMatch(/^--set lora\.target_modules\[5\]=key: lora\.target_modules\[2\]: must be one of /);
   });
 });
 
