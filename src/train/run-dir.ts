@@ -15,6 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { checkReplaceable, ownedEntries, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { openOutput } from '../util/output.js';
+import { processAlive } from '../util/staging.js';
 import { VERSION } from '../version.js';
 import { CHECKPOINTS, latestStep } from './checkpoints.js';
 
@@ -82,20 +83,11 @@ export async function inspectRunDir(dir: string): Promise<RunDirState> {
   return { empty: false, checkpointStep: await latestStep(dir), foreign: await replaceableRun([]).foreign(dir) };
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
-
 /** The lock file's text, and the pid in it when that process is alive (and not this one). */
 async function lockHolder(dir: string): Promise<{ text: string; pid?: number }> {
   const text = await readFile(join(dir, LOCK), 'utf8').catch(() => '');
   const pid = Number.parseInt(text, 10);
-  return { text, pid: pid > 0 && pid !== process.pid && alive(pid) ? pid : undefined };
+  return { text, pid: pid > 0 && pid !== process.pid && processAlive(pid) ? pid : undefined };
 }
 
 const busy = (dir: string, pid: number) =>
@@ -134,7 +126,6 @@ export async function planRun(dir: string, options: { resume: boolean; overwrite
   }
   throw new ToolError(`${dir}: output directory is not empty and is not a gpt2-train run: ${state.foreign}; name a new directory`);
 }
-
 
 /**
  * The run directory while this process trains in it: locked, and until started() cleaned up on

@@ -14,7 +14,7 @@ import { tokenizerIdentityOf } from '../model/open.js';
 import { initialParameters, type ParameterValues } from '../model/params.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
 import { fsError, ToolError } from '../util/errors.js';
-import { tempPathFor } from '../util/output.js';
+import { tempPathFor } from '../util/staging.js';
 import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan } from './batches.js';
 import { loadLatest, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
 import { configToYaml, resolveModelConfig, type Path, type TrainConfig } from './config.js';
