@@ -51,7 +51,7 @@ export function replaceableRecords(inputs: readonly string[]): Replaceable {
     const manifest = (await readJsonFile(join(dir, MANIFEST_FILE)).catch(() => undefined)) as { format?: unknown } | undefined;
     return manifest?.format === RECORDS_FORMAT;
   };
-  return { inputs, foreign: ownedEntries('bpe-encode', (name) => name === MANIFEST_FILE || SHARD_FILE.test(name), MANIFEST_FILE, marked) };
+  return { inputs, foreign: ownedEntries('bpe-encode', (name) => (name === MANIFEST_FILE || SHARD_FILE.test(name) ? 'file' : undefined), MANIFEST_FILE, marked) };
 }
 
 /** Checks a parsed manifest's shape; `where` names the file in messages. */

@@ -164,7 +164,7 @@ export function replaceableCheckpoint(inputs: readonly string[] = []): Replaceab
       return false;
     }
   };
-  return { inputs, foreign: ownedEntries('this toolchain', (name) => CHECKPOINT_FILES.has(name), `${WEIGHTS_FILE}`, marked) };
+  return { inputs, foreign: ownedEntries('this toolchain', (name) => (CHECKPOINT_FILES.has(name) ? 'file' : undefined), WEIGHTS_FILE, marked) };
 }
 
 export interface SaveOptions {

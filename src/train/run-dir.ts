@@ -12,7 +12,7 @@
 import { readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { checkReplaceable, ownedEntries, type Replaceable } from '../util/atomic-dir.js';
+import { checkReplaceable, ownedEntries, type EntryKind, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { openOutput } from '../util/output.js';
 import { processAlive } from '../util/staging.js';
@@ -31,6 +31,8 @@ const ENTRIES = new Set([MARKER, CONFIG, METRICS, PLOT, TOKENIZER, CHECKPOINTS, 
 const TEMPORARY = /^\.(.+)\.(?:tmp|old)-\d+(?:-[0-9a-f]+)?$/;
 
 const isOurs = (name: string) => ENTRIES.has(name) || ENTRIES.has(TEMPORARY.exec(name)?.[1] ?? '');
+/** checkpoints/ and tokenizer/ are directories; everything else here (temporaries included) a file. */
+const kindOf = (name: string): EntryKind | undefined => (!isOurs(name) ? undefined : name === CHECKPOINTS || name === TOKENIZER ? 'directory' : 'file');
 /** What the subdirectories hold: checkpoints (each our checkpoint format) and the tokenizer's files. */
 const INSIDE: ReadonlyArray<readonly [string, (name: string) => boolean]> = [
   [CHECKPOINTS, (n) => /^step-\d+$/.test(n) || n === 'latest' || TEMPORARY.test(n)],
@@ -47,7 +49,7 @@ async function isMarked(dir: string): Promise<boolean> {
 
 /** What --overwrite may replace: a run directory gpt2-train made (by its marker), holding no input. */
 export function replaceableRun(inputs: readonly string[]): Replaceable {
-  const top = ownedEntries('gpt2-train', isOurs, MARKER, isMarked);
+  const top = ownedEntries('gpt2-train', kindOf, MARKER, isMarked);
   const foreign = async (dir: string) => {
     const problem = await top(dir);
     if (problem !== undefined) return problem;

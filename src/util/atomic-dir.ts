@@ -83,19 +83,26 @@ async function checkNotProtected(dir: string): Promise<void> {
   if (within(cwd, target)) throw new ToolError(`${dir}: refusing to replace the current directory${cwd === target ? '' : ' (it is inside it)'}; name a new directory`);
 }
 
+/** What a tool writes under a name: a plain file, or a directory of its own. */
+export type EntryKind = 'file' | 'directory';
+
 /**
- * A `foreign` test for directories whose every entry this tool writes: `ours` accepts entry names,
- * `marked` checks the file that proves this tool wrote the directory (named by `marker`). Tools
- * write plain files only, so a directory or a symlink under one of their names is not theirs
- * (deleting it would delete what it holds, or leave what it points to while seeming to replace it).
+ * A `foreign` test for directories whose every entry this tool writes: `ours` says what kind of
+ * entry the tool writes under a name (undefined: none), `marked` checks the file that proves this
+ * tool wrote the directory (named by `marker`). An entry of another kind under one of the tool's
+ * names is not the tool's: a directory where it writes a file, or any symlink (deleting it would
+ * delete what it holds, or leave what it points to while seeming to replace it).
  */
-export function ownedEntries(tool: string, ours: (name: string) => boolean, marker: string, marked: (dir: string) => Promise<boolean>): Replaceable['foreign'] {
+export function ownedEntries(tool: string, ours: (name: string) => EntryKind | undefined, marker: string, marked: (dir: string) => Promise<boolean>): Replaceable['foreign'] {
   return async (dir) => {
     try {
       for (const name of await readdir(dir)) {
-        if (!ours(name)) return `it holds ${name}, which ${tool} does not write`;
+        const kind = ours(name);
+        if (kind === undefined) return `it holds ${name}, which ${tool} does not write`;
         const stats = await lstat(join(dir, name));
-        if (!stats.isFile()) return `its ${name} is a ${stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symbolic link' : 'special file'}, not a file ${tool} writes`;
+        if (kind === 'file' ? !stats.isFile() : !stats.isDirectory()) {
+          return `its ${name} is a ${stats.isDirectory() ? 'directory' : stats.isSymbolicLink() ? 'symbolic link' : stats.isFile() ? 'file' : 'special file'}, not a ${kind} ${tool} writes`;
+        }
       }
     } catch (err) {
       throw fsError(err, dir);
