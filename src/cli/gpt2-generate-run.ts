@@ -7,9 +7,8 @@ import { openGenerationModel } from '../generate/choose.js';
 import { generate, type GenerateOptions } from '../generate/generate.js';
 import type { GenerationModel } from '../generate/model.js';
 import type { GPT2Config } from '../model/config.js';
-import { GPT2_VOCAB_SIZE } from '../model/open.js';
 import { parseIds } from '../tokenizer/id-lines.js';
-import { builtinTokenizerDir, loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
+import { builtinTokenizerDir, GPT2_VOCAB_SIZE, loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { ToolError, UsageError } from '../util/errors.js';
 import { writeStdout } from '../util/output.js';
 import type { Logger } from './common.js';
@@ -63,6 +62,8 @@ function tokenizerFor(dir: string, c: GPT2Config, flags: RunFlags, log: Logger):
     let problem: string | undefined;
     if (!own) problem = c.vocab_size === GPT2_VOCAB_SIZE ? undefined : `no tokenizer (vocab.json, merges.txt) and ${c.vocab_size} token ids, GPT-2's has ${GPT2_VOCAB_SIZE}`;
     else {
+      // Loading (parsing and checking the files) is what tells whether text could be decoded;
+      // its failure only changes that one line.
       try {
         const size = loadTokenizer(dir).vocabSize;
         if (size < c.vocab_size) problem = `its tokenizer has ${size} token ids, the model ${c.vocab_size}`;

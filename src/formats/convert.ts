@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { checkOutputDir } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
+import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
 import { configFromJson, isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
 import { readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
 import { readWeightsFile } from './weights-file.js';
@@ -71,8 +72,8 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath));
   }
   const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
-  if (!hasTokenizer && config.vocab_size !== 50257) {
-    options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (50257 tokens) although the model has ${config.vocab_size}`);
+  if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
+    options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
   await saveCheckpoint(dst, config, values, {
     overwrite,

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { selectBackend, type BackendName, type SelectedBackend } from '../backend/select.js';
 import { tokenizerSha256 } from '../tokenizer/vocab-files.js';
-import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
+import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, GPT2_VOCAB_SIZE, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { fsError } from '../util/errors.js';
 import { openCheckpoint } from '../formats/checkpoint.js';
 import { presetConfig, type GPT2Config } from './config.js';
@@ -15,8 +15,6 @@ import { GPT2 } from './gpt2.js';
 import { initialParameters, sourcesOf, type ParameterSources } from './params.js';
 import { resolveModelSource } from './source.js';
 
-/** Entries of GPT-2's vocab.json (known from its hash, so the 1 MB file need not be parsed). */
-export const GPT2_VOCAB_SIZE = 50257;
 
 export interface OpenedModel extends LoadedModel<GPT2> {
   backend: SelectedBackend;

@@ -19,6 +19,8 @@ import { fsError, ToolError } from '../util/errors.js';
 
 /** sha256 of the built-in GPT-2 vocab.json followed by merges.txt. */
 export const GPT2_TOKENIZER_SHA256 = '00f404d36600411e497efb3df08d3b4e094f0820e2595afcb7cbd0c4353d4fcb';
+/** Entries of GPT-2's vocab.json (known from its hash, so the 1 MB file need not be parsed). */
+export const GPT2_VOCAB_SIZE = 50257;
 export const ENDOFTEXT = '<|endoftext|>';
 
 export interface TokenizerIdentity {
