@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,6 +40,16 @@ export function runCli(tool: string, args: string[], options: { input?: string |
     stderr: result.stderr.toString('utf8'),
     stdoutBytes: result.stdout,
   };
+}
+
+/** The pid of a process that has exited. */
+export const deadPid = (): number => spawnSync(process.execPath, ['-e', '']).pid!;
+
+/** The pid of another process that lives until the test file ends (call it at the top level). */
+export function livePid(): number {
+  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)'], { stdio: 'ignore' });
+  afterAll(() => void child.kill());
+  return child.pid!;
 }
 
 /** A fresh temporary directory, removed after the test file. */

@@ -109,4 +109,4 @@ export function choiceOption(flags: string, description: string, choices: string
   return defaultValue === undefined ? option : option.default(defaultValue);
 }
 
-export { ExitCode, UsageError };
+export { UsageError };

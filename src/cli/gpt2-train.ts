@@ -37,9 +37,10 @@ const program = createProgram({
 metrics.jsonl (one line per logged step and per evaluation), loss.svg, and checkpoints/step-NNNNNN/ —
 Hugging Face model directories plus optimizer.safetensors and trainer_state.json — with
 checkpoints/latest pointing at the newest; gpt2-train.lock while a process trains in it. A start
-that fails before its first step leaves nothing behind; a run without a checkpoint starts again.
---resume continues bit for bit where the last checkpoint left off (without --config it reads the
-run's config.yaml); a finished run is left as it is. A resume may change only
+that fails before its first step leaves nothing behind; a run without any checkpoint starts again.
+--resume continues bit for bit where the last checkpoint left off (checkpoints/latest, else the
+newest complete step-NNNNNN; without --config it reads the run's config.yaml); a finished run is
+left as it is. A resume may change only
 ${RESUME_MAY_CHANGE.map(([key]) => key).join(', ').replace(/(.{1,90})(?:, |$)/g, '  $1,\n').slice(0, -2)}
 (recorded in config.yaml and as an "event": "resume" line in metrics.jsonl); anything else (model,
 optimizer, the rest of lr_schedule, seed, batch size, data order) must match the run's, or it is refused.
@@ -89,6 +90,11 @@ optimizer.betas[1]=0.98).`,
 
     const progress = await createProgress({ quiet: flags.quiet, label: 'gpt2-train', unit: 'items' });
     const plain = !process.stderr.isTTY;
+    // On a terminal the progress bar holds the last line: a message clears it, the bar redraws below.
+    const aboveBar = (say: (m: string) => void) => (m: string) => {
+      if (!plain && !flags.quiet) process.stderr.write('\r\x1b[2K');
+      say(m);
+    };
     const { train } = await import('../train/trainer.js');
     let result;
     try {
@@ -100,7 +106,8 @@ optimizer.betas[1]=0.98).`,
         sourceOf,
         inputs: files,
         log: (m) => (plain ? log.info(m) : undefined),
-        warn: log.warn,
+        info: aboveBar(log.info),
+        warn: aboveBar(log.warn),
         interrupted: () => signal,
         onStep: ({ step, total, loss, lr, tokensPerS }) => {
           progress.setTotal(total);

@@ -4,10 +4,9 @@
  * staged directory (see atomic-dir.ts), each file under a temporary name first, the manifest last.
  */
 import { createHash } from 'node:crypto';
-import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stageDir, type Replaceable } from '../util/atomic-dir.js';
-import { fsError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/output.js';
 import { VERSION } from '../version.js';
 import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { MANIFEST_FILE, RECORDS_FORMAT, RECORDS_VERSION, type IdDtype, type Manifest, type ShardInfo } from './manifest.js';
@@ -106,7 +105,7 @@ export async function writeDataset(dir: string, ids: ArrayLike<number>, spec: Da
       }
       const data = Buffer.concat(parts);
       const file = shardName(k);
-      await writeFileAtomically(join(staged.path, file), data, join(dir, file));
+      await writeFileAtomic(join(staged.path, file), data, { shownAs: join(dir, file) });
       shards.push({ file, records: sizes[k], tokens, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
     }
     const manifest: Manifest = {
@@ -128,20 +127,11 @@ export async function writeDataset(dir: string, ids: ArrayLike<number>, spec: Da
       },
       created_by: { tool: 'bpe-encode', version: VERSION, command: spec.command },
     };
-    await writeFileAtomically(join(staged.path, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, join(dir, MANIFEST_FILE));
+    await writeFileAtomic(join(staged.path, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { shownAs: join(dir, MANIFEST_FILE) });
     await staged.commit();
     return manifest;
   } catch (err) {
     await staged.abort();
     throw err;
-  }
-}
-
-async function writeFileAtomically(path: string, data: Uint8Array | string, shownAs: string): Promise<void> {
-  try {
-    await writeFile(`${path}.tmp`, data);
-    await rename(`${path}.tmp`, path);
-  } catch (err) {
-    throw fsError(err, shownAs);
   }
 }

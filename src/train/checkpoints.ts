@@ -1,14 +1,16 @@
 /**
  * A training run's checkpoints: checkpoints/step-NNNNNN/ — each an HF model directory plus
  * optimizer.safetensors (Adam moments) and trainer_state.json (step, data position, lr, best eval
- * loss, config). checkpoints/latest is a symlink to the newest complete checkpoint, swapped
- * atomically; the last keep_last are kept.
+ * loss, config), staged and renamed into place whole. checkpoints/latest is a symlink to the newest,
+ * swapped atomically; the last keep_last are kept. A run killed between a checkpoint and the swap,
+ * or copied without its symlinks, has no (or an older) latest: its step directories still count.
  */
 import { readdir, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
-import { loadCheckpoint, replaceableCheckpoint, saveCheckpoint } from '../formats/checkpoint.js';
+import { CONFIG_FILE, loadCheckpoint, replaceableCheckpoint, saveCheckpoint, WEIGHTS_FILE } from '../formats/checkpoint.js';
+import { tempPathFor } from '../util/staging.js';
 import type { GPT2Config } from '../model/config.js';
 import type { ParameterValues } from '../model/params.js';
 import { readSafetensors, writeSafetensors } from '../formats/safetensors.js';
@@ -17,8 +19,8 @@ import { validateTrainConfig, type TrainConfig } from './config.js';
 
 export const CHECKPOINTS = 'checkpoints';
 export const LATEST = 'latest';
-export const OPTIMIZER_FILE = 'optimizer.safetensors';
-export const STATE_FILE = 'trainer_state.json';
+const OPTIMIZER_FILE = 'optimizer.safetensors';
+const STATE_FILE = 'trainer_state.json';
 const STATE_FORMAT = 'gpt2-toolchain.trainer-state';
 
 export interface TrainerState {
@@ -35,13 +37,41 @@ export interface TrainerState {
 }
 
 export const checkpointName = (step: number) => `step-${String(step).padStart(6, '0')}`;
+/** The step a checkpoints/ entry is named for (step-NNNNNN); undefined for any other name. */
+export function stepOf(name: string): number | undefined {
+  const m = /^step-(\d+)$/.exec(name);
+  return m && checkpointName(Number(m[1])) === name ? Number(m[1]) : undefined;
+}
 const exists = (path: string) => stat(path).then(() => true, () => false);
+/** What every checkpoint a run can resume from holds. */
+const COMPLETE = [CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE];
 
-/** The step of the checkpoint checkpoints/latest points at; undefined when there is none. */
-export async function latestStep(runDir: string): Promise<number | undefined> {
-  const target = await readlink(join(runDir, CHECKPOINTS, LATEST)).catch(() => undefined);
-  const m = target === undefined ? null : /^step-(\d+)$/.exec(target);
-  return m ? Number(m[1]) : undefined;
+async function isComplete(dir: string): Promise<boolean> {
+  for (const name of COMPLETE) if (!(await exists(join(dir, name)))) return false;
+  return true;
+}
+
+export interface RunCheckpoints {
+  /** Every checkpoints/step-* entry, complete or not, oldest first. */
+  names: string[];
+  /** The step to resume from: latest's, else the newest complete step directory's. */
+  step?: number;
+  /** Set when `step` does not come from latest: why not. */
+  latestProblem?: string;
+}
+
+/** The checkpoints of a run directory, read only. */
+export async function findCheckpoints(runDir: string): Promise<RunCheckpoints> {
+  const root = join(runDir, CHECKPOINTS);
+  const names = (await readdir(root).catch(() => [] as string[])).filter((n) => stepOf(n) !== undefined).sort((a, b) => stepOf(a)! - stepOf(b)!);
+  const target = await readlink(join(root, LATEST)).catch(() => undefined);
+  const linked = target === undefined ? undefined : stepOf(target);
+  if (linked !== undefined && names.includes(target!) && (await isComplete(join(root, target!)))) return { names, step: linked };
+  const latestProblem = target === undefined ? `${join(CHECKPOINTS, LATEST)} is missing` : `${join(CHECKPOINTS, LATEST)} points to ${target}, which is not a complete checkpoint`;
+  for (const name of [...names].reverse()) {
+    if (await isComplete(join(root, name))) return { names, step: stepOf(name), latestProblem };
+  }
+  return { names, latestProblem };
 }
 
 export interface SavedRun {
@@ -76,9 +106,8 @@ export async function saveTrainingCheckpoint(
     },
   });
   // Point latest at it (a new symlink renamed over the old one: never a moment without one).
-  const temp = join(root, `.${LATEST}.tmp-${process.pid}`);
+  const temp = tempPathFor(join(root, LATEST));
   try {
-    await rm(temp, { force: true });
     await symlink(name, temp);
     await rename(temp, join(root, LATEST));
     await prune(root, run.keepLast);
@@ -88,23 +117,22 @@ export async function saveTrainingCheckpoint(
   return dir;
 }
 
-/** Removes all but the newest keepLast step-* checkpoints. */
+/**
+ * Removes all but the newest keepLast step-* checkpoints, each renamed to a temporary name first:
+ * a kill while deleting leaves a stale temporary, never a step directory with files missing.
+ */
 async function prune(root: string, keepLast: number): Promise<void> {
-  const steps = (await readdir(root)).filter((n) => /^step-\d+$/.test(n)).sort();
-  for (const old of steps.slice(0, Math.max(0, steps.length - keepLast))) await rm(join(root, old), { recursive: true, force: true });
+  const steps = (await readdir(root)).filter((n) => stepOf(n) !== undefined).sort((a, b) => stepOf(a)! - stepOf(b)!);
+  for (const old of steps.slice(0, Math.max(0, steps.length - keepLast))) {
+    const doomed = tempPathFor(join(root, old));
+    await rename(join(root, old), doomed);
+    await rm(doomed, { recursive: true, force: true });
+  }
 }
 
-/** The run's latest checkpoint: model, optimizer moments, trainer state. */
-export async function loadLatest(runDir: string): Promise<SavedRun> {
-  const link = join(runDir, CHECKPOINTS, LATEST);
-  let target: string;
-  try {
-    target = await readlink(link);
-  } catch {
-    throw new ToolError(`${runDir}: no checkpoint to resume from (${join(CHECKPOINTS, LATEST)} is missing)`);
-  }
-  const dir = join(runDir, CHECKPOINTS, target);
-  if (!(await exists(dir))) throw new ToolError(`${link} points to ${target}, which is missing`);
+/** A run's checkpoint of `step`: model, optimizer moments, trainer state. */
+export async function loadTrainingCheckpoint(runDir: string, step: number): Promise<SavedRun> {
+  const dir = join(runDir, CHECKPOINTS, checkpointName(step));
   const ck = await loadCheckpoint(dir);
   const state = await readState(join(dir, STATE_FILE));
   const optimizer = await readOptimizer(join(dir, OPTIMIZER_FILE), ck.values);

@@ -2,7 +2,7 @@
  * gpt2-train's loop: data → steps → metrics, evaluations and checkpoints, with exact resume.
  * The run directory layout is in run-dir.ts; one step is in step.ts.
  */
-import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { selectBackend } from '../backend/select.js';
 import { ShardDataset } from '../data/shard-reader.js';
@@ -14,15 +14,15 @@ import { tokenizerIdentityOf } from '../model/open.js';
 import { initialParameters, type ParameterValues } from '../model/params.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
 import { fsError, ToolError } from '../util/errors.js';
-import { tempPathFor } from '../util/staging.js';
+import { copyFileAtomic, writeFileAtomic } from '../util/output.js';
 import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan } from './batches.js';
-import { loadLatest, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
+import { loadTrainingCheckpoint, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
 import { configToYaml, resolveModelConfig, type Path, type TrainConfig } from './config.js';
 import { checkDataFitsModel, evaluate } from './evaluate.js';
 import { AdamW } from './optimizer.js';
 import { lossPlotSvg, readMetrics } from './plot.js';
 import { resumeConfig, type ConfigChange } from './resume.js';
-import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, TOKENIZER, writeAtomically } from './run-dir.js';
+import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, TOKENIZER, type PlanOptions } from './run-dir.js';
 import { learningRate, warmupSteps, type ScheduleSpec } from './schedule.js';
 import { trainStep } from './step.js';
 
@@ -36,7 +36,11 @@ export interface TrainOptions {
   sourceOf?: (key: Path) => string;
   /** Further input paths of the command (config files): a directory holding one is never replaced. */
   inputs?: readonly string[];
+  /** Progress details (a caller showing a progress bar may drop them). */
   log?: (message: string) => void;
+  /** What the user must see even beside a progress bar: the resume and what it changes. */
+  info?: (message: string) => void;
+  /** What the user must see, and may not expect: a run started again, a checkpoint other than latest. */
   warn?: (message: string) => void;
   /** Called after each step (progress bars). */
   onStep?: (info: { step: number; total: number; loss: number; lr: number; tokensPerS: number }) => void;
@@ -77,15 +81,10 @@ async function keepTokenizer(out: string, from: string): Promise<string> {
   for (const name of ['vocab.json', 'merges.txt']) {
     const path = join(dir, name);
     if (await stat(path).then(() => true, () => false)) continue;
-    const temp = tempPathFor(path);
-    try {
-      await mkdir(dir, { recursive: true });
-      await copyFile(join(from, name), temp);
-      await rename(temp, path);
-    } catch (err) {
-      await rm(temp, { force: true });
-      throw fsError(err, path);
-    }
+    await mkdir(dir, { recursive: true }).catch((err) => {
+      throw fsError(err, dir);
+    });
+    await copyFileAtomic(join(from, name), path);
   }
   return dir;
 }
@@ -120,8 +119,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // Everything is read and checked before anything is written: a start that fails on its inputs
   // leaves the output directory as it was.
   const inputs = [given.train_dataset.path, given.eval_dataset?.path, given.model.init_from, ...(options.inputs ?? [])].filter((p): p is string => !!p);
-  const plan = await planRun(out, { resume: !!options.resume, overwrite: !!options.overwrite, inputs });
-  const resumed = plan.kind === 'resume' ? await loadLatest(out) : undefined;
+  const planOptions: PlanOptions = { resume: !!options.resume, overwrite: !!options.overwrite, inputs };
+  const plan = await planRun(out, planOptions);
+  const resumed = plan.kind === 'resume' ? await loadTrainingCheckpoint(out, plan.step) : undefined;
   const { config, changes } = resumed ? resumeConfig(resumed.state.config, given, out) : { config: given, changes: [] };
   const start = resumed ? { modelConfig: resumed.modelConfig, values: resumed.values, tokenizerDir: resumed.tokenizerDir } : await initialModel(config);
   const { modelConfig } = start;
@@ -155,8 +155,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   try {
     for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, model);
     if (resumed) optimizer.load(resumed.optimizer);
-    if (plan.kind === 'fresh' && plan.note) log(plan.note);
-    const run = await RunDir.begin(out, plan);
+    const run = await RunDir.begin(out, plan, planOptions);
+    if (plan.note) options.warn?.(plan.note);
     try {
       const result = await loop({ ...options, log }, { config, changes, resumed, run, model, optimizer, trainData, evalData, batchPlan, total, tokenizerFrom: start.tokenizerDir });
       await run.release();
@@ -188,6 +188,7 @@ interface Loop {
 /** The steps, evaluations and checkpoints, in a run directory begun for them. */
 async function loop(options: TrainOptions & { log: (m: string) => void }, it: Loop): Promise<TrainResult> {
   const { log } = options;
+  const info = options.info ?? log;
   const { config, resumed, model, optimizer, trainData, evalData, total } = it;
   const out = it.run.dir;
   // The run keeps its own copy of the tokenizer files: checkpoints come and go (keep_last).
@@ -204,14 +205,15 @@ async function loop(options: TrainOptions & { log: (m: string) => void }, it: Lo
 
   const metrics = new MetricsLog(join(out, METRICS));
   if (resumed) {
-    log(`resuming ${out} from step ${resumed.state.step} (${resumed.dir})`);
+    info(`resuming ${out} from step ${resumed.state.step} (${resumed.dir})`);
     await metrics.truncateAfter(resumed.state.step);
     if (it.changes.length > 0) {
-      for (const c of it.changes) log(`resume changes ${c.key}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`);
+      for (const c of it.changes) info(`resume changes ${c.key}: ${JSON.stringify(c.from)} → ${JSON.stringify(c.to)}`);
       await metrics.append({ step: resumed.state.step, event: 'resume', changes: it.changes });
     }
   }
-  if (!resumed || it.changes.length > 0) await writeAtomically(join(out, CONFIG), configToYaml(config));
+  // Always: an earlier resume from this checkpoint may have recorded changes this one does not make.
+  await writeFileAtomic(join(out, CONFIG), configToYaml(config));
   const stream = new BatchStream(trainData, it.batchPlan, { epoch: resumed?.state.epoch ?? 0, offset: resumed?.state.offset ?? 0 });
   const accumulation = config.runner.gradient_accumulation_steps;
   let step = resumed?.state.step ?? 0;
@@ -299,6 +301,6 @@ export async function plot(runDir: string): Promise<string> {
     { title: `loss — ${runDir}` },
   );
   const out = join(runDir, PLOT);
-  await writeAtomically(out, svg);
+  await writeFileAtomic(out, svg);
   return out;
 }

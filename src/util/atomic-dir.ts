@@ -36,16 +36,20 @@ export interface StageOptions {
   overwrite?: Replaceable;
 }
 
-async function existing(dir: string): Promise<'missing' | 'empty' | 'full'> {
-  let entries: string[];
+/** The names in directory `dir`; undefined when it is missing. Anything else there is an error. */
+export async function dirEntries(dir: string): Promise<string[] | undefined> {
   try {
     if (!(await stat(dir)).isDirectory()) throw new ToolError(`${dir}: exists and is not a directory`);
-    entries = await readdir(dir);
+    return await readdir(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw fsError(err, dir);
   }
-  return entries.length === 0 ? 'empty' : 'full';
+}
+
+async function existing(dir: string): Promise<'missing' | 'empty' | 'full'> {
+  const entries = await dirEntries(dir);
+  return entries === undefined ? 'missing' : entries.length === 0 ? 'empty' : 'full';
 }
 
 const real = (path: string) => realpath(path).catch(() => resolve(path));

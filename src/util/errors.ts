@@ -62,7 +62,7 @@ export function fsError(err: unknown, path: string): ToolError {
 }
 
 /** The Node error code ("ENOSPC", …) behind err, looking through the causes ToolErrors wrap. */
-export function errorCode(err: unknown): string | undefined {
+function errorCode(err: unknown): string | undefined {
   for (let e = err; e instanceof Error; e = e.cause) {
     const code = (e as NodeJS.ErrnoException).code;
     if (typeof code === 'string') return code;

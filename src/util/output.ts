@@ -5,7 +5,7 @@
  * the file (or <stdout>), never an exit 0 with the output cut short.
  */
 import { fstatSync, statSync, writeSync, type Stats } from 'node:fs';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { isatty } from 'node:tty';
 import { fsError, ToolError, UsageError } from './errors.js';
@@ -72,7 +72,12 @@ class FileSink implements Sink {
   private readonly handle: Promise<FileHandle>;
   private closed = false;
 
-  constructor(private readonly path: string, private readonly temp: string | undefined) {
+  constructor(
+    private readonly path: string,
+    private readonly temp: string | undefined,
+    /** The name errors give (default: path). */
+    private readonly shownAs = path,
+  ) {
     // Opened at once, so the temporary exists (and is tidied if this process dies) from the start.
     this.handle = open(temp ?? path, temp ? 'wx' : 'w');
     this.handle.catch(() => {}); // reported where it is awaited
@@ -82,7 +87,7 @@ class FileSink implements Sink {
     try {
       await step(await this.handle);
     } catch (err) {
-      throw fsError(err, this.path);
+      throw fsError(err, this.shownAs);
     }
   }
 
@@ -140,20 +145,19 @@ export function checkStdoutWrites(): void {
   };
 }
 
-function stdoutFailure(err: unknown): ToolError {
-  if ((err as NodeJS.ErrnoException).code === 'EPIPE') process.exit(0); // `tool | head`: the reader has gone
-  return fsError(err, '<stdout>');
-}
-
 /**
  * Writes to standard output and resolves once the data is handed to the OS; a failure (ENOSPC on a
- * redirected file, …) rejects with a one-line ToolError. A closed pipe (`tool | head`) ends the
- * process quietly with status 0, as every tool does.
+ * redirected file, …) rejects with a one-line ToolError. A closed pipe (`tool | head`) neither
+ * resolves nor rejects: the stream's 'error' event follows, and runProgram's handler for it ends
+ * the process quietly with status 0, as for every other write.
  */
 export function writeStdout(data: string | Uint8Array): Promise<void> {
   checkStdoutWrites();
   return new Promise((resolve, reject) => {
-    process.stdout.write(data, (err) => (err ? reject(stdoutFailure(err)) : resolve()));
+    process.stdout.write(data, (err) => {
+      if (!err) resolve();
+      else if ((err as NodeJS.ErrnoException).code !== 'EPIPE') reject(fsError(err, '<stdout>'));
+    });
   });
 }
 
@@ -195,4 +199,32 @@ export function openOutput(path?: string, options: OutputOptions = {}): Output {
   if (existing && !existing.isFile()) return new BufferedOutput(new FileSink(path, undefined));
   removeStaleStaging(path);
   return new BufferedOutput(new FileSink(path, tempPathFor(path)));
+}
+
+/**
+ * Writes a whole file under a temporary name beside it and renames it into place. `shownAs` names
+ * the file in errors when `path` is itself inside a staged directory. What a killed writer leaves
+ * is for the caller to tidy (a run directory does when it is next locked; a staged one is new).
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, options: { shownAs?: string } = {}): Promise<void> {
+  const file = new FileSink(path, tempPathFor(path), options.shownAs);
+  try {
+    await file.write(data);
+    await file.finish();
+  } catch (err) {
+    await file.discard().catch(() => {});
+    throw err;
+  }
+}
+
+/** Copies `from` to `to` under a temporary name beside `to`, renamed into place (see writeFileAtomic). */
+export async function copyFileAtomic(from: string, to: string): Promise<void> {
+  const temp = tempPathFor(to);
+  try {
+    await copyFile(from, temp);
+    await rename(temp, to);
+  } catch (err) {
+    await rm(temp, { force: true }).catch(() => {});
+    throw fsError(err, to);
+  }
 }

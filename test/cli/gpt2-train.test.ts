@@ -313,6 +313,45 @@ describe('gpt2-train bad inputs', () => {
     expect(yaml).toMatch(/^logging:\n {2}interval: 3$/m);
     const state = JSON.parse(readFileSync(join(run, 'checkpoints', 'latest', 'trainer_state.json'), 'utf8'));
     expect([state.step, state.config.runner.max_steps]).toEqual([3, 3]);
+
+    // Killed after its first step, between saving step 3 and pointing latest at it (both undone
+    // here): resumed again from step 2, with --quiet. The warning still shows, nothing is deleted,
+    // and metrics.jsonl records the resume once.
+    const losses = lines.filter((l) => 'loss' in l);
+    rmSync(join(run, 'checkpoints', 'latest'));
+    rmSync(join(run, 'checkpoints', 'step-000003'), { recursive: true });
+    const again = runCli('gpt2-train', ['-q', '--output-dir', run, '--resume', '--max-steps', '3', '--set', 'logging.interval=3']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toBe(`gpt2-train: warning: ${run}: checkpoints/latest is missing; resuming from checkpoints/step-000002, the newest complete checkpoint\n`);
+    const relines = metrics(run) as unknown as Array<Record<string, unknown>>;
+    expect(relines.filter((l) => l.event === 'resume')).toHaveLength(1);
+    const exact = (l: Record<string, unknown>) => ({ step: l.step, loss: l.loss, lr: l.lr, grad_norm: l.grad_norm });
+    expect(relines.filter((l) => 'loss' in l).map(exact)).toEqual(losses.map(exact)); // bit for bit the same steps
+    expect(readdirSync(join(run, 'checkpoints')).sort()).toEqual(['latest', 'step-000002', 'step-000003']);
+    expect(readlinkSync(join(run, 'checkpoints', 'latest'))).toBe('step-000003');
+  });
+
+  it('a run that saved no checkpoint starts again, also from its own config.yaml (--resume without --config), and says so', () => {
+    const run = join(dir, 'restarted');
+    expect(train(['--output-dir', run, '--max-steps', '2']).code).toBe(0);
+    rmSync(join(run, 'checkpoints'), { recursive: true }); // as if killed before its first checkpoint
+    const r = runCli('gpt2-train', ['-q', '--output-dir', run, '--resume', '--max-steps', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe(`gpt2-train: warning: ${run} holds a run that saved no checkpoint: starting it again from step 0\n`);
+    expect(metrics(run).filter((l) => 'loss' in l).map((l) => l.step)).toEqual([1]);
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(/^ {2}max_steps: 1$/m);
+  });
+
+  it('on a terminal, beside the progress bar, the resume and its changes are still shown', (ctx) => {
+    if (spawnSync('script', ['--version']).status !== 0) ctx.skip('no script(1) here to give gpt2-train a terminal');
+    const run = join(dir, 'terminal');
+    expect(train(['--output-dir', run, '--max-steps', '1']).code).toBe(0);
+    const quote = (arg: string) => `'${arg.replace(/'/g, "'\\''")}'`;
+    const command = [process.execPath, join(ROOT, 'bin', 'gpt2-train.js'), '--output-dir', run, '--resume', '--max-steps', '2'].map(quote).join(' ');
+    const r = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', env: { ...process.env, LANG: 'C.UTF-8' } });
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toContain(`gpt2-train: resuming ${run} from step 1`);
+    expect(r.stdout).toContain('gpt2-train: resume changes runner.max_steps: 1 → 2');
   });
 
   it('a corrupt optimizer state', () => {

@@ -11,7 +11,7 @@ import { Tiktoken } from 'js-tiktoken/lite';
 import gpt2Ranks from 'js-tiktoken/ranks/gpt2';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ShardDataset } from '../../src/data/shard-reader.js';
-import { expectOneLineError, fixture, ROOT, runCli, tempDir, type CliResult } from '../helpers.js';
+import { deadPid, expectOneLineError, fixture, ROOT, runCli, tempDir, type CliResult } from '../helpers.js';
 import { snapshot } from '../util/snapshot.js';
 
 const work = tempDir();
@@ -294,8 +294,8 @@ describe('staging left by a process killed with -9 is removed by the next run', 
     mkdirSync(parent);
     const out = join(parent, 'shards');
     cpSync(encoded, out, { recursive: true });
-    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
-    for (const name of [`.shards.tmp-${dead}-0123abcd`, `.shards.old-${dead}`, `.shards.tmp-${process.pid}-0123abcd`]) cpSync(encoded, join(parent, name), { recursive: true });
+    const dead = deadPid();
+    for (const name of [`.shards.tmp-${dead}-0123abcd`, `.shards.old-${dead}-89abcdef`, `.shards.tmp-${process.pid}-0123abcd`]) cpSync(encoded, join(parent, name), { recursive: true });
     const r = runCli('bpe-encode', ['-q', '--overwrite', '--block-size', '64', '--out', out, docs]);
     expect(r.code, r.stderr).toBe(0);
     expect(readdirSync(parent).sort()).toEqual([`.shards.tmp-${process.pid}-0123abcd`, 'shards']);

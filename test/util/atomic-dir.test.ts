@@ -3,16 +3,16 @@
  * may ever replace (`/`, home directories and what holds them, the current directory and what
  * holds it) are checked here rather than by running a tool against them.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, parse } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { checkOutputDir, checkReplaceable, stageDir, type Replaceable } from '../../src/util/atomic-dir.js';
 import { replaceableRecords } from '../../src/data/manifest.js';
-import { tempDir } from '../helpers.js';
+import { deadPid, livePid, tempDir } from '../helpers.js';
 import { snapshot } from './snapshot.js';
 
 const root = tempDir();
+const live = livePid();
 let n = 0;
 const fresh = (name = 'd') => join(root, `${name}-${n++}`);
 
@@ -26,9 +26,6 @@ function recordsDir(path = fresh('records')): string {
   writeFileSync(join(path, 'shard-00000.msgpack'), 'shard');
   return path;
 }
-
-/** The id of a process that has exited. */
-const deadPid = () => spawnSync(process.execPath, ['-e', '']).pid!;
 
 describe('places --overwrite never replaces', () => {
   const home = process.env.HOME;
@@ -124,11 +121,19 @@ describe('stale staging left by killed processes', () => {
       mkdirSync(join(parent, name));
       writeFileSync(join(parent, name, 'shard-00000.msgpack'), name);
     };
-    const stale = [`.out.tmp-${dead}-0123abcd`, `.out.old-${dead}`];
+    const stale = [
+      `.out.tmp-${dead}-0123abcd`,
+      `.out.old-${dead}-0123abcd`,
+      // this process's pid, but not created by it: a run killed earlier in a container that
+      // gives every run the same pid
+      `.out.tmp-${process.pid}-0123abcd`,
+      `.out.old-${process.pid}-0123abcd`,
+    ];
     const kept = [
-      `.out.tmp-${process.pid}-0123abcd`, // a live process (this one)
-      `.out.old-${process.pid}`,
+      `.out.tmp-${live}-0123abcd`, // a live process
+      `.out.old-${live}-0123abcd`,
       `.out.tmp-${dead}`, // not our exact naming
+      `.out.old-${dead}`,
       `.out.tmp-${dead}-0123abcd.bak`,
       `.out.tmp-${dead}-0123ABCD`,
       `out.tmp-${dead}-0123abcd`,
@@ -142,9 +147,23 @@ describe('stale staging left by killed processes', () => {
     expect(readdirSync(parent).sort()).toEqual(['out', ...kept].sort());
   });
 
+  it('an aside left under this process\'s pid by an earlier run does not block replacing the directory', async () => {
+    const parent = fresh('same-pid');
+    const out = recordsDir(join(parent, 'out'));
+    // What a killed run with this pid left: an aside of the old naming (no random part, so every
+    // later commit's rename onto it failed with ENOTEMPTY) and one of the current naming.
+    recordsDir(join(parent, `.out.old-${process.pid}`));
+    recordsDir(join(parent, `.out.old-${process.pid}-0123abcd`));
+    const staged = await stageDir(out, { overwrite: replaceableRecords([]) });
+    writeFileSync(join(staged.path, 'manifest.json'), JSON.stringify({ format: 'gpt2-toolchain.records', version: 2 }));
+    await staged.commit();
+    expect(JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')).version).toBe(2);
+    expect(readdirSync(parent).sort()).toEqual([`.out.old-${process.pid}`, 'out']); // the old naming is not ours to remove
+  });
+
   it('puts back a directory moved aside whose replacement never arrived', async () => {
     const parent = fresh('aside');
-    const old = recordsDir(join(parent, `.out.old-${deadPid()}`));
+    const old = recordsDir(join(parent, `.out.old-${deadPid()}-0123abcd`));
     const before = snapshot(old);
     mkdirSync(join(parent, `.out.tmp-${deadPid()}-0123abcd`)); // the replacement, killed before its rename
     await expect(checkOutputDir(join(parent, 'out'))).rejects.toThrow(/exists and is not empty/);

@@ -4,10 +4,11 @@ import { linkSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, 
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openOutput } from '../../src/util/output.js';
-import { tempDir } from '../helpers.js';
+import { deadPid, livePid, tempDir } from '../helpers.js';
 import { snapshot } from './snapshot.js';
 
 const root = tempDir();
+const live = livePid();
 let n = 0;
 const fresh = () => {
   const dir = join(root, `case-${n++}`);
@@ -68,15 +69,23 @@ describe('openOutput', () => {
     expect(readdirSync(dir)).toEqual(['null']);
   });
 
-  it('removes the temporaries of dead processes, not of live ones or of other files', () => {
+  it('removes the temporaries of dead processes, not of live ones or of other files', async () => {
     const dir = fresh();
-    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
-    const stale = `.out.txt.tmp-${dead}-0123abcd`;
-    const kept = [`.out.txt.tmp-${process.pid}-0123abcd`, `.other.txt.tmp-${dead}-0123abcd`, `.out.txt.tmp-${dead}`, 'out.txt'];
-    for (const name of [stale, ...kept]) writeFileSync(join(dir, name), name);
+    const dead = deadPid();
+    // This process's pid on a temporary it did not create: a run killed earlier in a container
+    // that gives every run the same pid.
+    const stale = [`.out.txt.tmp-${dead}-0123abcd`, `.out.txt.tmp-${process.pid}-0123abcd`];
+    const kept = [`.out.txt.tmp-${live}-0123abcd`, `.other.txt.tmp-${dead}-0123abcd`, `.out.txt.tmp-${dead}`, 'out.txt'];
+    for (const name of [...stale, ...kept]) writeFileSync(join(dir, name), name);
     const output = openOutput(join(dir, 'out.txt'));
-    expect(readdirSync(dir)).not.toContain(stale);
+    expect(readdirSync(dir).filter((name) => stale.includes(name))).toEqual([]);
     expect(readdirSync(dir)).toEqual(expect.arrayContaining(kept));
-    return output.abort();
+    // ... and one this process is writing is its own, not stale
+    const full = 'x'.repeat(1 << 16); // a whole buffer: written to the temporary at once
+    await output.write(full);
+    const second = openOutput(join(dir, 'out.txt'));
+    await second.write(full);
+    expect(readdirSync(dir).filter((name) => name.startsWith(`.out.txt.tmp-${process.pid}-`))).toHaveLength(2);
+    await Promise.all([output.abort(), second.abort()]);
   });
 });
