@@ -51,7 +51,7 @@ the preset's shape with random weights instead.`,
     dataset.requireTokenizer(opened.tokenizer, "the model's tokenizer");
     const { evaluate } = await import('../train/evaluate.js');
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
-    const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items' });
+    const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items', rateUnit: 'records' });
     try {
       const result = await evaluate(opened.model, dataset, { batchSize: flags.batchSize, maxRecords: flags.maxRecords, modelName: flags.model, onProgress: (n) => progress.update(n) });
       progress.stop();

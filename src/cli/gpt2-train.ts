@@ -88,7 +88,7 @@ optimizer.betas[1]=0.98).`,
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
 
-    const progress = await createProgress({ quiet: flags.quiet, label: 'gpt2-train', unit: 'items' });
+    const progress = await createProgress({ quiet: flags.quiet, label: 'gpt2-train', unit: 'items', rateUnit: 'steps', fields: ['loss {loss}', 'lr {lr}', '{tps} tokens/s'] });
     const plain = !process.stderr.isTTY;
     // On a terminal the progress bar holds the last line: a message clears it, the bar redraws below.
     const aboveBar = (say: (m: string) => void) => (m: string) => {
