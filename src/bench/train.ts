@@ -50,7 +50,7 @@ for (const c of cases.filter((c) => which === 'all' || which === c.name)) {
   const records = await writeRecords(join(dir, 'records'), ids, T + 1);
   console.log(
     `bench:train ${c.name}  ${config.n_layer} layers × ${config.n_embd} wide, ${config.n_head} heads, ${T} positions, ` +
-      `batch ${batch}${accumulation > 1 ? ` (micro-batch ${batch} × accumulation ${accumulation})` : ''}, vocab ${config.vocab_size}, no dropout; ` +
+      `batch ${batch * accumulation}${accumulation > 1 ? ` (micro-batch ${batch} × accumulation ${accumulation})` : ''}, vocab ${config.vocab_size}, no dropout; ` +
       `${warmup} warm-up + ${steps} measured steps, medians; records: ${source}`,
   );
   console.log(`  a step: ${(stepFlops / 1e9).toFixed(1)} GFLOP (${FLOPS_FORMULA})`);
