@@ -50,30 +50,31 @@ const TIME = '/usr/bin/time';
 const RSS_MARK = 'bench-maxrss-kb=';
 
 /** A command in a fresh process, timed, its peak RSS taken by /usr/bin/time when present. */
-export function runProcess(command: string, args: string[], options: { input?: string; env?: NodeJS.ProcessEnv; timeoutS?: number } = {}): ToolRun {
+export function runProcess(command: string, args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}): ToolRun {
   const timed = existsSync(TIME);
   const t0 = performance.now();
   const r = spawnSync(timed ? TIME : command, timed ? ['-f', `${RSS_MARK}%M`, command, ...args] : args, {
     encoding: 'utf8',
     input: options.input,
     env: options.env ?? process.env,
-    timeout: (options.timeoutS ?? 3600) * 1000,
     maxBuffer: 1 << 28,
   });
   const wallS = (performance.now() - t0) / 1000;
   const mark = new RegExp(`^${RSS_MARK}(\\d+)$`, 'm').exec(r.stderr ?? '');
-  const stderr = (r.stderr ?? '').replace(new RegExp(`^(Command (exited|terminated).*\\n)?${RSS_MARK}\\d+\\n?`, 'm'), '');
+  // time's own lines: the mark, and "Command exited with non-zero status N" (the status says it);
+  // "Command terminated by signal N" stays, as the reason of a process killed (by the OOM killer, say).
+  const stderr = (r.stderr ?? '').replace(new RegExp(`^(Command exited with .*\\n)?${RSS_MARK}\\d+\\n?`, 'm'), '');
   return { ok: r.status === 0, status: r.status, stdout: r.stdout ?? '', stderr: r.error ? `${r.error.message}\n${stderr}` : stderr, wallS, rssMB: mark ? Number(mark[1]) / 1024 : undefined };
 }
 
 /** One of our CLIs (bin/<tool>.js) in a fresh process. */
-export const runTool = (tool: string, args: string[], options: { input?: string; timeoutS?: number } = {}): ToolRun =>
+export const runTool = (tool: string, args: string[], options: { input?: string } = {}): ToolRun =>
   runProcess(process.execPath, [join(ROOT, 'bin', `${tool}.js`), ...args], options);
 
 /** The line that says why a run failed: the first that looks like an error, else the last. */
 export function firstErrorLine(stderr: string): string {
   const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean);
-  return lines.find((l) => /error|abort|out of bounds|out of memory|killed|fatal|ETIMEDOUT/i.test(l)) ?? lines.at(-1) ?? '(no message)';
+  return lines.find((l) => /error|abort|out of bounds|out of memory|killed|fatal|signal/i.test(l)) ?? lines.at(-1) ?? '(no message)';
 }
 
 // ------------------------------------------------------------------------------------------ FLOPs
