@@ -3,7 +3,8 @@
 #
 #   make demo    install if needed, build, run the pipeline on the sample, print a summary
 #   make test    install if needed, build, type-check the tests, run the test suite (what CI runs)
-#   make bench   benchmarks (need ../shared/data; they say so and skip otherwise)
+#   make bench   benchmarks beside the PyTorch anchor (WikiText-2 from ../shared/data when present)
+#   make bench-deps  what the PyTorch anchor needs (apt-get, as root): torch on OpenBLAS, numpy, time
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := demo
@@ -17,7 +18,7 @@ SOURCES  := $(shell find src -type f) tsconfig.json package.json
 PREP     := node bin/wikitext-prep.js --quiet
 ENCODE   := node bin/bpe-encode.js --quiet --overwrite
 
-.PHONY: demo test bench build install clean prep encode train
+.PHONY: demo test bench bench-deps build install clean prep encode train
 
 # --- set-up -----------------------------------------------------------------------------------
 $(INSTALL): package.json package-lock.json
@@ -70,11 +71,22 @@ test: $(BUILT)
 	npm run --silent typecheck:test
 	npm test --silent
 
+# The anchor is Debian's python3-torch, whose BLAS is the libblas.so.3 alternative: with
+# libopenblas0-pthread installed that is OpenBLAS; without it, the reference BLAS, which the anchors
+# refuse (src/bench/anchor.py). Each benchmark still reports our figures when the anchor cannot run.
+ANCHOR_CHECK := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 /usr/bin/python3 src/bench/anchor.py --check
+
+bench-deps:
+	apt-get update
+	apt-get install -y --no-install-recommends python3-torch python3-numpy libopenblas0-pthread time
+
 bench: $(BUILT)
+	@out=$$($(ANCHOR_CHECK) 2>&1) && echo "$$out" || echo "bench: the PyTorch anchor cannot run here ($$(tail -n1 <<< "$$out")); make bench-deps installs what it needs. Our figures only."
 	npm run --silent bench:bpe
-	npm run --silent bench:forward
 	npm run --silent bench:train
+	npm run --silent bench:eval
 	npm run --silent bench:generate
+	npm run --silent bench:matmul
 
 clean:
 	rm -rf build dist

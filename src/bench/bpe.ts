@@ -4,21 +4,14 @@
  * --runs fresh processes (machines are noisy); ratios are ours / gpt-tokenizer. The anchor times
  * encode() alone; the tool rows are whole commands (process start, reading, writing shards).
  *
- *   node dist/bench/bpe.js [--input wiki.train.tokens] [--runs 5]
+ *   node dist/bench/bpe.js [--input wiki.train.tokens] [--runs 5] [--shared DIR]
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { flag, median, ROOT as root, scratch, SHARED } from './harness.js';
 
-const root = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const args = process.argv.slice(2);
-const flag = (name: string, fallback: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
-const input = resolve(flag('--input', join(root, '..', 'shared', 'data', 'wikitext-2', 'wiki.train.tokens')));
+const input = resolve(flag('--input', join(SHARED, 'data', 'wikitext-2', 'wiki.train.tokens')));
 const runs = Number(flag('--runs', '5'));
 
 if (!existsSync(input)) {
@@ -26,9 +19,8 @@ if (!existsSync(input)) {
   process.exit(0);
 }
 
-const work = mkdtempSync(join(tmpdir(), 'bench-bpe-'));
+const work = scratch('bench-bpe-');
 const bin = (tool: string) => JSON.stringify(join(root, 'bin', `${tool}.js`));
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function timeShell(command: string): number {
   const t0 = performance.now();
@@ -98,4 +90,3 @@ for (const c of cases) {
   const mbps = c.mb / (ms / 1000);
   console.log(`${c.label.padEnd(44)} ${(ms / 1000).toFixed(2).padStart(6)} s  ${mbps.toFixed(1).padStart(6)} MB/s  ${(mbps / anchor).toFixed(2)}× gpt-tokenizer`);
 }
-rmSync(work, { recursive: true, force: true });

@@ -1,60 +1,81 @@
 /**
- * npm run bench:generate — decoding speed and memory of the `gpt2` preset (124M, fp32, random
- * weights from a checkpoint this project wrote), batch 1, an 8-token prompt, 64 new tokens,
- * greedy, on a backend (default wasm): decode tokens/s, prefill ms, load ms, peak RSS against the
- * weights — on one thread and on every core — beside PyTorch decoding the same model on CPU. Then
- * the time to the first token of the tiny demo model, from process start.
+ * npm run bench:generate — `gpt2-generate` on the `gpt2` preset (124M, fp32, random weights from a
+ * checkpoint this benchmark writes), each measurement a fresh process, beside PyTorch on the same
+ * weights (src/bench/generate_anchor.py, at 1 and 2 threads) in the same run:
  *
- *   node dist/bench/generate.js [--backend wasm] [--runs 5]
+ *   prefill  1×1023 and 8×128 prompts (1023: a 1024-token prompt leaves no room for the token it
+ *            asks for), one new token: --stats' prefill_ms, i.e. the first token after load;
+ *            the anchor times the same forward (cache filled, last position's logits, argmax).
+ *   decode   batch 1, an 8-token prompt, 64 new tokens, greedy, on one thread and on every core:
+ *            tokens/s, load, peak RSS against the weights; what streaming the weights allows
+ *            (the same kernels over 307 MB); the anchor decoding with a key/value cache.
+ *   ttft     the tiny demo model's first token, from process start.
+ *
+ *   node dist/bench/generate.js [--backend wasm] [--runs 3] [--prefill-runs 1] [--anchor-threads 1,2]
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { saveCheckpoint } from '../formats/checkpoint.js';
 import { parameterCount, presetConfig, type GPT2Config } from '../model/config.js';
 import { initialParameters } from '../model/params.js';
 import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';
 import { KernelPool } from '../backend/kernel-pool.js';
 import { smallMatMul } from '../backend/wasm-gemv.js';
+import { describeAnchor, fixed, flag, forwardFlopsPerToken, median, reportAnchor, ROOT, ROW, runAnchor, runTool, scratch } from './harness.js';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const args = process.argv.slice(2);
-const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
 const backend = flag('--backend', 'wasm');
-const runs = Number(flag('--runs', '5'));
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const work = mkdtempSync(join(tmpdir(), 'bench-generate-'));
-const bin = join(root, 'bin', 'gpt2-generate.js');
-
+const runs = Number(flag('--runs', '3'));
+const prefillRuns = Number(flag('--prefill-runs', '1'));
+const work = scratch('bench-generate-');
+const model = join(work, 'gpt2');
 const gpt2 = presetConfig('gpt2');
+const V = gpt2.vocab_size;
 const weightsMB = (parameterCount(gpt2) * 4) / 1e6;
-console.log(`bench:generate  gpt2 (${(parameterCount(gpt2) / 1e6).toFixed(1)}M, ${weightsMB.toFixed(0)} MB fp32) on ${backend}, batch 1, 8-token prompt, 64 new tokens, greedy`);
-await saveCheckpoint(join(work, 'gpt2'), gpt2, initialParameters(gpt2, 0));
-const prompt = Array.from({ length: 8 }, (_, t) => (t * 104729) % gpt2.vocab_size).join(' ');
-type Run = { load_ms: number; prefill_ms: number; decode_tokens_per_s: number; rss: number };
-function measure(extra: string[]): Run {
-  // /usr/bin/time -f %M gives the child's peak RSS; the tool's --stats the timings.
-  const out = spawnSync('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, bin, '-q', '--backend', backend, ...extra, '--model', join(work, 'gpt2'), '--input-format', 'ids', '--format', 'ids', '-n', '64', '--ignore-eos', '--stats', prompt], { encoding: 'utf8' });
-  if (out.status !== 0) throw new Error(out.stderr);
-  const stats = JSON.parse(out.stderr.split('\n').find((l) => l.startsWith('{'))!);
-  return { ...stats, rss: Number(/maxrss=(\d+)/.exec(out.stderr)![1]) / 1000 };
+const SHAPES: [number, number][] = [
+  [1, gpt2.n_positions - 1],
+  [8, 128],
+];
+const NEW_TOKENS = 64;
+console.log(`bench:generate  gpt2 (${(parameterCount(gpt2) / 1e6).toFixed(1)}M, ${weightsMB.toFixed(0)} MB fp32, random weights) on ${backend}; medians of fresh processes`);
+await saveCheckpoint(model, gpt2, initialParameters(gpt2, 0));
+/** The prompts both sides run: row b of a [batch, length] shape (generate_anchor.py's formula). */
+const prompts = (batch: number, length: number) => Array.from({ length: batch }, (_, b) => Array.from({ length }, (_, t) => (b * 7919 + t * 104729) % V).join(' '));
+
+type Stats = { load_ms: number; prefill_ms: number; decode_tokens_per_s: number; rss: number };
+function generate(shape: [number, number], newTokens: number, extra: string[] = []): Stats {
+  const args = ['-q', '--backend', backend, ...extra, '--model', model, '--input-format', 'ids', '--format', 'ids', '-n', String(newTokens), '--ignore-eos', '--stats', '--batch-size', String(shape[0])];
+  const r = runTool('gpt2-generate', args, { input: `${prompts(...shape).join('\n')}\n` });
+  if (!r.ok) throw new Error(`gpt2-generate failed: ${r.stderr}`);
+  return { ...JSON.parse(r.stderr.split('\n').find((l) => l.startsWith('{'))!), rss: r.rssMB ?? NaN };
 }
-const report = (label: string, results: Run[]) => {
-  const rss = median(results.map((r) => r.rss));
-  console.log(`${label.padEnd(12)} decode ${median(results.map((r) => r.decode_tokens_per_s)).toFixed(1)} tokens/s (target ≥ 25)   prefill ${median(results.map((r) => r.prefill_ms)).toFixed(0)} ms   load ${median(results.map((r) => r.load_ms)).toFixed(0)} ms   peak RSS ${rss.toFixed(0)} MB = ${(rss / weightsMB).toFixed(2)}× the weights (target ≤ 1.3×)`);
-};
-// Alternating one thread and every core, so that the machine's mood affects both alike.
-const one: Run[] = [];
-const all: Run[] = [];
+/** FLOPs of a prefill: the blocks over every prompt token, the LM head on the last of each. */
+const prefillGflop = ([b, t]: [number, number]) => (b * t * forwardFlopsPerToken(gpt2, t, false) + b * 2 * V * gpt2.n_embd) / 1e9;
+
+// --- prefill -----------------------------------------------------------------------------------
+console.log(`prefill (one new token; GFLOP: blocks over every prompt token + the LM head on the last)`);
+const oursPrefill: number[] = [];
+for (const shape of SHAPES) {
+  const results = Array.from({ length: prefillRuns }, () => generate(shape, 1));
+  const s = median(results.map((r) => r.prefill_ms)) / 1000;
+  const tokens = shape[0] * shape[1];
+  oursPrefill.push(tokens / s);
+  console.log(`${ROW(`ours ${shape.join('×')}`)}${fixed(tokens / s)} tokens/s ${fixed(prefillGflop(shape) / s)} GFLOPS  first token ${(s * 1000).toFixed(0)} ms after load (${median(results.map((r) => r.load_ms)).toFixed(0)} ms)`);
+}
+
+// --- decode ------------------------------------------------------------------------------------
+console.log(`decode (batch 1, 8-token prompt, ${NEW_TOKENS} new tokens, greedy)`);
+const one: Stats[] = [];
+const all: Stats[] = [];
 for (let r = 0; r < runs; r++) {
-  one.push(measure(['--threads', '1']));
-  all.push(measure([]));
+  // Alternating one thread and every core, so that the machine's mood affects both alike.
+  one.push(generate([1, 8], NEW_TOKENS, ['--threads', '1']));
+  all.push(generate([1, 8], NEW_TOKENS));
 }
-report('1 thread', one);
-report(`${availableParallelism()} threads`, all);
-console.log(`[medians of ${runs} fresh processes each]`);
+for (const [label, results] of [['ours 1 thread', one], [`ours ${availableParallelism()} threads`, all]] as const) {
+  const rss = median(results.map((r) => r.rss));
+  console.log(`${ROW(label)}${fixed(median(results.map((r) => r.decode_tokens_per_s)))} tokens/s  load ${median(results.map((r) => r.load_ms)).toFixed(0)} ms  peak RSS ${rss.toFixed(0)} MB = ${(rss / weightsMB).toFixed(2)}× the weights`);
+}
 const decode = median(all.map((r) => r.decode_tokens_per_s));
 
 // What bounds a step: streaming the weights. The same kernel over 307 MB (more than any cache),
@@ -81,24 +102,30 @@ const decode = median(all.map((r) => r.decode_tokens_per_s));
   console.log(`memory streaming (same kernels): 1 thread ${one1.toFixed(1)} GB/s, ${threads} threads ${all1.toFixed(1)} GB/s → at most ${(all1 / perToken).toFixed(0)} tokens/s for ${(perToken * 1000).toFixed(0)} MB a token`);
 }
 
-// Anchor: PyTorch on CPU decoding the same model the same way, when this machine's Python has torch.
-const anchorScript = fileURLToPath(new URL('../../src/bench/generate_anchor.py', import.meta.url));
-const python = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0);
-if (python) {
-  const r = spawnSync(python, [anchorScript, '64', String(runs)], { encoding: 'utf8' });
-  if (r.status === 0) {
-    const anchor = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { decode_tokens_per_s: number; threads: number };
-    console.log(`PyTorch CPU (anchor, ${anchor.threads} threads) decode ${anchor.decode_tokens_per_s.toFixed(1)} tokens/s  → ours = ${(decode / anchor.decode_tokens_per_s).toFixed(2)}× PyTorch`);
-  } else console.log(`PyTorch anchor failed: ${r.stderr.trim().split('\n').at(-1)}`);
-} else console.log('PyTorch CPU (anchor) skipped: no python3 with torch here (apt-get install python3-torch)');
+// --- the anchor ----------------------------------------------------------------------------------
+type Result = { prefill: { tokens_per_s: number; s: number }[]; decode_tokens_per_s: number };
+const anchor = runAnchor<Result>('generate_anchor.py', { model, prefill: SHAPES, prefill_runs: prefillRuns, new_tokens: NEW_TOKENS, runs });
+describeAnchor(anchor);
+// Each task's best thread count stands alone: prefill and decode may prefer different ones.
+for (const [k, shape] of SHAPES.entries()) {
+  console.log(`prefill ${shape.join('×')}:`);
+  reportAnchor(
+    anchor,
+    (r) => r.prefill[k].tokens_per_s,
+    (r) => `${fixed(r.prefill[k].tokens_per_s)} tokens/s ${fixed(prefillGflop(shape) / r.prefill[k].s)} GFLOPS  first token ${(r.prefill[k].s * 1000).toFixed(0)} ms`,
+    (best) => `ours = ${(oursPrefill[k] / best.prefill[k].tokens_per_s).toFixed(2)}× PyTorch`,
+  );
+}
+console.log('decode:');
+reportAnchor(anchor, (r) => r.decode_tokens_per_s, (r) => `${fixed(r.decode_tokens_per_s)} tokens/s`, (best) => `ours (every core) = ${(decode / best.decode_tokens_per_s).toFixed(2)}× PyTorch`);
 
-// Time to first token of the tiny demo model, from process start to the first byte on stdout.
+// --- time to first token of the tiny demo model, from process start to the first byte on stdout --
 const tiny: GPT2Config = { ...gpt2, n_positions: 64, n_embd: 64, n_layer: 2, n_head: 2 };
 await saveCheckpoint(join(work, 'tiny'), tiny, initialParameters(tiny, 0));
 const ttft: number[] = [];
 for (let r = 0; r < runs; r++) {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [bin, '-q', '--backend', backend, '--model', join(work, 'tiny'), '--stream', '-n', '8', 'Hello']);
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'gpt2-generate.js'), '-q', '--backend', backend, '--model', join(work, 'tiny'), '--stream', '-n', '8', 'Hello']);
   ttft.push(
     await new Promise<number>((resolve, reject) => {
       let first: number | undefined;
@@ -112,4 +139,3 @@ for (let r = 0; r < runs; r++) {
   );
 }
 console.log(`tiny demo model: first token ${median(ttft).toFixed(0)} ms after process start (target < 500)`);
-rmSync(work, { recursive: true, force: true });

@@ -1,79 +1,100 @@
 /**
- * npm run bench:train — training throughput on a backend (default wasm) for the issue's config:
- * 4 layers, 256 wide, 4 heads, 128 positions, batch 8, GPT-2's 50257-token vocabulary; tokens/s
- * averaged over steps after warm-up, then one step profiled by kernel. The anchor is PyTorch on
- * CPU for the same model and batch, run in the same session when Python with torch is present
- * (src/bench/train_anchor.py; Debian's python3-torch), else skipped with a note.
+ * npm run bench:train — training throughput through the real `gpt2-train` CLI beside the PyTorch
+ * anchor (src/bench/train_anchor.py) on the same weights and records, in the same run:
  *
- *   node dist/bench/train.js [--backend wasm] [--steps 4] [--warmup 1]
+ *   small  the issue's shape: 4 layers × 256 wide, 4 heads, 128 positions, batch 8, GPT-2's
+ *          vocabulary, no dropout.
+ *   124m   GPT-2 124M at 1024 positions, micro-batch 1 with gradient accumulation 4 (the seed's
+ *          batch 4); peak RSS of both sides. Ours may abort: reported as "fails: <why>".
+ *
+ * Each case writes a checkpoint (random init), record shards (WikiText-2 valid when ../shared has
+ * it) and a config, runs `gpt2-train --init-from` it with a metric line every step and takes the
+ * median of the steps' tokens_per_s after the warm-up ones; the anchor times its steps the same way
+ * at 1 and 2 threads. GFLOPS count the step's FLOPs (harness.ts: FLOPS_FORMULA). The first step's
+ * loss of both is printed as a check that both did the same work.
+ *
+ *   node dist/bench/train.js [--case small|124m|all] [--steps 4] [--warmup 2] [--steps-124m 1]
+ *                            [--warmup-124m 1] [--anchor-threads 1,2] [--shared DIR]
  */
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import type * as tfjs from '@tensorflow/tfjs';
-import { selectBackend } from '../backend/select.js';
-import { presetConfig } from '../model/config.js';
-import { GPT2 } from '../model/gpt2.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { saveCheckpoint } from '../formats/checkpoint.js';
+import { presetConfig, type GPT2Config } from '../model/config.js';
 import { initialParameters } from '../model/params.js';
-import { AdamW } from '../train/optimizer.js';
-import { trainStep } from '../train/step.js';
-import type { TokenRecord } from '../data/records.js';
+import { benchIds, firstErrorLine, fixed, flag, FLOPS_FORMULA, forwardFlopsPerToken, describeAnchor, median, reportAnchor, ROW, runAnchor, runTool, scratch, writeRecords } from './harness.js';
 
-const args = process.argv.slice(2);
-const flag = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
-const backendName = flag('--backend', 'wasm');
-const steps = Number(flag('--steps', '4'));
-const warmup = Number(flag('--warmup', '1'));
-const [layers, width, heads, positions, batch] = [4, 256, 4, 128, 8];
-
-const { tf, description } = await selectBackend(backendName);
-const config = { ...presetConfig('gpt2'), n_layer: layers, n_embd: width, n_head: heads, n_positions: positions };
-const model = GPT2.fromValues(tf, config, initialParameters(config, 0), { trainable: true });
-const optimizer = new AdamW(tf, model.params as Map<string, tfjs.Variable>, { betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.1 });
-const vocab = config.vocab_size;
-const records = (step: number): TokenRecord[] =>
-  Array.from({ length: batch }, (_, b) => {
-    const ids = Int32Array.from({ length: positions + 1 }, (_, t) => (step * 131 + b * 7919 + t * 104729) % vocab);
-    return { input_ids: ids, labels: ids, attention_mask: new Uint8Array(positions + 1).fill(1) };
-  });
-const tokensPerStep = batch * positions;
-console.log(`bench:train  ${layers} layers × ${width} wide, ${heads} heads, ${positions} positions, batch ${batch}, vocab ${vocab}; ${description}`);
-
-const times: number[] = [];
-for (let s = 0; s < warmup + steps; s++) {
-  const t0 = performance.now();
-  await trainStep(model, optimizer, [records(s)], { lr: 1e-4, gradClip: 1, seed: 1, step: s });
-  if (s >= warmup) times.push((performance.now() - t0) / 1000);
+interface Case {
+  name: string;
+  config: GPT2Config;
+  batch: number;
+  accumulation: number;
+  steps: number;
+  warmup: number;
 }
-const mean = times.reduce((a, b) => a + b, 0) / times.length;
-const ours = tokensPerStep / mean;
+const gpt2 = presetConfig('gpt2');
+const cases: Case[] = [
+  { name: 'small', config: { ...gpt2, n_layer: 4, n_embd: 256, n_head: 4, n_positions: 128 }, batch: 8, accumulation: 1, steps: Number(flag('--steps', '4')), warmup: Number(flag('--warmup', '2')) },
+  { name: '124m', config: gpt2, batch: 1, accumulation: 4, steps: Number(flag('--steps-124m', '1')), warmup: Number(flag('--warmup-124m', '1')) },
+];
+const which = flag('--case', 'all');
+const work = scratch('bench-train-');
 
-// One more step, profiled by kernel.
-const profile = await tf.profile(async () => {
-  await trainStep(model, optimizer, [records(99)], { lr: 1e-4, gradClip: 1, seed: 1, step: 99 });
-});
-const byKernel = new Map<string, number>();
-let total = 0;
-for (const k of profile.kernels) {
-  const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-  byKernel.set(k.name, (byKernel.get(k.name) ?? 0) + ms);
-  total += ms;
-}
+for (const c of cases.filter((c) => which === 'all' || which === c.name)) {
+  const { config, batch, accumulation, steps, warmup } = c;
+  const T = config.n_positions;
+  const tokensPerStep = batch * accumulation * T;
+  const stepFlops = 3 * forwardFlopsPerToken(config, T, true) * tokensPerStep;
+  const dir = join(work, c.name);
+  await saveCheckpoint(join(dir, 'init'), { ...config, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 }, initialParameters(config, 0));
+  const { ids, source } = benchIds('valid', (warmup + steps) * batch * accumulation, T + 1);
+  const records = await writeRecords(join(dir, 'records'), ids, T + 1);
+  console.log(
+    `bench:train ${c.name}  ${config.n_layer} layers × ${config.n_embd} wide, ${config.n_head} heads, ${T} positions, ` +
+      `batch ${batch * accumulation}${accumulation > 1 ? ` (micro-batch ${batch} × accumulation ${accumulation})` : ''}, vocab ${config.vocab_size}, no dropout; ` +
+      `${warmup} warm-up + ${steps} measured steps, medians; records: ${source}`,
+  );
+  console.log(`  a step: ${(stepFlops / 1e9).toFixed(1)} GFLOP (${FLOPS_FORMULA})`);
 
-const anchorScript = fileURLToPath(new URL('../../src/bench/train_anchor.py', import.meta.url));
-const python = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0);
-let anchor: number | undefined;
-if (python) {
-  const r = spawnSync(python, [anchorScript, String(layers), String(width), String(heads), String(positions), String(batch), String(steps), String(warmup)], { encoding: 'utf8' });
-  if (r.status === 0) anchor = (JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { tokens_per_s: number }).tokens_per_s;
-  else console.log(`PyTorch anchor failed: ${r.stderr.trim().split('\n').at(-1)}`);
-}
+  // The run's config: JSON is YAML. Fixed lr, no evaluation, one checkpoint at the end (after the
+  // timed steps), records in order so that the anchor reads the same ones.
+  const runConfig = {
+    output_dir: join(dir, 'run'),
+    task: 'causal_lm',
+    model: { preset: null, config: { vocab_size: config.vocab_size, n_positions: T, n_embd: config.n_embd, n_layer: config.n_layer, n_head: config.n_head }, dropout: 0, init_from: join(dir, 'init') },
+    runner: { batch_size: batch, max_steps: warmup + steps, gradient_accumulation_steps: accumulation },
+    optimizer: { type: 'adamw', betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.1, grad_clip: 1.0 },
+    lr_schedule: { type: 'constant', lr: 1e-4 },
+    train_dataset: { path: join(dir, 'records'), shuffle: false, drop_remainder: true },
+    eval_dataset: null,
+    checkpoint: { interval: 0, keep_last: 1 },
+    logging: { interval: 1 },
+  };
+  writeFileSync(join(dir, 'config.yaml'), JSON.stringify(runConfig, null, 2));
+  const run = runTool('gpt2-train', ['--quiet', '--config', join(dir, 'config.yaml')]);
+  const rss = run.rssMB !== undefined ? `peak RSS ${run.rssMB.toFixed(0)} MB` : '';
+  let ours: { tokensPerS: number; firstLoss: number } | undefined;
+  if (run.ok) {
+    const metrics = readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step?: number; loss?: number; tokens_per_s?: number });
+    const stepsLogged = metrics.filter((m) => m.tokens_per_s !== undefined);
+    const tokensPerS = median(stepsLogged.slice(warmup).map((m) => m.tokens_per_s!));
+    ours = { tokensPerS, firstLoss: stepsLogged[0].loss! };
+    console.log(`${ROW('ours: gpt2-train CLI')}${fixed(tokensPerS)} tokens/s ${fixed((tokensPerS * stepFlops) / tokensPerStep / 1e9)} GFLOPS   ${rss}  (whole command ${run.wallS.toFixed(1)} s)`);
+  } else {
+    console.log(`${ROW('ours: gpt2-train CLI')}fails: ${firstErrorLine(run.stderr)}   ${rss} (after ${run.wallS.toFixed(1)} s)`);
+  }
 
-console.log(`ours (${backendName})          ${ours.toFixed(1).padStart(7)} tokens/s  (${mean.toFixed(2)} s a step, mean of ${steps} after ${warmup} warm-up)`);
-if (anchor !== undefined) console.log(`PyTorch CPU (anchor)   ${anchor.toFixed(1).padStart(7)} tokens/s  → ours = ${(ours / anchor).toFixed(2)}× PyTorch`);
-else console.log('PyTorch CPU (anchor)   skipped: no python3 with torch here (apt-get install python3-torch)');
-console.log(`profile of one step: ${total.toFixed(0)} ms in kernels`);
-for (const [name, ms] of [...byKernel].sort((a, b) => b[1] - a[1]).slice(0, 8)) {
-  console.log(`  ${name.padEnd(30)} ${ms.toFixed(0).padStart(7)} ms  ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
+  type Result = { tokens_per_s: number; step_s: number; losses: number[] };
+  const anchor = runAnchor<Result>('train_anchor.py', { model: join(dir, 'init'), records, batch, accumulation, steps, warmup });
+  describeAnchor(anchor);
+  const best = reportAnchor(
+    anchor,
+    (r) => r.tokens_per_s,
+    (r) => `${fixed(r.tokens_per_s)} tokens/s ${fixed((r.tokens_per_s * stepFlops) / tokensPerStep / 1e9)} GFLOPS   peak RSS ${r.max_rss_mb.toFixed(0)} MB`,
+    ours && ((b) => `ours = ${(ours.tokensPerS / b.tokens_per_s).toFixed(2)}× PyTorch`),
+  );
+  if (ours && best) {
+    const theirs = best.losses[0];
+    console.log(`first step's loss: ours ${ours.firstLoss.toFixed(6)}, PyTorch ${theirs.toFixed(6)} (relative difference ${(Math.abs(ours.firstLoss - theirs) / Math.abs(theirs)).toExponential(1)})`);
+  }
+  console.log();
 }
-optimizer.dispose();
-model.dispose();
