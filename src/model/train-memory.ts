@@ -5,25 +5,24 @@
  *
  * GPT-2 124M training, micro-batch 1 × 1024 positions (`describeLayout`; MiB = 2²⁰ bytes):
  *
- *   region                     what                                          MiB
- *   parameters                 124,439,808 floats, HF layout, 16-float aligned  474.7
- *   gradients                  same layout (accumulated over micro-batches)     474.7
- *   AdamW first moments        same layout                                      474.7
- *   AdamW second moments       same layout                                      474.7
- *   per layer ×12, saved:      input, after attention (1024×768 each),         348.8
- *                              q|k|v (1024×2304), attention output (1024×768),
- *                              MLP pre-activation (1024×3072), LayerNorm mean
- *                              and 1/σ ×2, softmax log-sum-exp (12×1024)
- *   ln_f input, stats, output  1024×768 ×2                                        6.0
- *   scratch                    LayerNorm output / its gradient (1024×768),      28.0
- *                              MLP activation / its gradient (1024×3072),
- *                              residual gradient (1024×768), q|k|v gradient
- *   attention block            scores and their gradient, 64×1024 each           0.5
- *   logits chunk               166 rows × 50257                                 31.8
- *   total                                                                     2,313.9  (2.26 GiB)
+ *   region                 what                                                        MiB
+ *   parameters             124,439,808 floats, HF layout, each tensor 16-float aligned  474.7
+ *   gradients              same layout (accumulated over micro-batches)                  474.7
+ *   AdamW first moments    same layout                                                   474.7
+ *   AdamW second moments   same layout                                                   474.7
+ *   per layer ×12, saved   block input, after attention, attention output [1024×768],    360.8
+ *                          q|k|v [1024×2304], MLP pre-activation [1024×3072], LayerNorm
+ *                          mean and 1/σ ×2 [1024×2], softmax log-sum-exp [12×1024]
+ *   ln_f                   input, statistics, output [1024×768]                            6.0
+ *   scratch                LayerNorm output / its gradient [1024×768], MLP activation /   27.0
+ *                          its gradient [1024×3072], residual gradient, q|k|v gradient
+ *   attention block        scores and their gradient, 64×1024 each                        0.5
+ *   logits chunk           166 rows × 50257                                               31.8
+ *   total                                                                            2,324.9 (2.27 GiB)
  *
- * So weights + gradients + moments are 1.85 GiB (the issue's "~2 GB") and activations ~0.4 GiB,
- * under wasm32's 4 GiB and half of PyTorch's 4.6 GB peak RSS for the same run. What keeps it
+ * So weights + gradients + moments are 1.85 GiB (the issue's "~2 GB") and activations 0.4 GiB,
+ * under wasm32's 4 GiB; a 124M step at 1 × 1024 measured 2.79 GiB RSS in all (the memory, the
+ * caller's 0.5 GB copy of the weights, Node), against PyTorch's 4.6 GB for the same run. What keeps it
  * there, against the tfjs path (which aborts):
  *   - no transposed copy of wte (154 MB): the LM head's three products read it in place;
  *   - the [rows, 50257] logits never exist whole: the head runs over chunks of rows, softmax and
@@ -31,13 +30,14 @@
  *   - no attention probabilities are kept: B·H·T·T floats would be 12 × 12 × 1024² × 4 B = 604 MB
  *     for 124M; the backward recomputes each block's scores from Q and K and the saved row
  *     log-sum-exp (flash-attention style), at the cost of one more [64 × keys × 64] product per
- *     block (~1/7 more attention flops, ~3% of the step's);
+ *     block: 7 attention products instead of 6, 10 of the 831 GFLOP of a 124M micro-batch of
+ *     1 × 1024 (counted through the Gemm interface), 1.2%;
  *   - LayerNorm outputs and the MLP activation are not kept either: the backward recomputes them
- *     from the saved inputs and row statistics (elementwise, <1% of a step), saving 6 rows of
- *     width n_embd per position per layer (216 MB at 124M × 1024);
+ *     from the saved inputs and row statistics (elementwise: a LayerNorm and an activation per
+ *     block), saving 6 rows of width n_embd per position per layer (216 MB at 124M × 1024);
  *   - gradients of activations reuse four scratch buffers, whatever the depth.
  * Forward + loss only (gpt2-eval, periodic evaluation): parameters, one layer's slots (reused by
- * every layer), the scratch and one logits chunk: 124M at 8 × 1024 is ~0.8 GiB.
+ * every layer), the scratch and one logits chunk: 124M at 8 × 1024 is 0.85 GiB.
  */
 import { ToolError } from '../util/errors.js';
 import { MAX_PAGES } from '../backend/wasm-asm.js';
