@@ -9,14 +9,16 @@
  * Masking is causal only, as GPT2.hidden is called by the training step and evaluation (no
  * attention mask): records are right-padded, so a real position never sees padding, and padded
  * positions carry no loss weight (make_train_step_fixtures.py checks that PyTorch's loss is the
- * same with and without HF's padding mask). Every product goes through the Gemm interface; the
- * softmax and its gradient are row loops here.
+ * same with and without HF's padding mask). Every product goes through the Gemm interface, the
+ * softmax and its gradient through the row kernels.
  */
 import type { Gemm } from '../backend/gemm.js';
+import type { RowKernels } from '../backend/wasm-rows.js';
 
 export interface AttentionShape {
   heap: Float32Array;
   gemm: Gemm;
+  rows: RowKernels;
   /** Sequences, positions, width, heads. */
   B: number;
   T: number;
@@ -57,12 +59,12 @@ function forEachBlock(s: AttentionShape, qkv: number, visit: (block: Block) => v
 }
 
 /**
- * Scores of a block into `scores` [n, keys] then, row by row, probabilities exp(s·scale − lse)
- * (0 past the diagonal). With `saveLse` the row's log-sum-exp is computed and stored (forward);
- * without, the stored one is used (backward), giving the forward's probabilities bit for bit.
+ * Scores of a block into `scores` [n, keys] then, row by row, probabilities (0 past the diagonal).
+ * The forward normalises exp(s·scale − max) by its sum and stores lse = max + log(sum); the
+ * backward recomputes exp(s·scale − lse), the same probabilities to an ulp or two.
  */
-function probabilities(s: AttentionShape, { q, k, t0, n }: Block, scores: number, lse: number, saveLse: boolean): void {
-  const { heap, C, H } = s;
+function probabilities(s: AttentionShape, { q, k, t0, n }: Block, scores: number, lse: number, forward: boolean): void {
+  const { heap, rows, C, H } = s;
   const hd = C / H;
   const keys = t0 + n;
   const scale = 1 / Math.sqrt(hd);
@@ -70,15 +72,14 @@ function probabilities(s: AttentionShape, { q, k, t0, n }: Block, scores: number
   for (let i = 0; i < n; i++) {
     const row = scores + i * keys;
     const seen = t0 + i + 1;
-    if (saveLse) {
-      let max = -Infinity;
-      for (let j = 0; j < seen; j++) max = Math.max(max, heap[row + j] * scale);
-      let sum = 0;
-      for (let j = 0; j < seen; j++) sum += Math.exp(heap[row + j] * scale - max);
+    if (forward) {
+      const max = Math.fround(rows.rowMax(row, seen) * scale); // scale > 0: the largest scaled score
+      const sum = rows.expSum(row, seen, scale, -max, true);
+      rows.scale(row, seen, 1 / sum);
       heap[lse + i] = max + Math.log(sum);
+    } else {
+      rows.expSum(row, seen, scale, -heap[lse + i], true);
     }
-    const l = heap[lse + i];
-    for (let j = 0; j < seen; j++) heap[row + j] = Math.exp(heap[row + j] * scale - l);
     heap.fill(0, row + seen, row + keys);
   }
 }
@@ -100,7 +101,7 @@ export function attentionForward(s: AttentionShape, qkv: number, ctx: number, ls
  *   dP = dO·Vᵀ,  dS = P ∘ (dP − D)/√hd,  dQ = dS·K,  dK += dSᵀ·Q,  dV += Pᵀ·dO.
  */
 export function attentionBackward(s: AttentionShape, qkv: number, ctx: number, lse: number, dctx: number, dqkv: number, scores: number, dscores: number): void {
-  const { heap, B, T, C, H } = s;
+  const { heap, rows, B, T, C, H } = s;
   const hd = C / H;
   const scale = 1 / Math.sqrt(hd);
   heap.fill(0, dqkv, dqkv + B * T * 3 * C); // dK and dV accumulate over query blocks
@@ -114,8 +115,7 @@ export function attentionBackward(s: AttentionShape, qkv: number, ctx: number, l
       const [o, d] = [ctx + (row + i) * C + head, dO + i * C];
       let D = 0;
       for (let j = 0; j < hd; j++) D += heap[d + j] * heap[o + j];
-      const [p, ds] = [scores + i * keys, dscores + i * keys];
-      for (let j = 0; j < keys; j++) heap[ds + j] = heap[p + j] * (heap[ds + j] - D) * scale;
+      rows.softmaxGrad(scores + i * keys, dscores + i * keys, keys, D, scale);
     }
     const [dq, dk] = [dqkv + (q - qkv), dqkv + (k - qkv)];
     s.gemm.gemm({ m: n, n: hd, k: keys, a: dscores, lda: keys, b: k, ldb: 3 * C, c: dq, ldc: 3 * C });

@@ -15,10 +15,10 @@
 import { innerSize } from './config.js';
 import { attentionBackward } from './train-attention.js';
 import { attentionShape, blockParams, topParam, type PassContext, type PassInput } from './train-forward.js';
-import { activate, activateBackward, biasBackward, embedBackward, layerNormBackward, normalize } from './train-ops.js';
+import { activate, activateBackward, embedBackward } from './train-ops.js';
 
 export function backward(ctx: PassContext, input: PassInput): void {
-  const { heap, gemm, layout } = ctx;
+  const { heap, gemm, rows, layout } = ctx;
   const { config, layers, final, grads: G } = layout;
   const C = config.n_embd;
   const I = innerSize(config);
@@ -30,30 +30,30 @@ export function backward(ctx: PassContext, input: PassInput): void {
   const inputGrad = (dy: number, w: number, out: number, k: number, n: number) => gemm.gemm({ m: R, n: k, k: n, a: dy, lda: n, b: w, ldb: n, transB: true, c: out, ldc: k });
 
   const lnF = [topParam(layout, 'ln_f.weight'), topParam(layout, 'ln_f.bias')];
-  layerNormBackward(heap, dx, final.input, final.stats, lnF[0], dx, G + lnF[0], G + lnF[1], R, C);
+  rows.layerNormBackward(dx, final.input, final.stats, lnF[0], dx, G + lnF[0], G + lnF[1], R, C);
   for (let l = config.n_layer - 1; l >= 0; l--) {
     const a = layers[l];
     const w = blockParams(layout, l);
-    biasBackward(heap, dx, G + w.out[1], R, C);
-    activate(heap, a.fc, inner, R * I, config.activation_function);
+    rows.biasBackward(dx, G + w.out[1], R, C);
+    activate(rows, heap, a.fc, inner, R * I, config.activation_function);
     weightGrad(inner, dx, G + w.out[0], I, C);
     inputGrad(dx, w.out[0], inner, I, C);
-    activateBackward(heap, a.fc, inner, R * I, config.activation_function);
-    biasBackward(heap, inner, G + w.fc[1], R, I);
-    normalize(heap, a.mid, a.ln2, w.ln2[0], w.ln2[1], norm, R, C);
+    activateBackward(rows, heap, a.fc, inner, R * I, config.activation_function);
+    rows.biasBackward(inner, G + w.fc[1], R, I);
+    rows.normalize(a.mid, a.ln2, w.ln2[0], w.ln2[1], norm, R, C);
     weightGrad(norm, inner, G + w.fc[0], C, I);
     inputGrad(inner, w.fc[0], norm, C, I);
-    layerNormBackward(heap, norm, a.mid, a.ln2, w.ln2[0], dx, G + w.ln2[0], G + w.ln2[1], R, C);
+    rows.layerNormBackward(norm, a.mid, a.ln2, w.ln2[0], dx, G + w.ln2[0], G + w.ln2[1], R, C);
 
-    biasBackward(heap, dx, G + w.proj[1], R, C);
+    rows.biasBackward(dx, G + w.proj[1], R, C);
     weightGrad(a.ctx, dx, G + w.proj[0], C, C);
     inputGrad(dx, w.proj[0], norm, C, C);
     attentionBackward(attentionShape(ctx, input), a.qkv, a.ctx, a.lse, norm, dqkv, scores, dscores);
-    biasBackward(heap, dqkv, G + w.attn[1], R, 3 * C);
-    normalize(heap, a.input, a.ln1, w.ln1[0], w.ln1[1], norm, R, C);
+    rows.biasBackward(dqkv, G + w.attn[1], R, 3 * C);
+    rows.normalize(a.input, a.ln1, w.ln1[0], w.ln1[1], norm, R, C);
     weightGrad(norm, dqkv, G + w.attn[0], C, 3 * C);
     inputGrad(dqkv, w.attn[0], norm, C, 3 * C);
-    layerNormBackward(heap, norm, a.input, a.ln1, w.ln1[0], dx, G + w.ln1[0], G + w.ln1[1], R, C);
+    rows.layerNormBackward(norm, a.input, a.ln1, w.ln1[0], dx, G + w.ln1[0], G + w.ln1[1], R, C);
   }
   embedBackward(heap, dx, G + topParam(layout, 'wte.weight'), G + topParam(layout, 'wpe.weight'), input.ids, input.T, C);
 }

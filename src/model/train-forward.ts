@@ -1,19 +1,21 @@
 /**
  * GPT-2's forward pass over whole sequences on a wasm heap laid out by train-memory.ts, llm.c
- * style: a list of calls, every product through the Gemm interface, everything else a row loop
- * (train-ops.ts, train-attention.ts). Computes what GPT2.hidden computes with dropout off; a
+ * style: a list of calls, every product through the Gemm interface, everything else a row kernel
+ * (src/backend/wasm-rows.ts) or a short loop (train-ops.ts, train-attention.ts). Computes what GPT2.hidden computes with dropout off; a
  * training layout keeps what train-backward.ts needs, a forward-only one reuses one layer's slots.
  */
 import type { Gemm } from '../backend/gemm.js';
+import type { RowKernels } from '../backend/wasm-rows.js';
 import { innerSize } from './config.js';
 import { attentionForward, type AttentionShape } from './train-attention.js';
 import { headLoss, type Head, type HeadGradient } from './train-head.js';
 import type { PassLayout } from './train-memory.js';
-import { activate, addBias, embed, layerNorm } from './train-ops.js';
+import { activate, embed } from './train-ops.js';
 
 export interface PassContext {
   heap: Float32Array;
   gemm: Gemm;
+  rows: RowKernels;
   layout: PassLayout;
 }
 
@@ -41,12 +43,12 @@ export const topParam = (layout: PassLayout, name: 'wte.weight' | 'wpe.weight' |
 
 export function attentionShape(ctx: PassContext, input: PassInput): AttentionShape {
   const { n_embd: C, n_head: H } = ctx.layout.config;
-  return { heap: ctx.heap, gemm: ctx.gemm, B: input.B, T: input.T, C, H, queryBlock: ctx.layout.shape.queryBlock };
+  return { heap: ctx.heap, gemm: ctx.gemm, rows: ctx.rows, B: input.B, T: input.T, C, H, queryBlock: ctx.layout.shape.queryBlock };
 }
 
 /** ln_f(blocks(embeddings)) into layout.final.hidden [B·T, C]. */
 export function forward(ctx: PassContext, input: PassInput): void {
-  const { heap, gemm, layout } = ctx;
+  const { heap, gemm, rows, layout } = ctx;
   const { config, layers, final } = layout;
   const { n_embd: C, layer_norm_epsilon: eps } = config;
   const I = innerSize(config);
@@ -58,20 +60,20 @@ export function forward(ctx: PassContext, input: PassInput): void {
     const a = layers[l];
     const w = blockParams(layout, l);
     const next = l + 1 < config.n_layer ? layers[l + 1].input : final.input;
-    layerNorm(heap, a.input, a.ln1, w.ln1[0], w.ln1[1], norm, R, C, eps);
+    rows.layerNorm(a.input, a.ln1, w.ln1[0], w.ln1[1], norm, R, C, eps);
     mm(norm, w.attn[0], a.qkv, C, 3 * C);
-    addBias(heap, a.qkv, w.attn[1], R, 3 * C);
+    rows.addBias(a.qkv, w.attn[1], R, 3 * C);
     attentionForward(attentionShape(ctx, input), a.qkv, a.ctx, a.lse, scores);
     mm(a.ctx, w.proj[0], a.mid, C, C);
-    addBias(heap, a.mid, w.proj[1], R, C, a.input);
-    layerNorm(heap, a.mid, a.ln2, w.ln2[0], w.ln2[1], norm, R, C, eps);
+    rows.addBias(a.mid, w.proj[1], R, C, a.input);
+    rows.layerNorm(a.mid, a.ln2, w.ln2[0], w.ln2[1], norm, R, C, eps);
     mm(norm, w.fc[0], a.fc, C, I);
-    addBias(heap, a.fc, w.fc[1], R, I);
-    activate(heap, a.fc, inner, R * I, config.activation_function);
+    rows.addBias(a.fc, w.fc[1], R, I);
+    activate(rows, heap, a.fc, inner, R * I, config.activation_function);
     mm(inner, w.out[0], next, I, C); // forward-only: next is this block's input, no longer needed
-    addBias(heap, next, w.out[1], R, C, a.mid);
+    rows.addBias(next, w.out[1], R, C, a.mid);
   }
-  layerNorm(heap, final.input, final.stats, topParam(layout, 'ln_f.weight'), topParam(layout, 'ln_f.bias'), final.hidden, R, C, eps);
+  rows.layerNorm(final.input, final.stats, topParam(layout, 'ln_f.weight'), topParam(layout, 'ln_f.bias'), final.hidden, R, C, eps);
 }
 
 /** The fused LM head + cross-entropy over the forward's output (see train-head.ts). */
@@ -80,6 +82,7 @@ export function lossOf(ctx: PassContext, labels: Int32Array, weights: ArrayLike<
   const head: Head = {
     heap: ctx.heap,
     gemm: ctx.gemm,
+    rows: ctx.rows,
     C: layout.config.n_embd,
     V: layout.config.vocab_size,
     chunkRows: layout.shape.headRows,

@@ -1,16 +1,19 @@
 /**
  * The tied LM head fused with the masked cross-entropy, over chunks of rows so that the [rows,
  * vocab] logits never exist whole (206 MB for 1024 rows of GPT-2's vocabulary; a chunk is ≤ 32 MiB,
- * train-memory.ts). Per chunk: logits = h·wteᵀ; each row's log-sum-exp and −log p(label); in
- * training the logits become their gradient in place, coef·(softmax − one-hot), and two products
+ * train-memory.ts). Per chunk: logits = h·wteᵀ; each row's log-sum-exp and −log p(label) (row
+ * kernels, one exp a logit); in training the logits become their gradient in place,
+ * coef·(softmax − one-hot), and two products
  * finish the chunk: dh = dlogits·wte and dwte += dlogitsᵀ·h. wte is read where it is, never
  * transposed.
  */
 import type { Gemm } from '../backend/gemm.js';
+import type { RowKernels } from '../backend/wasm-rows.js';
 
 export interface Head {
   heap: Float32Array;
   gemm: Gemm;
+  rows: RowKernels;
   C: number;
   V: number;
   /** Rows per chunk, and the chunk's [rows, V] buffer. */
@@ -34,7 +37,7 @@ export interface HeadGradient {
  * gradients of Σ coef·CE. Chunks without a weighted row are skipped (their dh is zero).
  */
 export function headLoss(h: Head, labels: Int32Array, weights: ArrayLike<number>, grad?: HeadGradient): number {
-  const { heap, gemm, C, V, logits } = h;
+  const { heap, gemm, rows: kernels, C, V, logits } = h;
   const rows = labels.length;
   let sum = 0;
   for (let r0 = 0; r0 < rows; r0 += h.chunkRows) {
@@ -49,18 +52,16 @@ export function headLoss(h: Head, labels: Int32Array, weights: ArrayLike<number>
     gemm.gemm({ m: n, n: V, k: C, a: hidden, lda: C, b: h.wte, ldb: C, transB: true, c: logits, ldc: V });
     for (let i = 0; i < n; i++) {
       const row = logits + i * V;
-      let max = -Infinity;
-      for (let j = 0; j < V; j++) max = Math.max(max, heap[row + j]);
-      let total = 0;
-      for (let j = 0; j < V; j++) total += Math.exp(heap[row + j] - max);
-      const lse = max + Math.log(total);
       const label = labels[r0 + i];
-      if (weights[r0 + i] !== 0) sum += lse - heap[row + label];
+      const picked = weights[r0 + i] !== 0 ? heap[row + label] : 0; // read before the row is overwritten
+      const c = grad?.coef[r0 + i] ?? 0;
+      const max = kernels.rowMax(row, V);
+      const total = kernels.expSum(row, V, 1, -max, c !== 0); // the row becomes exp(logit − max) if it has a gradient
+      if (weights[r0 + i] !== 0) sum += max + Math.log(total) - picked;
       if (!grad) continue;
-      const c = grad.coef[r0 + i];
       if (c === 0) heap.fill(0, row, row + V);
       else {
-        for (let j = 0; j < V; j++) heap[row + j] = Math.exp(heap[row + j] - lse) * c;
+        kernels.scale(row, V, c / total); // coef·softmax
         heap[row + label] -= c;
       }
     }

@@ -106,6 +106,8 @@ export interface PassLayout {
     dscores: number;
     /** A chunk of logits, then their gradient [headRows, V]. */
     logits: number;
+    /** 16 floats where the row kernels leave results and take AdamW's constants. */
+    args: number;
   };
   /** Total floats. */
   readonly floats: number;
@@ -147,6 +149,7 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
   const [grads, m, v] = training ? [take(paramFloats), take(paramFloats), take(paramFloats)] : [-1, -1, -1];
   if (training) regions.push(['gradients', 'same layout', paramFloats], ['AdamW first moments', 'same layout', paramFloats], ['AdamW second moments', 'same layout', paramFloats]);
 
+  const args = take(16);
   const layerStart = next;
   const slots = (): LayerSlots => ({
     input: take(R * C),
@@ -190,7 +193,7 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
     v,
     layers,
     final: { input: finalInput, stats, hidden: training ? finalOutput : norm },
-    scratch: { norm, inner, dx, dqkv, scores, dscores, logits },
+    scratch: { norm, inner, dx, dqkv, scores, dscores, logits, args },
     floats: next,
     regions,
   };

@@ -1,15 +1,15 @@
 /**
- * Global-norm clipping and AdamW over parameters, gradients and moments in one heap (for the
- * full-sequence pass, the regions of src/model/train-memory.ts), computing what src/train/optimizer.ts computes on tfjs
- * tensors: the same per-element float32 operations in the same order, with the scalar factors
- * made in float64 and rounded to float32 where they meet a tensor (each Math.fround below is one
- * float32 operation of optimizer.ts; a float64 product, sum, quotient or square root of float32
- * values rounded once is exactly the float32 result). So for equal gradients the weights and
+ * Global-norm clipping and AdamW over parameters, gradients and moments in one wasm memory (for
+ * the full-sequence pass, the regions of src/model/train-memory.ts), computing what
+ * src/train/optimizer.ts computes on tfjs tensors: the same per-element float32 operations in the
+ * same order (the adamw row kernel, src/backend/wasm-rows.ts), with the scalar factors made in
+ * float64 and rounded to float32 where they meet a tensor. So for equal gradients the weights and
  * moments are bit-identical to the tfjs path's, and within about an ulp of torch's.
  *
  * The moments go in and out as the AdamWState that src/train/checkpoints.ts saves, so a
  * checkpoint of either path resumes on either.
  */
+import type { RowKernels } from '../backend/wasm-rows.js';
 import { ToolError } from '../util/errors.js';
 import type { AdamWSpec, AdamWState, SavedTensor } from './optimizer.js';
 
@@ -42,6 +42,7 @@ export class MemoryAdamW {
 
   /** Moments start as they are in the heap (zero in a fresh memory), as torch's lazily made state. */
   constructor(
+    private readonly rows: RowKernels,
     private readonly heap: Float32Array,
     tensors: HeapTensor[],
     private readonly shift: MomentShifts,
@@ -66,15 +67,12 @@ export class MemoryAdamW {
    */
   clip(maxNorm: number): number {
     if (!Number.isFinite(maxNorm) || maxNorm < 0) throw new RangeError(`clipByGlobalNorm: maxNorm must be finite and non-negative, got ${maxNorm}`);
-    const { heap } = this;
     const G = this.shift.grad;
-    let sq = 0;
-    for (const t of this.tensors) for (let i = G + t.at, end = i + t.size; i < end; i++) sq += heap[i] * heap[i];
-    const norm = Math.sqrt(sq);
+    const norm = Math.sqrt(this.tensors.reduce((sum, t) => sum + this.rows.sumSquares(G + t.at, t.size), 0));
     if (maxNorm === 0) return norm;
     const f = Math.fround;
     const scale = Math.min(f(f(maxNorm) / f(f(norm) + f(1e-6))), 1);
-    if (scale !== 1) for (const t of this.tensors) for (let i = G + t.at, end = i + t.size; i < end; i++) heap[i] *= scale;
+    if (scale !== 1) for (const t of this.tensors) this.rows.scale(G + t.at, t.size, scale);
     return norm;
   }
 
@@ -83,27 +81,18 @@ export class MemoryAdamW {
    * with t = step + 1 (optimizer.ts's update, operation for operation):
    *   p ← p × (1 − lr·wd) (decaying parameters);  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g·g;
    *   p ← p + (−lr/(1 − β1^t))·m / (√v / √(1 − β2^t) + eps)
+   * (a parameter that does not decay is multiplied by exactly 1, which changes no bit).
    */
   update(lr: number): void {
     if (!Number.isFinite(lr) || lr < 0) throw new RangeError(`AdamW: learning rate must be finite and non-negative, got ${lr}`);
-    const { heap, shift } = this;
-    const f = Math.fround;
+    const { shift } = this;
     const [b1, b2] = this.spec.betas;
     const t = this.step + 1;
-    const [sB1, sB2, s1mB1, s1mB2, sBc2, sEps, sNegStep, sDecay] = [b1, b2, 1 - b1, 1 - b2, Math.sqrt(1 - b2 ** t), this.spec.eps, -(lr / (1 - b1 ** t)), 1 - lr * this.spec.weight_decay].map(f);
-    const [dG, dM, dV] = [shift.grad, shift.m, shift.v];
+    const consts = [b1, b2, 1 - b1, 1 - b2, Math.sqrt(1 - b2 ** t), this.spec.eps, -(lr / (1 - b1 ** t))];
+    const decay = 1 - lr * this.spec.weight_decay;
     for (const tensor of this.tensors) {
-      const decay = tensor.decays && this.spec.weight_decay !== 0;
-      for (let i = tensor.at, end = i + tensor.size; i < end; i++) {
-        const g = heap[dG + i];
-        const p = decay ? f(heap[i] * sDecay) : heap[i];
-        const m = f(f(heap[dM + i] * sB1) + f(g * s1mB1));
-        const v = f(f(heap[dV + i] * sB2) + f(f(g * s1mB2) * g));
-        const denom = f(f(f(Math.sqrt(v)) / sBc2) + sEps);
-        heap[dM + i] = m;
-        heap[dV + i] = v;
-        heap[i] = p + f(f(m * sNegStep) / denom);
-      }
+      const at = tensor.at;
+      this.rows.adamw(at, shift.grad + at, shift.m + at, shift.v + at, tensor.size, [...consts, tensor.decays ? decay : 1]);
     }
     this.step = t;
   }

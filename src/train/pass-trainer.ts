@@ -9,8 +9,9 @@
  */
 import { referenceGemm, type Gemm, type GemmFactory } from '../backend/gemm.js';
 import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';
+import { RowKernels } from '../backend/wasm-rows.js';
 import type { TokenRecord } from '../data/records.js';
-import type { GPT2Config } from '../model/config.js';
+import { innerSize, type GPT2Config } from '../model/config.js';
 import { parameterShapes, type ParameterValues } from '../model/params.js';
 import { backward } from '../model/train-backward.js';
 import { forward, lossOf, topParam, type PassContext, type PassInput } from '../model/train-forward.js';
@@ -37,11 +38,14 @@ const DROPOUT = ['embd_pdrop', 'attn_pdrop', 'resid_pdrop'] as const;
 
 /**
  * Why the pass cannot train (or, with training false, evaluate) `config` at this shape, or
- * undefined when it can: it has no dropout, and everything must fit in wasm's 4 GiB.
+ * undefined when it can: it has no dropout, its row kernels take widths (n_embd, n_inner) in
+ * multiples of 4, and everything must fit in wasm's 4 GiB.
  */
 export function passLimit(config: GPT2Config, shape: PassShape): string | undefined {
   const drop = shape.training ? DROPOUT.filter((k) => config[k] > 0) : [];
   if (drop.length > 0) return `the wasm training pass has no dropout, and ${drop.map((k) => `${k} is ${config[k]}`).join(', ')}`;
+  const odd = ([['n_embd', config.n_embd], ['n_inner', innerSize(config)]] as const).filter(([, v]) => v % 4 !== 0);
+  if (odd.length > 0) return `the wasm pass needs multiples of 4, and ${odd.map(([k, v]) => `${k} is ${v}`).join(', ')}`;
   try {
     passLayout(config, shape);
   } catch (err) {
@@ -59,9 +63,10 @@ export class PassTrainer {
     readonly layout: PassLayout,
     private readonly heap: Float32Array,
     private readonly kernel: Gemm,
+    rows: RowKernels,
     private readonly optimizer: MemoryAdamW | undefined,
   ) {
-    this.ctx = { heap, gemm: kernel, layout };
+    this.ctx = { heap, gemm: kernel, rows, layout };
   }
 
   /** A trainer over a copy of `values` (checked against the config's shapes). */
@@ -82,9 +87,10 @@ export class PassTrainer {
       if (v.shape.join(',') !== dims.join(',')) throw new ToolError(`tensor ${name} has shape [${v.shape.join(', ')}], expected [${dims.join(', ')}]`);
       heap.set(v.data, layout.params.get(name)!);
     }
+    const rows = new RowKernels(memory, layout.scratch.args);
     const tensors = parameterShapes(config).map(([name, shape]) => ({ name, shape, at: layout.params.get(name)! }));
-    const optimizer = options.optimizer && new MemoryAdamW(heap, tensors, { grad: layout.grads, m: layout.m, v: layout.v }, options.optimizer);
-    return new PassTrainer(config, layout, heap, (options.gemm ?? referenceGemm)(memory), optimizer);
+    const optimizer = options.optimizer && new MemoryAdamW(rows, heap, tensors, { grad: layout.grads, m: layout.m, v: layout.v }, options.optimizer);
+    return new PassTrainer(config, layout, heap, (options.gemm ?? referenceGemm)(memory), rows, optimizer);
   }
 
   /**

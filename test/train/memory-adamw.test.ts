@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import type * as tfjs from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
+import { MAX_PAGES, wasmApi } from '../../src/backend/wasm-asm.js';
+import { RowKernels } from '../../src/backend/wasm-rows.js';
 import type { TokenRecord } from '../../src/data/records.js';
 import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { readSafetensors } from '../../src/formats/safetensors.js';
@@ -40,11 +42,14 @@ function heapOf(shapes = fx.shapes, initial = fx.initial) {
     return t;
   });
   const shift = at + 5;
-  const heap = new Float32Array(4 * shift);
+  const args = Math.ceil((4 * shift) / 16) * 16; // the kernels' 16 floats after the four regions
+  const memory = new wasmApi.Memory({ initial: Math.ceil(((args + 16) * 4) / 65536), maximum: MAX_PAGES, shared: true });
+  const heap = new Float32Array(memory.buffer, 0, 4 * shift);
+  const rows = new RowKernels(memory, args);
   for (const t of tensors) heap.set(initial[t.name], t.at);
   const put = (values: Values) => tensors.forEach((t) => heap.set(values[t.name], shift + t.at));
   const get = (t: HeapTensor, region: number) => heap.subarray(region * shift + t.at, region * shift + t.at + initial[t.name].length);
-  return { heap, tensors, put, get, optimizer: new MemoryAdamW(heap, tensors, { grad: shift, m: 2 * shift, v: 3 * shift }, spec) };
+  return { heap, tensors, put, get, optimizer: new MemoryAdamW(rows, heap, tensors, { grad: shift, m: 2 * shift, v: 3 * shift }, spec) };
 }
 
 function maxRelErr(got: ArrayLike<number>, want: number[]): number {
@@ -114,7 +119,8 @@ describe('MemoryAdamW', () => {
     const shapes = parameterShapes(config);
     const params = new Map(shapes.map(([n, s]) => [n, tf.variable(tf.zeros(s), true)]));
     const reference = new AdamW(tf, params, spec);
-    const ours = new MemoryAdamW(new Float32Array(1), shapes.map(([name, shape]) => ({ name, shape, at: 0 })), { grad: 0, m: 0, v: 0 }, spec);
+    const memory = new wasmApi.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+    const ours = new MemoryAdamW(new RowKernels(memory, 0), new Float32Array(memory.buffer), shapes.map(([name, shape]) => ({ name, shape, at: 0 })), { grad: 0, m: 0, v: 0 }, spec);
     for (const [n] of shapes) expect(ours.decays(n), n).toBe(reference.decays(n));
     expect(shapes.filter(([n]) => ours.decays(n)).length).toBe(2 + 4 * config.n_layer); // wte, wpe, 4 matrices a block
     reference.dispose();
