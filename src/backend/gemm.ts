@@ -20,11 +20,17 @@
  *     pack A and B before writing C);
  *   - float32 products with sums in at least float32; the passes' tolerances against PyTorch
  *     (test/model/train-pass.test.ts) are what it is held to.
- * The products it sees, for GPT-2 124M at 1024 positions: the four weight products per block
- * (nn), their transposes in the backward (nt for the input gradient, tn for the weight gradient,
- * k = the row count), attention blocks of 64 query rows against up to 1024 keys (k = 64), and
- * the LM head over chunks of rows: logits = h·wteᵀ (nt, n = 50257), dh = dlogits·wte (nn, k =
- * 50257), dwte += dlogitsᵀ·h (tn, m = 50257).
+ * The products it sees, for GPT-2 124M at 1 × 1024 (831 GFLOP in 16,293 calls a micro-batch):
+ *   - per block, forward: x·W for c_attn, c_proj, c_fc, mlp.c_proj (nn, m = 1024 rows);
+ *     backward: dy·Wᵀ (nt) and W's gradient xᵀ·dy (tn, k = the row count, accumulate);
+ *   - attention, per (sequence, head) and block of ≤ 64 query rows against its `keys` ≤ 1024:
+ *     S = Q·Kᵀ and dP = dO·Vᵀ (nt, k = 64), O = P·V and dQ = dS·K (nn, k = keys), dK += dSᵀ·Q and
+ *     dV += Pᵀ·dO (tn, k = 64, accumulate); Q, K, V are column slices of q|k|v (lda = 3·n_embd).
+ *     These are 16,128 of the calls, each ~4 MFLOP: too small to split across threads one by one
+ *     (a pool would rather take whole heads);
+ *   - the LM head over chunks of 166 rows: logits = h·wteᵀ (nt, n = 50257), dh = dlogits·wte
+ *     (nn, k = 50257), dwte += dlogitsᵀ·h (tn, m = 50257, k = 166): 29% of the flops here, 80% at
+ *     the 4 × 256 benchmark shape.
  */
 import type { WasmMemory } from './wasm-asm.js';
 

@@ -21,8 +21,9 @@
  *   total                                                                            2,324.9 (2.27 GiB)
  *
  * So weights + gradients + moments are 1.85 GiB (the issue's "~2 GB") and activations 0.4 GiB,
- * under wasm32's 4 GiB; a 124M step at 1 × 1024 measured 2.79 GiB RSS in all (the memory, the
- * caller's 0.5 GB copy of the weights, Node), against PyTorch's 4.6 GB for the same run. What keeps it
+ * under wasm32's 4 GiB. A 124M training step at 1 × 1024 measured 2.30 GiB RSS in all (the memory
+ * and Node; 2.79 GiB while the caller still holds its 0.5 GB copy of the weights), against
+ * PyTorch's 4.6 GB for the same run. What keeps it
  * there, against the tfjs path (which aborts):
  *   - no transposed copy of wte (154 MB): the LM head's three products read it in place;
  *   - the [rows, 50257] logits never exist whole: the head runs over chunks of rows, softmax and

@@ -9,7 +9,7 @@
  *   - fixtures/models/<dir>/expected.json losses for each activation and n_inner ≠ 4·n_embd, and
  *     gpt2vocab/eval.json (50257-way head over two chunks);
  *   - step.ts's trainStep + AdamW on tfjs cpu for tiny-ninner with padded records: losses, norms,
- *     gradients and weights after 2 steps; evaluate.ts on a shard set with a padded record;
+ *     gradients and weights after 2 steps; evaluate.ts (wasm) on a shard set with a padded record;
  *   - the same run twice is bit-identical; passLimit names dropout and memory.
  * Measured (float32 against PyTorch's float64): losses within 1e-8 relative, gradients within
  * 5e-7 per tensor, weights after 3 AdamW steps within 5e-7; against the tfjs path gradients within
@@ -208,7 +208,9 @@ describe('PassTrainer against the tfjs path (cpu)', () => {
     expect(relErr(got.loss, want.loss)).toBeLessThan(LOSS_REL);
     expectGradients(trainer.gradients(), recorded, GRAD_REL / 10);
   });
+});
 
+describe('PassTrainer.evalLoss against evaluate() (wasm)', () => {
   it('evalLoss equals evaluate() over shards with a padded record', async () => {
     const ev = JSON.parse(readFileSync(fixture('models', 'gpt2vocab', 'eval.json'), 'utf8')) as { blocks: number[][] };
     const dir = join(tempDir(), 'data');
@@ -219,6 +221,7 @@ describe('PassTrainer against the tfjs path (cpu)', () => {
     });
     const dataset = await ShardDataset.open(dir);
     const { config, values } = await fixtureValues('gpt2vocab');
+    const { tf } = await selectBackend('wasm');
     const model = GPT2.fromValues(tf, config, values);
     const want = await evaluate(model, dataset, { batchSize: 2 });
     model.dispose();
