@@ -2,12 +2,13 @@
  * The matrix product the full-sequence passes (src/model/train-*.ts) are written against, on
  * float offsets into one wasm memory, and a plain JavaScript reference implementation of it.
  *
- *   C[m×n] (+)= op(A)[m×k] · op(B)[k×n]
+ *   C[m×n] = (accumulate ? C : 0) + bias[n] + op(A)[m×k] · op(B)[k×n]
  *
  * Row-major with leading dimensions: element (i, p) of op(A) is heap[a + i·lda + p], or with
  * transA heap[a + p·lda + i]; likewise B with ldb and transB; C's (i, j) is heap[c + i·ldc + j].
- * `accumulate` adds the product to C; without it C is overwritten (what it held does not matter,
- * NaN included). No alpha/beta: every scale the passes need is folded into an elementwise step.
+ * Without `accumulate` C is overwritten (what it held does not matter, NaN included); `bias`, when
+ * given, is added to every row. No alpha: every scale the passes need is folded into an
+ * elementwise step. (This is the product of src/backend/wasm-gemm.ts in float offsets.)
  *
  * What a fast kernel must provide (src/backend/wasm-gemm.ts, plugged in by the caller):
  *   - every combination of transA/transB, any strides ≥ the row width, any m, n, k ≥ 0 (widths
@@ -15,6 +16,8 @@
  *     offsets up to 2³⁰ floats (the whole 4 GiB memory; a byte offset above 2³¹ arrives as a
  *     negative i32, which wasm addresses as unsigned);
  *   - synchronous: when gemm returns, C is written (helper threads, if any, are done);
+ *   - its scratch (packed panels, per thread) in the pass's memory: the layout reserves
+ *     `scratchFloats` and hands the kernel their offset;
  *   - deterministic for fixed arguments and thread count (a fixed summation order per element);
  *   - A, B and C never overlap in what is written (the passes guarantee that; the kernel may
  *     pack A and B before writing C);
@@ -47,6 +50,8 @@ export interface GemmArgs {
   c: number;
   ldc: number;
   accumulate?: boolean;
+  /** Float offset of n floats added to every row of C. */
+  bias?: number;
 }
 
 export interface Gemm {
@@ -55,17 +60,24 @@ export interface Gemm {
   close(): void;
 }
 
-/** Makes a kernel over a memory (the memory exists first: it is sized for the whole pass). */
-export type GemmFactory = (memory: WasmMemory) => Gemm;
+/** A kernel, and the scratch it needs in the pass's memory (sized, with everything else, up front). */
+export interface GemmProvider {
+  /** Floats of scratch for all its threads. */
+  readonly scratchFloats: number;
+  /** The kernel over `memory`, its scratch at float offset `scratch` (64-byte aligned). */
+  create(memory: WasmMemory, scratch: number): Gemm;
+}
 
 /**
  * The reference: float64 sums, one output element at a time, straight from the definition. Slow
  * (~0.3 GFLOPS): for tests and tiny models, and the oracle a fast kernel is tested against.
  */
-export const referenceGemm: GemmFactory = (memory) => {
+export const referenceGemm: GemmProvider = { scratchFloats: 0, create: (memory) => reference(memory) };
+
+function reference(memory: WasmMemory): Gemm {
   let heap = new Float32Array(memory.buffer);
   return {
-    gemm({ m, n, k, a, lda, transA = false, b, ldb, transB = false, c, ldc, accumulate = false }: GemmArgs): void {
+    gemm({ m, n, k, a, lda, transA = false, b, ldb, transB = false, c, ldc, accumulate = false, bias }: GemmArgs): void {
       if (heap.buffer !== memory.buffer) heap = new Float32Array(memory.buffer); // grown since
       // Strides of op(A) and op(B) along their two axes.
       const [ai, ap] = transA ? [1, lda] : [lda, 1];
@@ -75,10 +87,10 @@ export const referenceGemm: GemmFactory = (memory) => {
           let sum = 0;
           for (let p = 0, x = a + i * ai, y = b + j * bj; p < k; p++, x += ap, y += bp) sum += heap[x] * heap[y];
           const at = c + i * ldc + j;
-          heap[at] = accumulate ? heap[at] + sum : sum;
+          heap[at] = (accumulate ? heap[at] : 0) + (bias === undefined ? 0 : heap[bias + j]) + sum;
         }
       }
     },
     close() {},
   };
-};
+}

@@ -54,21 +54,19 @@ export function forward(ctx: PassContext, input: PassInput): void {
   const I = innerSize(config);
   const R = input.B * input.T;
   const { norm, inner, scores } = layout.scratch;
-  const mm = (a: number, b: number, c: number, k: number, n: number) => gemm.gemm({ m: R, n, k, a, lda: k, b, ldb: n, c, ldc: n });
+  const mm = (a: number, b: number, c: number, k: number, n: number, bias?: number) => gemm.gemm({ m: R, n, k, a, lda: k, b, ldb: n, c, ldc: n, bias });
   embed(heap, layers[0].input, topParam(layout, 'wte.weight'), topParam(layout, 'wpe.weight'), input.ids, input.T, C);
   for (let l = 0; l < config.n_layer; l++) {
     const a = layers[l];
     const w = blockParams(layout, l);
     const next = l + 1 < config.n_layer ? layers[l + 1].input : final.input;
     rows.layerNorm(a.input, a.ln1, w.ln1[0], w.ln1[1], norm, R, C, eps);
-    mm(norm, w.attn[0], a.qkv, C, 3 * C);
-    rows.addBias(a.qkv, w.attn[1], R, 3 * C);
+    mm(norm, w.attn[0], a.qkv, C, 3 * C, w.attn[1]);
     attentionForward(attentionShape(ctx, input), a.qkv, a.ctx, a.lse, scores);
     mm(a.ctx, w.proj[0], a.mid, C, C);
     rows.addBias(a.mid, w.proj[1], R, C, a.input);
     rows.layerNorm(a.mid, a.ln2, w.ln2[0], w.ln2[1], norm, R, C, eps);
-    mm(norm, w.fc[0], a.fc, C, I);
-    rows.addBias(a.fc, w.fc[1], R, I);
+    mm(norm, w.fc[0], a.fc, C, I, w.fc[1]);
     activate(rows, heap, a.fc, inner, R * I, config.activation_function);
     mm(inner, w.out[0], next, I, C); // forward-only: next is this block's input, no longer needed
     rows.addBias(next, w.out[1], R, C, a.mid);

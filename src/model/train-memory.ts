@@ -56,6 +56,8 @@ export interface PassShape {
   headRows?: number;
   /** Query rows per attention block (default 64). */
   queryBlock?: number;
+  /** Floats of scratch the GEMM kernel needs (GemmProvider.scratchFloats; default 0). */
+  gemmScratch?: number;
 }
 
 /** A layer's saved activations, [rows, width] row-major. */
@@ -109,6 +111,8 @@ export interface PassLayout {
     logits: number;
     /** 16 floats where the row kernels leave results and take AdamW's constants. */
     args: number;
+    /** The GEMM kernel's own scratch. */
+    gemm: number;
   };
   /** Total floats. */
   readonly floats: number;
@@ -133,6 +137,7 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
     training,
     headRows: Math.max(1, Math.min(R, shape.headRows ?? Math.floor(HEAD_FLOATS / V))),
     queryBlock: Math.max(1, Math.min(T, shape.queryBlock ?? QUERY_BLOCK)),
+    gemmScratch: shape.gemmScratch ?? 0,
   };
   const regions: [string, string, number][] = [];
   let next = 0;
@@ -183,6 +188,8 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
   regions.push(['attention block', `${training ? 'scores and gradient' : 'scores'}, ${s.queryBlock}×${T}`, next - scores]);
   const logits = take(s.headRows * V);
   regions.push(['logits chunk', `${s.headRows} rows × ${V}`, next - logits]);
+  const gemm = take(s.gemmScratch);
+  if (s.gemmScratch > 0) regions.push(['GEMM scratch', 'packed panels of every thread', next - gemm]);
 
   const layout: PassLayout = {
     config,
@@ -194,7 +201,7 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
     v,
     layers,
     final: { input: finalInput, stats, hidden: training ? finalOutput : norm },
-    scratch: { norm, inner, dx, dqkv, scores, dscores, logits, args },
+    scratch: { norm, inner, dx, dqkv, scores, dscores, logits, args, gemm },
     floats: next,
     regions,
   };

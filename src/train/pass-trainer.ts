@@ -7,7 +7,7 @@
  * laid out once (train-memory.ts), so the products can run on helper threads over it: the Gemm
  * kernel is the caller's choice (the reference one by default).
  */
-import { referenceGemm, type Gemm, type GemmFactory } from '../backend/gemm.js';
+import { referenceGemm, type Gemm, type GemmProvider } from '../backend/gemm.js';
 import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';
 import { RowKernels } from '../backend/wasm-rows.js';
 import type { TokenRecord } from '../data/records.js';
@@ -29,7 +29,7 @@ export interface PassTrainerOptions {
   /** AdamW's settings; without them the trainer only evaluates (no gradients, moments or saved activations). */
   optimizer?: AdamWSpec;
   /** The product kernel over the memory (default: the plain reference, for tests and tiny models). */
-  gemm?: GemmFactory;
+  gemm?: GemmProvider;
   headRows?: number;
   queryBlock?: number;
 }
@@ -71,7 +71,15 @@ export class PassTrainer {
 
   /** A trainer over a copy of `values` (checked against the config's shapes). */
   static create(config: GPT2Config, values: ParameterValues, options: PassTrainerOptions): PassTrainer {
-    const shape: PassShape = { batch: options.batch, length: options.length, training: options.optimizer !== undefined, headRows: options.headRows, queryBlock: options.queryBlock };
+    const gemm = options.gemm ?? referenceGemm;
+    const shape: PassShape = {
+      batch: options.batch,
+      length: options.length,
+      training: options.optimizer !== undefined,
+      headRows: options.headRows,
+      queryBlock: options.queryBlock,
+      gemmScratch: gemm.scratchFloats,
+    };
     if (!(Number.isSafeInteger(shape.batch) && shape.batch >= 1 && Number.isSafeInteger(shape.length) && shape.length >= 1)) {
       throw new RangeError(`PassTrainer: batch and length must be positive integers, got ${shape.batch} and ${shape.length}`);
     }
@@ -90,7 +98,7 @@ export class PassTrainer {
     const rows = new RowKernels(memory, layout.scratch.args);
     const tensors = parameterShapes(config).map(([name, shape]) => ({ name, shape, at: layout.params.get(name)! }));
     const optimizer = options.optimizer && new MemoryAdamW(rows, heap, tensors, { grad: layout.grads, m: layout.m, v: layout.v }, options.optimizer);
-    return new PassTrainer(config, layout, heap, (options.gemm ?? referenceGemm)(memory), rows, optimizer);
+    return new PassTrainer(config, layout, heap, gemm.create(memory, layout.scratch.gemm), rows, optimizer);
   }
 
   /**

@@ -248,7 +248,7 @@ describe('PassTrainer', () => {
     for (const [i, bytes] of a.bytes.entries()) expect(b.bytes[i].equals(bytes)).toBe(true);
   });
 
-  it('passLimit and create name what keeps a model off the pass: dropout, wasm’s 4 GiB', () => {
+  it('passLimit and create name what keeps a model off the pass: dropout, odd widths, wasm’s 4 GiB', () => {
     const gpt2 = { ...PRESETS.gpt2, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 };
     expect(passLimit(gpt2, { batch: 1, length: 1024, training: true })).toBeUndefined();
     expect(passLimit(PRESETS.gpt2, { batch: 1, length: 1024, training: true })).toBe('the wasm training pass has no dropout, and embd_pdrop is 0.1, attn_pdrop is 0.1, resid_pdrop is 0.1');
@@ -256,6 +256,7 @@ describe('PassTrainer', () => {
     const medium = { ...PRESETS['gpt2-medium'], embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 };
     expect(passLimit(medium, { batch: 1, length: 1024, training: true })).toMatch(/^training this model at 1×1024 positions needs 6\.\d\d GiB, more than wasm's 4 GiB memory$/);
     expect(() => PassTrainer.create(PRESETS['gpt2-tiny'], new Map(), { batch: 1, length: 8, optimizer: spec })).toThrow(/no dropout, and embd_pdrop is 0.1/);
+    expect(passLimit({ ...gpt2, n_embd: 30, n_head: 3 }, { batch: 1, length: 8, training: false })).toBe('the wasm pass needs multiples of 4, and n_embd is 30');
   });
 
   it('refuses input it cannot run, naming it', async () => {
