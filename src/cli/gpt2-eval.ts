@@ -49,11 +49,11 @@ the preset's shape with random weights instead.`,
     const opened = await openModel(flags.model, { backend: flags.backend, log: log.info, randomInit: flags.randomInit, seed: flags.seed });
     for (const name of opened.ignored) log.warn(`${flags.model}: ignoring tensor ${name} (not a GPT-2 parameter)`);
     dataset.requireTokenizer(opened.tokenizer, "the model's tokenizer");
-    const { evaluate } = await import('../train/evaluate.js');
+    const { evaluate, tfjsScorer } = await import('../train/evaluate.js');
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items', rateUnit: 'records' });
     try {
-      const result = await evaluate(opened.model, dataset, { batchSize: flags.batchSize, maxRecords: flags.maxRecords, modelName: flags.model, onProgress: (n) => progress.update(n) });
+      const result = await evaluate(tfjsScorer(opened.model), dataset, { batchSize: flags.batchSize, maxRecords: flags.maxRecords, modelName: flags.model, onProgress: (n) => progress.update(n) });
       progress.stop();
       await writeStdout(`${JSON.stringify(result)}\n`);
     } finally {

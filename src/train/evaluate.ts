@@ -5,9 +5,11 @@
  * (MindFormers averages per-batch losses instead; that equals ours for equal, unpadded blocks.)
  */
 import type { ShardDataset } from '../data/shard-reader.js';
+import type { TokenRecord } from '../data/records.js';
+import type { GPT2Config } from '../model/config.js';
 import type { GPT2 } from '../model/gpt2.js';
 import { ToolError } from '../util/errors.js';
-import { crossEntropySum } from './loss.js';
+import { crossEntropySum, type LossSum } from './loss.js';
 
 export interface EvalResult {
   loss: number;
@@ -24,10 +26,21 @@ export interface EvalOptions {
   modelName?: string;
 }
 
+/**
+ * What evaluation needs of a model, whichever engine runs it (the tfjs GPT2 here, the wasm pass in
+ * pass-trainer.ts): the summed loss of a batch of equal-length records, with the seed's shift.
+ */
+export interface Scorer {
+  readonly config: GPT2Config;
+  /** Σ −log p(ids[t+1] | ids[..t]) over the positions whose target is real (mask[t+1] = 1), and their count. */
+  score(records: TokenRecord[]): Promise<LossSum>;
+  /** The first parameter holding a NaN or an infinity, as "<name> holds <value> (element k of n)". */
+  firstNonFinite(): Promise<string | undefined>;
+}
+
 /** Checks that a data set fits a model: block size within the context, ids within the vocabulary. */
-export function checkDataFitsModel(dataset: ShardDataset, model: GPT2): void {
+export function checkDataFitsModel(dataset: ShardDataset, c: GPT2Config): void {
   const { block_size: block, tokenizer } = dataset.manifest;
-  const c = model.config;
   if (block - 1 > c.n_positions) {
     throw new ToolError(`${dataset.dir}: block size ${block} needs ${block - 1} positions; the model has ${c.n_positions} (use --block-size ≤ ${c.n_positions + 1})`);
   }
@@ -36,44 +49,26 @@ export function checkDataFitsModel(dataset: ShardDataset, model: GPT2): void {
   }
 }
 
-export async function evaluate(model: GPT2, dataset: ShardDataset, options: EvalOptions = {}): Promise<EvalResult> {
-  checkDataFitsModel(dataset, model);
+export async function evaluate(scorer: Scorer, dataset: ShardDataset, options: EvalOptions = {}): Promise<EvalResult> {
+  checkDataFitsModel(dataset, scorer.config);
   const batchSize = options.batchSize ?? 8;
   const total = Math.min(dataset.numRecords, options.maxRecords ?? Infinity);
   let sum = 0;
   let tokens = 0;
   let records = 0;
-  let batch: { ids: number[]; mask: Uint8Array; where: string }[] = [];
-
-  // A NaN or infinite loss is no result: say where it comes from, the weights if they hold one.
-  const nonFinite = async (loss: number): Promise<never> => {
-    const span = batch.length === 1 ? batch[0].where : `${batch[0].where} to ${batch[batch.length - 1].where}`;
-    const bad = await firstNonFiniteParameter(model);
-    const cause = bad ? `${options.modelName ?? 'the model'}: tensor ${bad}` : `every tensor of ${options.modelName ?? 'the model'} is finite: the activations overflow`;
-    throw new ToolError(`loss is ${loss} on the batch of ${dataset.dir} ${span}; ${cause}`);
-  };
+  let batch: { record: TokenRecord; where: string }[] = [];
 
   const run = async () => {
-    const length = batch[0].ids.length - 1;
-    const { hidden } = model.hidden(batch.map((r) => r.ids.slice(0, length)));
-    const labels = new Int32Array(batch.length * length);
-    const weights = new Uint8Array(batch.length * length);
-    batch.forEach((r, b) => {
-      for (let t = 0; t < length; t++) {
-        labels[b * length + t] = r.ids[t + 1];
-        weights[b * length + t] = r.mask[t + 1];
-      }
-    });
-    const flat = model.tf.reshape(hidden, [batch.length * length, model.config.n_embd]);
-    hidden.dispose();
-    try {
-      const part = await crossEntropySum(model, flat as never, labels, weights);
-      if (!Number.isFinite(part.sum)) await nonFinite(part.sum);
-      sum += part.sum;
-      tokens += part.count;
-    } finally {
-      flat.dispose();
+    const part = await scorer.score(batch.map((b) => b.record));
+    if (!Number.isFinite(part.sum)) {
+      // A NaN or infinite loss is no result: say where it comes from, the weights if they hold one.
+      const span = batch.length === 1 ? batch[0].where : `${batch[0].where} to ${batch[batch.length - 1].where}`;
+      const bad = await scorer.firstNonFinite();
+      const name = options.modelName ?? 'the model';
+      throw new ToolError(`loss is ${part.sum} on the batch of ${dataset.dir} ${span}; ${bad ? `${name}: tensor ${bad}` : `every tensor of ${name} is finite: the activations overflow`}`);
     }
+    sum += part.sum;
+    tokens += part.count;
     batch = [];
   };
 
@@ -81,8 +76,7 @@ export async function evaluate(model: GPT2, dataset: ShardDataset, options: Eval
     if (records >= total) break;
     // Ids within the model's vocabulary: the reader checks them against the tokenizer's,
     // checkDataFitsModel the tokenizer's against the model's.
-    const ids = Array.from(record.input_ids);
-    batch.push({ ids, mask: record.attention_mask, where: `shard ${shard} record ${index}` });
+    batch.push({ record, where: `shard ${shard} record ${index}` });
     records++;
     if (batch.length === batchSize) {
       await run();
@@ -96,6 +90,31 @@ export async function evaluate(model: GPT2, dataset: ShardDataset, options: Eval
   if (tokens === 0) throw new ToolError(`${dataset.dir}: no tokens to evaluate (${records} records)`);
   const loss = sum / tokens;
   return { loss, perplexity: Math.exp(loss), tokens, records };
+}
+
+/** GPT2 on its tfjs backend as a Scorer: hidden states, then the loss a few rows of logits at a time. */
+export function tfjsScorer(model: GPT2): Scorer {
+  return {
+    config: model.config,
+    async score(records) {
+      const length = records[0].input_ids.length - 1;
+      const { hidden } = model.hidden(records.map((r) => Array.from(r.input_ids.subarray(0, length))));
+      const labels = new Int32Array(records.length * length);
+      const weights = new Uint8Array(records.length * length);
+      records.forEach((r, b) => {
+        labels.set(r.input_ids.subarray(1, length + 1), b * length);
+        weights.set(r.attention_mask.subarray(1, length + 1), b * length);
+      });
+      const flat = model.tf.reshape(hidden, [records.length * length, model.config.n_embd]);
+      hidden.dispose();
+      try {
+        return await crossEntropySum(model, flat as never, labels, weights);
+      } finally {
+        flat.dispose();
+      }
+    },
+    firstNonFinite: () => firstNonFiniteParameter(model),
+  };
 }
 
 /** The first parameter holding a NaN or an infinity, as "<name> holds <value> (element k of n)". */

@@ -12,11 +12,12 @@ import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';
 import { RowKernels } from '../backend/wasm-rows.js';
 import type { TokenRecord } from '../data/records.js';
 import { innerSize, type GPT2Config } from '../model/config.js';
-import { parameterShapes, type ParameterValues } from '../model/params.js';
+import { parameterShapes, type ParameterSources, type ParameterValues } from '../model/params.js';
 import { backward } from '../model/train-backward.js';
 import { forward, lossOf, topParam, type PassContext, type PassInput } from '../model/train-forward.js';
 import { describeLayout, passLayout, type PassLayout, type PassShape } from '../model/train-memory.js';
 import { ToolError } from '../util/errors.js';
+import type { Scorer } from './evaluate.js';
 import type { LossSum } from './loss.js';
 import { MemoryAdamW } from './memory-adamw.js';
 import type { AdamWSpec, AdamWState } from './optimizer.js';
@@ -55,7 +56,7 @@ export function passLimit(config: GPT2Config, shape: PassShape): string | undefi
   return undefined;
 }
 
-export class PassTrainer {
+export class PassTrainer implements Scorer {
   private readonly ctx: PassContext;
 
   private constructor(
@@ -71,6 +72,25 @@ export class PassTrainer {
 
   /** A trainer over a copy of `values` (checked against the config's shapes). */
   static create(config: GPT2Config, values: ParameterValues, options: PassTrainerOptions): PassTrainer {
+    const trainer = PassTrainer.empty(config, options);
+    for (const [name, view] of trainer.values()) view.data.set(valueOf(values, name, view.shape).data);
+    return trainer;
+  }
+
+  /** A trainer whose weights are read from `sources` straight into its memory (no second copy). */
+  static async fromSources(config: GPT2Config, sources: ParameterSources, options: PassTrainerOptions): Promise<PassTrainer> {
+    const trainer = PassTrainer.empty(config, options);
+    try {
+      for (const [name, view] of trainer.values()) await valueOf(sources, name, view.shape).readInto(view.data);
+    } catch (err) {
+      trainer.dispose();
+      throw err;
+    }
+    return trainer;
+  }
+
+  /** Memory laid out for `config` at the options' shape, weights zero. */
+  private static empty(config: GPT2Config, options: PassTrainerOptions): PassTrainer {
     const gemm = options.gemm ?? referenceGemm;
     const shape: PassShape = {
       batch: options.batch,
@@ -89,12 +109,6 @@ export class PassTrainer {
     const pages = Math.ceil((layout.floats * 4) / 65536);
     const memory = new wasmApi.Memory({ initial: pages, maximum: MAX_PAGES, shared: true });
     const heap = new Float32Array(memory.buffer);
-    for (const [name, dims] of parameterShapes(config)) {
-      const v = values.get(name);
-      if (!v) throw new ToolError(`missing tensor ${name}`);
-      if (v.shape.join(',') !== dims.join(',')) throw new ToolError(`tensor ${name} has shape [${v.shape.join(', ')}], expected [${dims.join(', ')}]`);
-      heap.set(v.data, layout.params.get(name)!);
-    }
     const rows = new RowKernels(memory, layout.scratch.args);
     const tensors = parameterShapes(config).map(([name, shape]) => ({ name, shape, at: layout.params.get(name)! }));
     const optimizer = options.optimizer && new MemoryAdamW(rows, heap, tensors, { grad: layout.grads, m: layout.m, v: layout.v }, options.optimizer);
@@ -156,6 +170,19 @@ export class PassTrainer {
     return { sum, count };
   }
 
+  /** evaluate.ts's Scorer: evalLoss. */
+  async score(records: TokenRecord[]): Promise<LossSum> {
+    return this.evalLoss(records);
+  }
+
+  async firstNonFinite(): Promise<string | undefined> {
+    for (const [name, { data }] of this.values()) {
+      const k = data.findIndex((v) => !Number.isFinite(v));
+      if (k >= 0) return `${name} holds ${data[k]} (element ${k} of ${data.length})`;
+    }
+    return undefined;
+  }
+
   /** The parameters by HF name: views of the memory (no copy), valid until the next step. */
   values(): ParameterValues {
     return this.views(0);
@@ -214,6 +241,14 @@ export class PassTrainer {
     if (bad !== undefined) throw new ToolError(`token id ${bad} is outside the vocabulary (vocab_size ${V})`);
     return { ids, B, T };
   }
+}
+
+/** A parameter's entry in `values`, checked against the config's shape. */
+function valueOf<T extends { shape: number[] }>(values: Map<string, T>, name: string, dims: number[]): T {
+  const v = values.get(name);
+  if (!v) throw new ToolError(`missing tensor ${name}`);
+  if (v.shape.join(',') !== dims.join(',')) throw new ToolError(`tensor ${name} has shape [${v.shape.join(', ')}], expected [${dims.join(', ')}]`);
+  return v;
 }
 
 /** The records' common length (they are one batch). */

@@ -18,7 +18,7 @@ import { copyFileAtomic, writeFileAtomic } from '../util/output.js';
 import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan } from './batches.js';
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
 import { configToYaml, resolveModelConfig, type Path, type TrainConfig } from './config.js';
-import { checkDataFitsModel, evaluate } from './evaluate.js';
+import { checkDataFitsModel, evaluate, tfjsScorer } from './evaluate.js';
 import { AdamW } from './optimizer.js';
 import { lossPlotSvg, readMetrics } from './plot.js';
 import { resumeConfig, type ConfigChange } from './resume.js';
@@ -153,7 +153,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     weight_decay: config.optimizer.weight_decay,
   });
   try {
-    for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, model);
+    for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, model.config);
     if (resumed) optimizer.load(resumed.optimizer);
     const run = await RunDir.begin(out, plan, planOptions);
     if (plan.note) options.warn?.(plan.note);
@@ -242,7 +242,7 @@ async function loop(options: TrainOptions & { log: (m: string) => void }, it: Lo
   };
   const runEval = async () => {
     if (!evalData) return;
-    const r = await evaluate(model, evalData, { batchSize: config.eval.batch_size ?? it.batchPlan.batchSize, maxRecords: config.eval.max_records ?? undefined });
+    const r = await evaluate(tfjsScorer(model), evalData, { batchSize: config.eval.batch_size ?? it.batchPlan.batchSize, maxRecords: config.eval.max_records ?? undefined });
     if (best === null || r.loss < best) best = r.loss;
     await metrics.append({ step, eval_loss: r.loss, eval_perplexity: r.perplexity, eval_tokens: r.tokens });
     log(`step ${step}: eval loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}`);

@@ -32,7 +32,7 @@ import { PRESETS, type GPT2Config } from '../../src/model/config.js';
 import { GPT2 } from '../../src/model/gpt2.js';
 import type { ParameterValues } from '../../src/model/params.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
-import { evaluate } from '../../src/train/evaluate.js';
+import { evaluate, tfjsScorer } from '../../src/train/evaluate.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { passLimit, PassTrainer, type PassTrainerOptions } from '../../src/train/pass-trainer.js';
 import { trainStep } from '../../src/train/step.js';
@@ -223,7 +223,7 @@ describe('PassTrainer.evalLoss against evaluate() (wasm)', () => {
     const { config, values } = await fixtureValues('gpt2vocab');
     const { tf } = await selectBackend('wasm');
     const model = GPT2.fromValues(tf, config, values);
-    const want = await evaluate(model, dataset, { batchSize: 2 });
+    const want = await evaluate(tfjsScorer(model), dataset, { batchSize: 2 });
     model.dispose();
     const all: TokenRecord[] = [];
     for await (const { record } of dataset.iterate()) all.push(record);
