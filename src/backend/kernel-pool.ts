@@ -1,9 +1,11 @@
 /**
- * The small-product kernels (wasm-gemv.ts) split across threads over a shared wasm memory. A
- * decode step is bound by how fast weights stream from memory, and one thread streams about half
- * of what two do on this kind of machine: each product gives a block of its columns (nn) or rows
- * (nt) to each helper thread and does the first block itself. Every output element is computed
- * by the same kernel code in the same order as without threads, so results are bit-identical.
+ * The small-product kernels (wasm-gemv.ts) and the GEMM (wasm-gemm.ts) split across threads over a
+ * shared wasm memory. A decode step is bound by how fast weights stream from memory, and one
+ * thread streams about half of what two do on this kind of machine: each product gives a block of
+ * its columns (nn) or rows (nt) to each helper thread and does the first block itself. A GEMM is
+ * bound by arithmetic and is split the same way, over whichever of its rows or columns has more
+ * micro-tiles. Every output element is computed by the same kernel code in the same order as
+ * without threads, so results are bit-identical.
  *
  * Helpers wait on a shared control block with Atomics (no message passing per product); they are
  * unref'd, so they never keep the process alive, and stop with `close`.
@@ -11,10 +13,12 @@
 import { Worker } from 'node:worker_threads';
 import { isShared, type WasmMemory } from './wasm-asm.js';
 import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js';
+import { checkGemm, GEMM_SCRATCH_BYTES, GEMM_SHAPE, gemmCall, gemmColumns, gemmKernel, gemmModule, gemmRows, type GemmArgs } from './wasm-gemm.js';
 
-// Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, -1
-// stop), the kernel's seven arguments, sequence number of the finished job, 1 if it failed.
-const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
+// Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, 2
+// gemm, -1 stop), the kernel's arguments (up to 14), sequence number of the finished job, 1 if it
+// failed.
+const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 16, 17, 18];
 
 /**
  * Loads of the control word before sleeping: a decode step posts its next product within a
@@ -24,8 +28,9 @@ const SPIN = 1 << 17;
 
 const HELPER = `
 const { workerData } = require('node:worker_threads');
-const { module, memory, control } = workerData;
+const { module, gemmModule, memory, control } = workerData;
 const k = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const gemm = new WebAssembly.Instance(gemmModule, { env: { memory } }).exports.gemm;
 const c = new Int32Array(control);
 for (let seen = 0; ; ) {
   for (let i = 0; i < ${SPIN} && Atomics.load(c, ${SEQ}) === seen; i++); // the next product is usually a moment away
@@ -35,7 +40,8 @@ for (let seen = 0; ; ) {
   if (kernel < 0) break;
   try {
     if (kernel === 0) k.nn(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}], c[${ARGS + 6}]);
-    else k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
+    else if (kernel === 1) k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
+    else gemm(...c.subarray(${ARGS}, ${ARGS + 14}));
   } catch {
     c[${FAILED}] = 1;
   }
@@ -52,12 +58,13 @@ export class KernelPool implements SmallMatMul {
   private readonly helpers: { worker: Worker; control: Int32Array; seq: number }[];
 
   /** `threads` in all, the calling one included; needs a shared memory for more than one. */
-  constructor(memory: WasmMemory, threads: number) {
+  constructor(private readonly memory: WasmMemory, threads: number) {
     this.local = smallMatMul(memory);
     const count = isShared(memory) ? Math.max(0, threads - 1) : 0;
     this.helpers = Array.from({ length: count }, () => {
       const control = new SharedArrayBuffer(SLOTS * 4);
-      const worker = new Worker(HELPER, { eval: true, workerData: { module: smallMatMulModule(true), memory, control } });
+      const workerData = { module: smallMatMulModule(true), gemmModule: gemmModule(true), memory, control };
+      const worker = new Worker(HELPER, { eval: true, workerData });
       worker.unref();
       return { worker, control: new Int32Array(control), seq: 0 };
     });
@@ -102,6 +109,25 @@ export class KernelPool implements SmallMatMul {
     }, (args) => this.local.nt(args[1], args[2], args[3], args[4], args[5], args[6]));
   }
 
+  /**
+   * C (=|+=) op(A)·op(B) (+ bias) on every thread (see GemmArgs), split over rows or columns in
+   * whole micro-tiles, with `threads`·GEMM_SCRATCH_BYTES of scratch at byte `scratch` (16-byte
+   * aligned): each thread packs its own panels there.
+   */
+  gemm(g: GemmArgs, scratch: number): void {
+    checkGemm(this.memory, g, scratch, this.threads * GEMM_SCRATCH_BYTES);
+    const parts = this.parts(g.m * g.n * Math.max(g.k, 1));
+    const byColumns = Math.ceil(g.n / (4 * GEMM_SHAPE.nv)) >= Math.ceil(g.m / GEMM_SHAPE.mr);
+    const [size, unit] = byColumns ? [g.n, 4 * GEMM_SHAPE.nv] : [g.m, GEMM_SHAPE.mr];
+    const block = Math.ceil(size / unit / parts) * unit;
+    const kernel = gemmKernel(this.memory);
+    this.split(parts, (p) => {
+      const [from, to] = [p * block, Math.min(size, (p + 1) * block)];
+      if (to <= from) return undefined;
+      return [2, ...gemmCall(byColumns ? gemmColumns(g, from, to) : gemmRows(g, from, to), scratch + p * GEMM_SCRATCH_BYTES)];
+    }, (args) => kernel(...args.slice(1)));
+  }
+
   close(): void {
     for (const h of this.helpers) {
       h.control[KERNEL] = -1;
@@ -134,7 +160,7 @@ export class KernelPool implements SmallMatMul {
       // Wait on the value just compared (a fresh load could already be the new one: a lost wake-up).
       for (let i = 0; i < SPIN && Atomics.load(h.control, DONE) !== h.seq; i++);
       for (let done = Atomics.load(h.control, DONE); done !== h.seq; done = Atomics.load(h.control, DONE)) Atomics.wait(h.control, DONE, done, 1000);
-      if (h.control[FAILED]) throw new Error('a decoding thread failed (memory access out of bounds?)');
+      if (h.control[FAILED]) throw new Error('a kernel thread failed (memory access out of bounds?)');
     }
     for (let p = 1; p < parts; p++) then?.(p);
   }
