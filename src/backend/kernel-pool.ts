@@ -16,9 +16,17 @@ import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js
 import { checkGemm, GEMM_SCRATCH_BYTES, GEMM_SHAPE, gemmCall, gemmColumns, gemmKernel, gemmModule, gemmRows, type GemmArgs } from './wasm-gemm.js';
 
 // Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, 2
-// gemm, -1 stop), the kernel's arguments (up to 14), sequence number of the finished job, 1 if it
-// failed.
-const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 16, 17, 18];
+// gemm, -1 stop), the kernel's seven arguments (gemm: the number of jobs in the pool's job table
+// and the helper's scratch), sequence number of the finished job, 1 if it failed.
+const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
+
+/**
+ * A GEMM is cut into up to this many jobs a thread, which threads claim from a shared counter: a
+ * thread slowed by other work on its core takes fewer (a fixed split waits for the slowest).
+ */
+const JOBS_PER_THREAD = 4;
+/** A job in the table: the GEMM's arguments but the scratch (each thread has its own). */
+const JOB_INTS = 13;
 
 /**
  * Loads of the control word before sleeping: a decode step posts its next product within a
@@ -28,10 +36,11 @@ const SPIN = 1 << 17;
 
 const HELPER = `
 const { workerData } = require('node:worker_threads');
-const { module, gemmModule, memory, control } = workerData;
+const { module, gemmModule, memory, control, jobTable } = workerData;
 const k = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const gemm = new WebAssembly.Instance(gemmModule, { env: { memory } }).exports.gemm;
 const c = new Int32Array(control);
+const jobs = new Int32Array(jobTable);
 for (let seen = 0; ; ) {
   for (let i = 0; i < ${SPIN} && Atomics.load(c, ${SEQ}) === seen; i++); // the next product is usually a moment away
   Atomics.wait(c, ${SEQ}, seen);
@@ -41,7 +50,7 @@ for (let seen = 0; ; ) {
   try {
     if (kernel === 0) k.nn(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}], c[${ARGS + 6}]);
     else if (kernel === 1) k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
-    else gemm(...c.subarray(${ARGS}, ${ARGS + 14}));
+    else for (let j; (j = Atomics.add(jobs, 0, 1)) < c[${ARGS}]; ) gemm(...jobs.subarray(1 + ${JOB_INTS} * j, ${1 + JOB_INTS} + ${JOB_INTS} * j), c[${ARGS + 1}]);
   } catch {
     c[${FAILED}] = 1;
   }
@@ -56,14 +65,18 @@ const MIN_SPLIT = 1 << 18;
 export class KernelPool implements SmallMatMul {
   private readonly local: SmallMatMul;
   private readonly helpers: { worker: Worker; control: Int32Array; seq: number }[];
+  /** GEMM jobs: [0] the next to claim, then JOB_INTS each. */
+  private readonly jobs: Int32Array;
 
   /** `threads` in all, the calling one included; needs a shared memory for more than one. */
   constructor(private readonly memory: WasmMemory, threads: number) {
     this.local = smallMatMul(memory);
     const count = isShared(memory) ? Math.max(0, threads - 1) : 0;
+    const jobTable = new SharedArrayBuffer(4 * (1 + JOBS_PER_THREAD * (count + 1) * JOB_INTS));
+    this.jobs = new Int32Array(jobTable);
     this.helpers = Array.from({ length: count }, () => {
       const control = new SharedArrayBuffer(SLOTS * 4);
-      const workerData = { module: smallMatMulModule(true), gemmModule: gemmModule(true), memory, control };
+      const workerData = { module: smallMatMulModule(true), gemmModule: gemmModule(true), memory, control, jobTable };
       const worker = new Worker(HELPER, { eval: true, workerData });
       worker.unref();
       return { worker, control: new Int32Array(control), seq: 0 };
@@ -110,22 +123,30 @@ export class KernelPool implements SmallMatMul {
   }
 
   /**
-   * C (=|+=) op(A)·op(B) (+ bias) on every thread (see GemmArgs), split over rows or columns in
-   * whole micro-tiles, with `threads`·GEMM_SCRATCH_BYTES of scratch at byte `scratch` (16-byte
-   * aligned): each thread packs its own panels there.
+   * C (=|+=) op(A)·op(B) (+ bias) on every thread (see GemmArgs), with `threads`·GEMM_SCRATCH_BYTES
+   * of scratch at byte `scratch` (16-byte aligned) where each thread packs its panels. Cut into
+   * jobs of whole micro-tiles over whichever of rows and columns has more: each job repacks the
+   * operand it shares with the others (B for a block of rows), a few % at 4 jobs a thread.
    */
   gemm(g: GemmArgs, scratch: number): void {
     checkGemm(this.memory, g, scratch, this.threads * GEMM_SCRATCH_BYTES);
+    if (g.m === 0 || g.n === 0) return;
     const parts = this.parts(g.m * g.n * Math.max(g.k, 1));
-    const byColumns = Math.ceil(g.n / (4 * GEMM_SHAPE.nv)) >= Math.ceil(g.m / GEMM_SHAPE.mr);
-    const [size, unit] = byColumns ? [g.n, 4 * GEMM_SHAPE.nv] : [g.m, GEMM_SHAPE.mr];
-    const block = Math.ceil(size / unit / parts) * unit;
+    const [mr, nr] = [GEMM_SHAPE.mr, 4 * GEMM_SHAPE.nv];
+    const byColumns = Math.ceil(g.n / nr) >= Math.ceil(g.m / mr);
+    const [size, unit] = byColumns ? [g.n, nr] : [g.m, mr];
+    const tiles = Math.ceil(size / unit);
+    const chunk = Math.ceil(tiles / Math.min(tiles, parts === 1 ? 1 : JOBS_PER_THREAD * parts)) * unit;
+    const count = Math.ceil(size / chunk);
+    for (let j = 0; j < count; j++) {
+      const [from, to] = [j * chunk, Math.min(size, (j + 1) * chunk)];
+      this.jobs.set(gemmCall(byColumns ? gemmColumns(g, from, to) : gemmRows(g, from, to), 0).slice(0, JOB_INTS), 1 + JOB_INTS * j);
+    }
+    Atomics.store(this.jobs, 0, 0);
     const kernel = gemmKernel(this.memory);
-    this.split(parts, (p) => {
-      const [from, to] = [p * block, Math.min(size, (p + 1) * block)];
-      if (to <= from) return undefined;
-      return [2, ...gemmCall(byColumns ? gemmColumns(g, from, to) : gemmRows(g, from, to), scratch + p * GEMM_SCRATCH_BYTES)];
-    }, (args) => kernel(...args.slice(1)));
+    this.split(Math.min(parts, count), (p) => [2, count, scratch + p * GEMM_SCRATCH_BYTES], ([, , own]) => {
+      for (let j; (j = Atomics.add(this.jobs, 0, 1)) < count; ) kernel(...this.jobs.subarray(1 + JOB_INTS * j, 1 + JOB_INTS * (j + 1)), own);
+    });
   }
 
   close(): void {
