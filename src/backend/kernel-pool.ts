@@ -22,9 +22,13 @@ const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
 
 /**
  * A GEMM is cut into up to this many jobs a thread, which threads claim from a shared counter: a
- * thread slowed by other work on its core takes fewer (a fixed split waits for the slowest).
+ * thread slowed by other work on its core takes fewer (a fixed split waits for the slowest). Each
+ * job repacks the operand the jobs share (B for a block of rows, A for a block of columns), a cost
+ * of about 3.5·jobs/size of the product (one packed float against 14 flops a cycle), so jobs
+ * keep at least MIN_JOB rows or columns.
  */
 const JOBS_PER_THREAD = 4;
+const MIN_JOB = { rows: 256, columns: 128 };
 /** A job in the table: the GEMM's arguments but the scratch (each thread has its own). */
 const JOB_INTS = 13;
 
@@ -125,8 +129,7 @@ export class KernelPool implements SmallMatMul {
   /**
    * C (=|+=) op(A)·op(B) (+ bias) on every thread (see GemmArgs), with `threads`·GEMM_SCRATCH_BYTES
    * of scratch at byte `scratch` (16-byte aligned) where each thread packs its panels. Cut into
-   * jobs of whole micro-tiles over whichever of rows and columns has more: each job repacks the
-   * operand it shares with the others (B for a block of rows), a few % at 4 jobs a thread.
+   * jobs of whole micro-tiles over whichever of rows and columns has more (see JOBS_PER_THREAD).
    */
   gemm(g: GemmArgs, scratch: number): void {
     checkGemm(this.memory, g, scratch, this.threads * GEMM_SCRATCH_BYTES);
@@ -136,7 +139,8 @@ export class KernelPool implements SmallMatMul {
     const byColumns = Math.ceil(g.n / nr) >= Math.ceil(g.m / mr);
     const [size, unit] = byColumns ? [g.n, nr] : [g.m, mr];
     const tiles = Math.ceil(size / unit);
-    const chunk = Math.ceil(tiles / Math.min(tiles, parts === 1 ? 1 : JOBS_PER_THREAD * parts)) * unit;
+    const perThread = Math.max(1, Math.min(JOBS_PER_THREAD, Math.floor(size / parts / (byColumns ? MIN_JOB.columns : MIN_JOB.rows))));
+    const chunk = Math.ceil(tiles / Math.min(tiles, parts === 1 ? 1 : parts * perThread)) * unit;
     const count = Math.ceil(size / chunk);
     for (let j = 0; j < count; j++) {
       const [from, to] = [j * chunk, Math.min(size, (j + 1) * chunk)];
