@@ -39,10 +39,10 @@ const JOB_INTS = 13;
 const SPIN = 1 << 17;
 
 const HELPER = `
-const { workerData } = require('node:worker_threads');
-const { module, gemmModule, memory, control, jobTable } = workerData;
+const { workerData, parentPort, receiveMessageOnPort } = require('node:worker_threads');
+const { module, memory, control, jobTable } = workerData;
 const k = new WebAssembly.Instance(module, { env: { memory } }).exports;
-const gemm = new WebAssembly.Instance(gemmModule, { env: { memory } }).exports.gemm;
+let gemm; // from the module posted before the first GEMM job
 const c = new Int32Array(control);
 const jobs = new Int32Array(jobTable);
 for (let seen = 0; ; ) {
@@ -54,7 +54,7 @@ for (let seen = 0; ; ) {
   try {
     if (kernel === 0) k.nn(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}], c[${ARGS + 6}]);
     else if (kernel === 1) k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
-    else for (let j; (j = Atomics.add(jobs, 0, 1)) < c[${ARGS}]; ) gemm(...jobs.subarray(1 + ${JOB_INTS} * j, ${1 + JOB_INTS} + ${JOB_INTS} * j), c[${ARGS + 1}]);
+    else for (let j, g = gemm ??= new WebAssembly.Instance(receiveMessageOnPort(parentPort).message, { env: { memory } }).exports.gemm; (j = Atomics.add(jobs, 0, 1)) < c[${ARGS}]; ) g(...jobs.subarray(1 + ${JOB_INTS} * j, ${1 + JOB_INTS} + ${JOB_INTS} * j), c[${ARGS + 1}]);
   } catch {
     c[${FAILED}] = 1;
   }
@@ -71,6 +71,8 @@ export class KernelPool implements SmallMatMul {
   private readonly helpers: { worker: Worker; control: Int32Array; seq: number }[];
   /** GEMM jobs: [0] the next to claim, then JOB_INTS each. */
   private readonly jobs: Int32Array;
+  /** Whether the helpers were sent the GEMM's module (on first use: compiling it costs ~10 ms). */
+  private gemmSent = false;
 
   /** `threads` in all, the calling one included; needs a shared memory for more than one. */
   constructor(private readonly memory: WasmMemory, threads: number) {
@@ -80,7 +82,7 @@ export class KernelPool implements SmallMatMul {
     this.jobs = new Int32Array(jobTable);
     this.helpers = Array.from({ length: count }, () => {
       const control = new SharedArrayBuffer(SLOTS * 4);
-      const workerData = { module: smallMatMulModule(true), gemmModule: gemmModule(true), memory, control, jobTable };
+      const workerData = { module: smallMatMulModule(true), memory, control, jobTable };
       const worker = new Worker(HELPER, { eval: true, workerData });
       worker.unref();
       return { worker, control: new Int32Array(control), seq: 0 };
@@ -147,6 +149,8 @@ export class KernelPool implements SmallMatMul {
       this.jobs.set(gemmCall(byColumns ? gemmColumns(g, from, to) : gemmRows(g, from, to), 0).slice(0, JOB_INTS), 1 + JOB_INTS * j);
     }
     Atomics.store(this.jobs, 0, 0);
+    if (!this.gemmSent) for (const h of this.helpers) h.worker.postMessage(gemmModule(true));
+    this.gemmSent = true;
     const kernel = gemmKernel(this.memory);
     this.split(Math.min(parts, count), (p) => [2, count, scratch + p * GEMM_SCRATCH_BYTES], ([, , own]) => {
       for (let j; (j = Atomics.add(this.jobs, 0, 1)) < count; ) kernel(...this.jobs.subarray(1 + JOB_INTS * j, 1 + JOB_INTS * (j + 1)), own);
