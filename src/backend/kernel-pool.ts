@@ -3,9 +3,9 @@
  * shared wasm memory. A decode step is bound by how fast weights stream from memory, and one
  * thread streams about half of what two do on this kind of machine: each product gives a block of
  * its columns (nn) or rows (nt) to each helper thread and does the first block itself. A GEMM is
- * bound by arithmetic and is split the same way, over whichever of its rows or columns has more
- * micro-tiles. Every output element is computed by the same kernel code in the same order as
- * without threads, so results are bit-identical.
+ * bound by arithmetic and is cut into jobs over whichever of its rows or columns has more
+ * micro-tiles, which every thread claims in turn. Every output element is computed by the same
+ * kernel code in the same order as without threads, so results are bit-identical.
  *
  * Helpers wait on a shared control block with Atomics (no message passing per product); they are
  * unref'd, so they never keep the process alive, and stop with `close`.

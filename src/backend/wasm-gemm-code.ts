@@ -5,7 +5,7 @@
  *
  * Every output element is one float32 sum in k order, whatever the blocking, the edges or the
  * caller's split: c = init; for p in 0..k: c = fl(c + fl(a[i,p]·b[p,j])), where init is 0 or c
- * (accumulate), plus bias[j] if asked — separate multiply and add, as wasm SIMD has no FMA. A K
+ * (accumulate), plus bias[j] if asked — separate multiply and add (wasm SIMD has no FMA). A K
  * block ends with c stored and the next reloads it, which changes no bits; padded rows and columns
  * of a partial tile are computed and thrown away. So results do not depend on the thread count,
  * and a test can recompute them exactly with Math.fround.
@@ -41,9 +41,12 @@ export function scratchBytes(s: GemmShape): number {
 
 /**
  * tile(ap, bp, c, ldcBytes, kc, init, bias): c[mr, nr] = init + Σ_p ap[p, :]ᵀ ⊗ bp[p, :], with
- * ap a packed sliver ([kc][mr]) and bp a packed panel ([kc][nr]); init bit 1 loads c (else 0),
- * bit 2 adds bias[0..nr). The mr·nv accumulators, nv vectors of B and one broadcast of A stay in
- * registers (V8 has 15 xmm registers to allocate on x64).
+ * ap a packed sliver ([kc][mr] f32x4 splats) and bp a packed panel ([kc][nr]); init bit 1 loads c
+ * (else 0), bit 2 adds bias[0..nr). The mr·nv accumulators, nv vectors of B, a row's splat and a
+ * product stay in registers (V8 has 15 xmm registers to allocate on x64). A step is 2·mr·nv
+ * multiplies and adds among 13 other instructions (loads, two index zero-extensions, two pointer
+ * increments, V8's stack check, the loop test): issue, not the FP pipes, bounds it — relaxed
+ * SIMD's f32x4 FMA (behind a flag in Node 20) measured 46 GFLOPS against 38.
  */
 function tile(s: GemmShape): GemmFunctionDef {
   const { mr, nv } = s;
