@@ -1,9 +1,11 @@
 /**
- * The small-product kernels (wasm-gemv.ts) split across threads over a shared wasm memory. A
- * decode step is bound by how fast weights stream from memory, and one thread streams about half
- * of what two do on this kind of machine: each product gives a block of its columns (nn) or rows
- * (nt) to each helper thread and does the first block itself. Every output element is computed
- * by the same kernel code in the same order as without threads, so results are bit-identical.
+ * The small-product kernels (wasm-gemv.ts) and the GEMM (wasm-gemm.ts) split across threads over a
+ * shared wasm memory. A decode step is bound by how fast weights stream from memory, and one
+ * thread streams about half of what two do on this kind of machine: each product gives a block of
+ * its columns (nn) or rows (nt) to each helper thread and does the first block itself. A GEMM is
+ * bound by arithmetic and is cut into jobs over whichever of its rows or columns has more
+ * micro-tiles, which every thread claims in turn. Every output element is computed by the same
+ * kernel code in the same order as without threads, so results are bit-identical.
  *
  * Helpers wait on a shared control block with Atomics (no message passing per product); they are
  * unref'd, so they never keep the process alive, and stop with `close`.
@@ -11,10 +13,24 @@
 import { Worker } from 'node:worker_threads';
 import { isShared, type WasmMemory } from './wasm-asm.js';
 import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js';
+import { checkGemm, GEMM_SCRATCH_BYTES, GEMM_SHAPE, gemmCall, gemmColumns, gemmKernel, gemmModule, gemmRows, type GemmArgs } from './wasm-gemm.js';
 
-// Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, -1
-// stop), the kernel's seven arguments, sequence number of the finished job, 1 if it failed.
+// Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, 2
+// gemm, -1 stop), the kernel's seven arguments (gemm: the number of jobs in the pool's job table
+// and the helper's scratch), sequence number of the finished job, 1 if it failed.
 const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
+
+/**
+ * A GEMM is cut into up to this many jobs a thread, which threads claim from a shared counter: a
+ * thread slowed by other work on its core takes fewer (a fixed split waits for the slowest). Each
+ * job repacks the operand the jobs share (B for a block of rows, A for a block of columns), a cost
+ * of about 3.5·jobs/size of the product (one packed float against 14 flops a cycle), so jobs
+ * keep at least MIN_JOB rows or columns.
+ */
+const JOBS_PER_THREAD = 4;
+const MIN_JOB = { rows: 256, columns: 128 };
+/** A job in the table: the GEMM's arguments but the scratch (each thread has its own). */
+const JOB_INTS = 13;
 
 /**
  * Loads of the control word before sleeping: a decode step posts its next product within a
@@ -23,10 +39,12 @@ const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
 const SPIN = 1 << 17;
 
 const HELPER = `
-const { workerData } = require('node:worker_threads');
-const { module, memory, control } = workerData;
+const { workerData, parentPort, receiveMessageOnPort } = require('node:worker_threads');
+const { module, memory, control, jobTable } = workerData;
 const k = new WebAssembly.Instance(module, { env: { memory } }).exports;
+let gemm; // from the module posted before the first GEMM job
 const c = new Int32Array(control);
+const jobs = new Int32Array(jobTable);
 for (let seen = 0; ; ) {
   for (let i = 0; i < ${SPIN} && Atomics.load(c, ${SEQ}) === seen; i++); // the next product is usually a moment away
   Atomics.wait(c, ${SEQ}, seen);
@@ -35,7 +53,8 @@ for (let seen = 0; ; ) {
   if (kernel < 0) break;
   try {
     if (kernel === 0) k.nn(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}], c[${ARGS + 6}]);
-    else k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
+    else if (kernel === 1) k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
+    else for (let j, g = gemm ??= new WebAssembly.Instance(receiveMessageOnPort(parentPort).message, { env: { memory } }).exports.gemm; (j = Atomics.add(jobs, 0, 1)) < c[${ARGS}]; ) g(...jobs.subarray(1 + ${JOB_INTS} * j, ${1 + JOB_INTS} + ${JOB_INTS} * j), c[${ARGS + 1}]);
   } catch {
     c[${FAILED}] = 1;
   }
@@ -50,14 +69,21 @@ const MIN_SPLIT = 1 << 18;
 export class KernelPool implements SmallMatMul {
   private readonly local: SmallMatMul;
   private readonly helpers: { worker: Worker; control: Int32Array; seq: number }[];
+  /** GEMM jobs: [0] the next to claim, then JOB_INTS each. */
+  private readonly jobs: Int32Array;
+  /** Whether the helpers were sent the GEMM's module (on first use: compiling it costs ~10 ms). */
+  private gemmSent = false;
 
   /** `threads` in all, the calling one included; needs a shared memory for more than one. */
-  constructor(memory: WasmMemory, threads: number) {
+  constructor(private readonly memory: WasmMemory, threads: number) {
     this.local = smallMatMul(memory);
     const count = isShared(memory) ? Math.max(0, threads - 1) : 0;
+    const jobTable = new SharedArrayBuffer(4 * (1 + JOBS_PER_THREAD * (count + 1) * JOB_INTS));
+    this.jobs = new Int32Array(jobTable);
     this.helpers = Array.from({ length: count }, () => {
       const control = new SharedArrayBuffer(SLOTS * 4);
-      const worker = new Worker(HELPER, { eval: true, workerData: { module: smallMatMulModule(true), memory, control } });
+      const workerData = { module: smallMatMulModule(true), memory, control, jobTable };
+      const worker = new Worker(HELPER, { eval: true, workerData });
       worker.unref();
       return { worker, control: new Int32Array(control), seq: 0 };
     });
@@ -102,6 +128,35 @@ export class KernelPool implements SmallMatMul {
     }, (args) => this.local.nt(args[1], args[2], args[3], args[4], args[5], args[6]));
   }
 
+  /**
+   * C (=|+=) op(A)·op(B) (+ bias) on every thread (see GemmArgs), with `threads`·GEMM_SCRATCH_BYTES
+   * of scratch at byte `scratch` (16-byte aligned) where each thread packs its panels. Cut into
+   * jobs of whole micro-tiles over whichever of rows and columns has more (see JOBS_PER_THREAD).
+   */
+  gemm(g: GemmArgs, scratch: number): void {
+    checkGemm(this.memory, g, scratch, this.threads * GEMM_SCRATCH_BYTES);
+    if (g.m === 0 || g.n === 0) return;
+    const parts = this.parts(g.m * g.n * Math.max(g.k, 1));
+    const [mr, nr] = [GEMM_SHAPE.mr, 4 * GEMM_SHAPE.nv];
+    const byColumns = Math.ceil(g.n / nr) >= Math.ceil(g.m / mr);
+    const [size, unit] = byColumns ? [g.n, nr] : [g.m, mr];
+    const tiles = Math.ceil(size / unit);
+    const perThread = Math.max(1, Math.min(JOBS_PER_THREAD, Math.floor(size / parts / (byColumns ? MIN_JOB.columns : MIN_JOB.rows))));
+    const chunk = Math.ceil(tiles / Math.min(tiles, parts === 1 ? 1 : parts * perThread)) * unit;
+    const count = Math.ceil(size / chunk);
+    for (let j = 0; j < count; j++) {
+      const [from, to] = [j * chunk, Math.min(size, (j + 1) * chunk)];
+      this.jobs.set(gemmCall(byColumns ? gemmColumns(g, from, to) : gemmRows(g, from, to), 0).slice(0, JOB_INTS), 1 + JOB_INTS * j);
+    }
+    Atomics.store(this.jobs, 0, 0);
+    if (!this.gemmSent) for (const h of this.helpers) h.worker.postMessage(gemmModule(true));
+    this.gemmSent = true;
+    const kernel = gemmKernel(this.memory);
+    this.split(Math.min(parts, count), (p) => [2, count, scratch + p * GEMM_SCRATCH_BYTES], ([, , own]) => {
+      for (let j; (j = Atomics.add(this.jobs, 0, 1)) < count; ) kernel(...this.jobs.subarray(1 + JOB_INTS * j, 1 + JOB_INTS * (j + 1)), own);
+    });
+  }
+
   close(): void {
     for (const h of this.helpers) {
       h.control[KERNEL] = -1;
@@ -134,7 +189,7 @@ export class KernelPool implements SmallMatMul {
       // Wait on the value just compared (a fresh load could already be the new one: a lost wake-up).
       for (let i = 0; i < SPIN && Atomics.load(h.control, DONE) !== h.seq; i++);
       for (let done = Atomics.load(h.control, DONE); done !== h.seq; done = Atomics.load(h.control, DONE)) Atomics.wait(h.control, DONE, done, 1000);
-      if (h.control[FAILED]) throw new Error('a decoding thread failed (memory access out of bounds?)');
+      if (h.control[FAILED]) throw new Error('a kernel thread failed (memory access out of bounds?)');
     }
     for (let p = 1; p < parts; p++) then?.(p);
   }

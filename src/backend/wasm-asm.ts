@@ -20,6 +20,7 @@ interface WasmApi {
 export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 export const I32 = 0x7f;
+export const F32 = 0x7d;
 export const V128 = 0x7b;
 
 /** Unsigned LEB128. */
@@ -68,21 +69,42 @@ export class Code {
   sub() { return this.emit(0x6b); }
   mul() { return this.emit(0x6c); }
   shl() { return this.emit(0x74); }
+  and() { return this.emit(0x71); }
+  or() { return this.emit(0x72); }
+  eqz() { return this.emit(0x45); }
+  eq() { return this.emit(0x46); }
+  ltU() { return this.emit(0x49); }
   geU() { return this.emit(0x4f); }
   gtU() { return this.emit(0x4b); }
+  /** Pops a, b, condition; pushes a if the condition is non-zero, else b. */
+  select() { return this.emit(0x1b); }
+  call(func: number) { return this.emit(0x10, ...uleb(func)); }
   /** block … end: `br depth` to it exits. */
   block() { return this.emit(0x02, 0x40); }
   /** loop … end: `br depth` to it starts the next iteration. */
   loop() { return this.emit(0x03, 0x40); }
+  /** if … (else …) end on the popped condition. */
+  if() { return this.emit(0x04, 0x40); }
+  else() { return this.emit(0x05); }
   br(depth: number) { return this.emit(0x0c, ...uleb(depth)); }
   brIf(depth: number) { return this.emit(0x0d, ...uleb(depth)); }
   end() { return this.emit(0x0b); }
   f32Load(offset = 0) { return this.emit(0x2a, 2, ...uleb(offset)); }
   f32Store(offset = 0) { return this.emit(0x38, 2, ...uleb(offset)); }
+  f32Const(x: number) { return this.emit(0x43, ...new Uint8Array(Float32Array.of(x).buffer)); }
   f32Add() { return this.emit(0x92); }
   v128Load(offset = 0) { return this.emit(...simd(0), 4, ...uleb(offset)); }
+  /** v128.load32_splat: one float from memory in all four lanes (a broadcast load on x64). */
+  v128Load32Splat(offset = 0) { return this.emit(...simd(9), 2, ...uleb(offset)); }
   v128Store(offset = 0) { return this.emit(...simd(11), 4, ...uleb(offset)); }
   v128Zero() { return this.emit(...simd(12), ...new Array<number>(16).fill(0)); }
+  /** i8x16.shuffle of the two vectors on the stack: byte i of the result is byte lanes[i] of their 32. */
+  i8x16Shuffle(lanes: number[]) { return this.emit(...simd(13), ...lanes); }
+  /** Float `lane` of v128 local `v` in all four lanes (a shuffle of v with itself: one pshufd on x64). */
+  f32x4SplatLane(v: number, lane: number) {
+    const bytes = [0, 1, 2, 3].map((b) => 4 * lane + b);
+    return this.get(v).get(v).i8x16Shuffle([...bytes, ...bytes, ...bytes, ...bytes]);
+  }
   f32x4Splat() { return this.emit(...simd(19)); }
   f32x4Lane(lane: number) { return this.emit(...simd(31), lane); }
   f32x4Add() { return this.emit(...simd(228)); }
@@ -94,6 +116,21 @@ export class Code {
     if (typeof c === 'number') this.i32(c);
     else c();
     return this.add().set(i);
+  }
+  /** `if (cond) { then } else { otherwise }`: `cond` pushes an i32. */
+  ifElse(cond: () => void, then: () => void, otherwise?: () => void) {
+    cond();
+    this.if();
+    then();
+    if (otherwise) {
+      this.else();
+      otherwise();
+    }
+    return this.end();
+  }
+  /** Pushes the unsigned minimum of two i32 locals. */
+  minU(x: number, y: number) {
+    return this.get(x).get(y).get(x).get(y).ltU().select();
   }
   /** `while (!(exit condition)) { body }`: `exit` pushes an i32, true to leave. */
   whileNot(exit: () => void, body: () => void) {
@@ -146,4 +183,24 @@ export function assemble(functions: FunctionDef[], shared = false): WasmModule {
   const binary = new Uint8Array(bytes);
   if (!wasmApi.validate(binary)) throw new Error('internal error: assembled wasm module does not validate');
   return new wasmApi.Module(binary);
+}
+
+/**
+ * A module assembled on first use, once for unshared memories (the tfjs heap) and once for shared
+ * ones, and its exports bound once per memory.
+ */
+export function lazyModule<T>(functions: () => FunctionDef[], bind: (exports: Record<string, unknown>) => T) {
+  const compiled = new Map<boolean, WasmModule>();
+  const instances = new WeakMap<WasmMemory, T>();
+  const module = (shared: boolean): WasmModule => {
+    let m = compiled.get(shared);
+    if (m === undefined) compiled.set(shared, (m = assemble(functions(), shared)));
+    return m;
+  };
+  const bound = (memory: WasmMemory): T => {
+    let b = instances.get(memory);
+    if (b === undefined) instances.set(memory, (b = bind(new wasmApi.Instance(module(isShared(memory)), { env: { memory } }).exports)));
+    return b;
+  };
+  return { module, bound };
 }

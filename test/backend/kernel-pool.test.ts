@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_PAGES, wasmApi } from '../../src/backend/wasm-asm.js';
 import { KernelPool } from '../../src/backend/kernel-pool.js';
-import { smallMatMul } from '../../src/backend/wasm-gemv.js';
+import { smallMatMul, type SmallMatMul } from '../../src/backend/wasm-gemv.js';
+import { gemm as gemmOneThread, type GemmArgs } from '../../src/backend/wasm-gemm.js';
 import { makeRng, normals } from './compare.js';
 
 const rng = makeRng(5);
@@ -89,6 +90,33 @@ describe('KernelPool', () => {
       expect(covered.at(-1)![1]).toBe(n);
       expect(blocks[0][0]).toBe(0); // own block first
       expect(covered.length).toBe(m * k * n < 1 << 18 ? 1 : threads);
+      pool.close();
+    }
+  });
+});
+
+describe('KernelPool: decode kernels and the GEMM on the same threads', () => {
+  it('interleaved nn, gemm and nt calls each equal their one-thread results', () => {
+    const memory = new wasmApi.Memory({ initial: 256, maximum: MAX_PAGES, shared: true });
+    const heap = new Float32Array(memory.buffer);
+    const single = smallMatMul(memory);
+    const pool = new KernelPool(memory, 2);
+    const [m, k, n] = [3, 512, 1024]; // large enough to be split
+    heap.set(normals(rng, m * k + k * n + n * k), 0);
+    const [a, b, bt, out] = [0, m * k, m * k + k * n, m * k + 2 * k * n];
+    const scratch = (out + m * n) * 4 + 64;
+    const gemmArgs: GemmArgs = { m, n, k, a: a * 4, lda: k, b: bt * 4, ldb: k, transB: true, c: out * 4, ldc: n };
+    const result = () => Array.from(heap.subarray(out, out + m * n));
+    const runAll = (kernels: SmallMatMul, gemm: (g: GemmArgs) => void) => [
+      (kernels.nn(a * 4, b * 4, out * 4, m, k, n, n), result()),
+      (gemm(gemmArgs), result()),
+      (kernels.nt(a * 4, bt * 4, out * 4, m, k, n), result()),
+      (gemm({ ...gemmArgs, accumulate: true }), result()),
+    ];
+    try {
+      const want = runAll(single, (g) => gemmOneThread(memory, g, scratch));
+      expect(runAll(pool, (g) => pool.gemm(g, scratch))).toEqual(want);
+    } finally {
       pool.close();
     }
   });
