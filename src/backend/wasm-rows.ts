@@ -12,8 +12,8 @@
  * wasm-simd.ts). Row widths in LayerNorm and the bias kernels and lengths of the activations are
  * multiples of 4; the softmax kernels, AdamW and the sums take any length (a scalar tail).
  */
-import { assemble, I32, isShared, V128, wasmApi, type FunctionDef, type WasmMemory } from './wasm-asm.js';
-import { F32, F64, SimdCode } from './wasm-simd.js';
+import { assemble, F32, I32, isShared, V128, wasmApi, type FunctionDef, type WasmMemory } from './wasm-asm.js';
+import { F64, SimdCode } from './wasm-simd.js';
 
 type Body = (c: SimdCode, p: Record<string, number>, local: (type: number) => number) => void;
 
@@ -37,7 +37,7 @@ function upTo(c: SimdCode, i: number, end: number, step: number, body: () => voi
 function limits(c: SimdCode, n: number, local: (type: number) => number) {
   const [i, vec, all] = [local(I32), local(I32), local(I32)];
   c.i32(0).set(i);
-  c.get(n).i32(~3).i32And().i32(2).shl().set(vec);
+  c.get(n).i32(~3).and().i32(2).shl().set(vec);
   c.get(n).i32(2).shl().set(all);
   return { i, vec, all };
 }
@@ -74,7 +74,7 @@ const KERNELS: FunctionDef[] = [
   kernel('adamw', ['p', 'g', 'm', 'v', 'n', 'consts'], (c, p, local) => {
     const k = Array.from({ length: 8 }, (_, j) => {
       const v = local(V128);
-      c.get(p.consts).load32Splat(4 * j).set(v);
+      c.get(p.consts).v128Load32Splat(4 * j).set(v);
       return v;
     });
     const [b1, b2, omb1, omb2, bc2, eps, step, decay] = k;
@@ -188,7 +188,7 @@ const KERNELS: FunctionDef[] = [
     const [mean, rstd, j, row] = [local(V128), local(V128), local(I32), local(I32)];
     c.get(p.width).i32(2).shl().set(row);
     rowsOf(c, p, ['x', 'out', 'stats'], ['row', 'row', 8], local, () => {
-      c.get(p.stats).load32Splat(0).set(mean).get(p.stats).load32Splat(4).set(rstd).i32(0).set(j);
+      c.get(p.stats).v128Load32Splat(0).set(mean).get(p.stats).v128Load32Splat(4).set(rstd).i32(0).set(j);
       upTo(c, j, row, 16, () => {
         at(c, p.out, j);
         load(c, p.x, j).get(mean).f32x4Sub().get(rstd).f32x4Mul();
@@ -204,7 +204,7 @@ const KERNELS: FunctionDef[] = [
     const xhat = () => load(c, p.x, j).get(mean).f32x4Sub().get(rstd).f32x4Mul();
     const rowMean = (v: number) => c.hsum(v).get(p.width).f32FromU32().f32Div().f32x4Splat();
     rowsOf(c, p, ['dy', 'x', 'dx', 'stats'], ['row', 'row', 'row', 8], local, () => {
-      c.get(p.stats).load32Splat(0).set(mean).get(p.stats).load32Splat(4).set(rstd);
+      c.get(p.stats).v128Load32Splat(0).set(mean).get(p.stats).v128Load32Splat(4).set(rstd);
       c.v128Zero().set(gs).v128Zero().set(gx).i32(0).set(j);
       upTo(c, j, row, 16, () => {
         xhat().set(xh);

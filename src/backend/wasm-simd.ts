@@ -5,7 +5,6 @@
  */
 import { Code } from './wasm-asm.js';
 
-export const F32 = 0x7d;
 export const F64 = 0x7c;
 
 /** LEB128 of an opcode below 2¹⁴. */
@@ -38,8 +37,6 @@ export class SimdCode extends Code {
   f4(x: number) { return this.simd(12, ...bytesOf(new Float32Array(4).fill(x))); }
   /** v128.const: x in every i32 lane. */
   i4(x: number) { return this.simd(12, ...bytesOf(new Int32Array(4).fill(x))); }
-  /** v128.load32_splat: the f32 at the address in every lane. */
-  load32Splat(offset = 0) { return this.simd(9, 2, ...opcode(offset)); }
   f32x4ReplaceLane(lane: number) { return this.simd(32, lane); }
   f32x4Sub() { return this.simd(229); }
   f32x4Div() { return this.simd(231); }
@@ -59,7 +56,6 @@ export class SimdCode extends Code {
   /** Lanes 2, 3 of an f32x4 moved to 0, 1 (i8x16.shuffle of the vector with itself). */
   highHalf() { return this.simd(13, ...[8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]); }
 
-  f32Const(x: number) { return this.raw(0x43, ...bytesOf(Float32Array.of(x))); }
   f32Sub() { return this.raw(0x93); }
   f32Mul() { return this.raw(0x94); }
   f32Div() { return this.raw(0x95); }
@@ -73,9 +69,6 @@ export class SimdCode extends Code {
   f64Add() { return this.raw(0xa0); }
   f64Mul() { return this.raw(0xa2); }
   f64Store(offset = 0) { return this.raw(0x39, 3, ...opcode(offset)); }
-  i32And() { return this.raw(0x71); }
-  /** a, b, i32 c → c ? a : b (any value type, v128 included). */
-  select() { return this.raw(0x1b); }
   /** if (i32 on the stack) { then() } */
   ifThen(then: () => void) {
     this.raw(0x04, 0x40);
