@@ -11,6 +11,7 @@
  * unref'd, so they never keep the process alive, and stop with `close`.
  */
 import { Worker } from 'node:worker_threads';
+import type { GemmProvider } from './gemm.js';
 import { isShared, type WasmMemory } from './wasm-asm.js';
 import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js';
 import { checkGemm, GEMM_SCRATCH_BYTES, GEMM_SHAPE, gemmCall, gemmColumns, gemmKernel, gemmModule, gemmRows, type GemmArgs } from './wasm-gemm.js';
@@ -193,4 +194,21 @@ export class KernelPool implements SmallMatMul {
     }
     for (let p = 1; p < parts; p++) then?.(p);
   }
+}
+
+/**
+ * The GEMM on a pool of `threads` over a full-sequence pass's memory (src/backend/gemm.ts's
+ * GemmProvider): the pass speaks float offsets, the kernel bytes.
+ */
+export function pooledGemm(threads: number): GemmProvider {
+  return {
+    scratchFloats: (threads * GEMM_SCRATCH_BYTES) / 4,
+    create(memory, scratch) {
+      const pool = new KernelPool(memory, threads);
+      return {
+        gemm: (g) => pool.gemm({ ...g, a: 4 * g.a, b: 4 * g.b, c: 4 * g.c, bias: g.bias === undefined ? undefined : 4 * g.bias }, 4 * scratch),
+        close: () => pool.close(),
+      };
+    },
+  };
 }

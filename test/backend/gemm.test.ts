@@ -1,16 +1,21 @@
 /**
  * The Gemm contract (src/backend/gemm.ts) that the full-sequence pass relies on, checked for each
- * kernel in KERNELS (the reference now; a fast kernel joins the list): every transA/transB, strides
+ * kernel in KERNELS (the reference, and the wasm GEMM on one and on two threads): every transA/transB, strides
  * wider than the rows, sizes 0, 1 and not multiples of 4, overwrite versus accumulate, with and
  * without a bias row, operands at arbitrary offsets in a shared memory — against a float64 product
  * of the logical matrices built in the test, not read back through the kernel's indexing.
  */
 import { describe, expect, it } from 'vitest';
 import { referenceGemm, type GemmProvider } from '../../src/backend/gemm.js';
+import { pooledGemm } from '../../src/backend/kernel-pool.js';
 import { MAX_PAGES, wasmApi } from '../../src/backend/wasm-asm.js';
 import { Rng } from '../../src/util/rng.js';
 
-const KERNELS: [string, GemmProvider][] = [['reference', referenceGemm]];
+const KERNELS: [string, GemmProvider][] = [
+  ['reference', referenceGemm],
+  ['wasm, 1 thread', pooledGemm(1)],
+  ['wasm, 2 threads', pooledGemm(2)],
+];
 
 type Matrix = number[][];
 const rng = new Rng(11, 3);

@@ -22,6 +22,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as tfjs from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { GemmProvider } from '../../src/backend/gemm.js';
+import { pooledGemm } from '../../src/backend/kernel-pool.js';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
 import type { TokenRecord } from '../../src/data/records.js';
 import { ShardDataset } from '../../src/data/shard-reader.js';
@@ -95,12 +97,13 @@ function gradientsOf(config: GPT2Config, values: ParameterValues, microBatches: 
   return { result, grads: trainer.gradients() };
 }
 
-const CHUNKINGS = [
+const CHUNKINGS: { name: string; headRows?: number; queryBlock?: number; gemm?: GemmProvider }[] = [
   { name: 'one head chunk, one attention block', headRows: undefined, queryBlock: undefined },
   { name: 'head chunks of 5 rows, query blocks of 3', headRows: 5, queryBlock: 3 },
+  { name: 'the wasm GEMM on 2 threads, head chunks of 5 rows, query blocks of 3', headRows: 5, queryBlock: 3, gemm: pooledGemm(2) },
 ];
 
-describe.each(CHUNKINGS)('PassTrainer against PyTorch: $name', ({ headRows, queryBlock }) => {
+describe.each(CHUNKINGS)('PassTrainer against PyTorch: $name', ({ headRows, queryBlock, gemm }) => {
   let grads: Map<string, Tensor32>;
   let tiny: Awaited<ReturnType<typeof fixtureValues>>;
   beforeAll(async () => {
@@ -109,7 +112,7 @@ describe.each(CHUNKINGS)('PassTrainer against PyTorch: $name', ({ headRows, quer
   });
 
   it('padded batch: the loss averages the real targets only; gradients and their norm equal PyTorch’s', () => {
-    const { result, grads: got } = gradientsOf(tiny.config, tiny.values, [fx.masked.records], { headRows, queryBlock });
+    const { result, grads: got } = gradientsOf(tiny.config, tiny.values, [fx.masked.records], { headRows, queryBlock, gemm });
     expect(result.tokens).toBe(fx.masked.tokens);
     expect(relErr(result.loss, fx.masked.loss)).toBeLessThan(LOSS_REL);
     expect(relErr(result.gradNorm, fx.masked.grad_norm)).toBeLessThan(NORM_REL);
@@ -119,7 +122,7 @@ describe.each(CHUNKINGS)('PassTrainer against PyTorch: $name', ({ headRows, quer
   it('2 accumulated micro-batches of 2 records give the gradient of one batch of 4', () => {
     const want = tagged(grads, 'accumulation');
     for (const micro of [fx.accumulation.micro_batches, [fx.accumulation.micro_batches.flat()]]) {
-      const { result, grads: got } = gradientsOf(tiny.config, tiny.values, micro, { headRows, queryBlock });
+      const { result, grads: got } = gradientsOf(tiny.config, tiny.values, micro, { headRows, queryBlock, gemm });
       expect(relErr(result.loss, fx.accumulation.loss)).toBeLessThan(LOSS_REL);
       expect(relErr(result.gradNorm, fx.accumulation.grad_norm)).toBeLessThan(NORM_REL);
       expectGradients(got, want);
@@ -128,7 +131,7 @@ describe.each(CHUNKINGS)('PassTrainer against PyTorch: $name', ({ headRows, quer
 
   it('3 clipped AdamW steps: losses, pre-clip norms and every weight after each step equal PyTorch’s', async () => {
     const weights = (await readSafetensors(fixture('train', 'step-adamw.safetensors'))).tensors;
-    const trainer = PassTrainer.create(tiny.config, tiny.values, { batch: 2, length: 8, optimizer: spec, headRows, queryBlock });
+    const trainer = PassTrainer.create(tiny.config, tiny.values, { batch: 2, length: 8, optimizer: spec, headRows, queryBlock, gemm });
     for (const [k, s] of fx.adamw.steps.entries()) {
       const result = trainer.trainStep(s.micro_batches.map(records), { lr: s.lr, gradClip: fx.adamw.grad_clip });
       expect(result.tokens, `tokens at step ${k + 1}`).toBe(s.tokens);
