@@ -9,6 +9,7 @@ interface Flags {
   batchSize: number;
   maxRecords?: number;
   backend?: string;
+  threads?: number;
   randomInit?: boolean;
   seed: number;
   quiet?: boolean;
@@ -40,26 +41,33 @@ the preset's shape with random weights instead.`,
   .option('-b, --batch-size <n>', 'records per forward pass', intArg('--batch-size', 1), 8)
   .option('--max-records <n>', 'evaluate only the first n records', intArg('--max-records', 1))
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
+  .option('--threads <n>', 'threads on wasm (default: one per core)', intArg('--threads', 1, 64))
   .option('--seed <n>', 'seed for --random-init', intArg('--seed', 0), 0)
   .action(async (flags: Flags) => {
     const log = logger('gpt2-eval', !!flags.quiet);
     const { ShardDataset } = await import('../data/shard-reader.js');
     const dataset = await ShardDataset.open(flags.data);
-    const { openModel } = await import('../model/open.js');
-    const opened = await openModel(flags.model, { backend: flags.backend, log: log.info, randomInit: flags.randomInit, seed: flags.seed });
-    for (const name of opened.ignored) log.warn(`${flags.model}: ignoring tensor ${name} (not a GPT-2 parameter)`);
-    dataset.requireTokenizer(opened.tokenizer, "the model's tokenizer");
-    const { evaluate, tfjsScorer } = await import('../train/evaluate.js');
+    const { evaluateModel } = await import('../train/eval-model.js');
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items', rateUnit: 'records' });
+    let result;
     try {
-      const result = await evaluate(tfjsScorer(opened.model), dataset, { batchSize: flags.batchSize, maxRecords: flags.maxRecords, modelName: flags.model, onProgress: (n) => progress.update(n) });
-      progress.stop();
-      await writeStdout(`${JSON.stringify(result)}\n`);
+      result = await evaluateModel(flags.model, dataset, {
+        backend: flags.backend,
+        threads: flags.threads,
+        log: log.info,
+        randomInit: flags.randomInit,
+        seed: flags.seed,
+        batchSize: flags.batchSize,
+        maxRecords: flags.maxRecords,
+        modelName: flags.model,
+        onIgnored: (name) => log.warn(`${flags.model}: ignoring tensor ${name} (not a GPT-2 parameter)`),
+        onProgress: (n) => progress.update(n),
+      });
     } finally {
       progress.stop();
-      opened.model.dispose();
     }
+    await writeStdout(`${JSON.stringify(result)}\n`);
   });
 
 await runProgram(program);

@@ -17,6 +17,7 @@ interface Flags {
   initFrom?: string;
   set: string[];
   backend?: string;
+  threads?: number;
   seed?: number;
   quiet?: boolean;
 }
@@ -60,6 +61,7 @@ optimizer.betas[1]=0.98).`,
   .option('--init-from <dir|preset>', 'start from a checkpoint or preset with fresh optimizer state (model.init_from)')
   .option('--set <key=value>', 'override any config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
+  .option('--threads <n>', 'threads of the wasm training pass (default: one per core)', intArg('--threads', 1, 64))
   .option('--seed <n>', 'random seed (seed)', intArg('--seed', 0))
   .action(async (flags: Flags) => {
     const log = logger('gpt2-train', !!flags.quiet);
@@ -108,6 +110,7 @@ optimizer.betas[1]=0.98).`,
         log: (m) => (plain ? log.info(m) : undefined),
         info: aboveBar(log.info),
         warn: aboveBar(log.warn),
+        threads: flags.threads,
         interrupted: () => signal,
         onStep: ({ step, total, loss, lr, tokensPerS }) => {
           progress.setTotal(total);

@@ -4,9 +4,7 @@
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { selectBackend } from '../backend/select.js';
 import { ShardDataset } from '../data/shard-reader.js';
-import { GPT2 } from '../model/gpt2.js';
 import type { GPT2Config } from '../model/config.js';
 import { pretrainedDir } from '../model/source.js';
 import { loadCheckpoint } from '../formats/checkpoint.js';
@@ -18,13 +16,12 @@ import { copyFileAtomic, writeFileAtomic } from '../util/output.js';
 import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan } from './batches.js';
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
 import { configToYaml, resolveModelConfig, type Path, type TrainConfig } from './config.js';
-import { checkDataFitsModel, evaluate, tfjsScorer } from './evaluate.js';
-import { AdamW } from './optimizer.js';
+import { openTrainEngine, type TrainEngine } from './engine.js';
+import { checkDataFitsModel, evaluate } from './evaluate.js';
 import { lossPlotSvg, readMetrics } from './plot.js';
 import { resumeConfig, type ConfigChange } from './resume.js';
 import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, TOKENIZER, type PlanOptions } from './run-dir.js';
 import { learningRate, warmupSteps, type ScheduleSpec } from './schedule.js';
-import { trainStep } from './step.js';
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -44,6 +41,8 @@ export interface TrainOptions {
   warn?: (message: string) => void;
   /** Called after each step (progress bars). */
   onStep?: (info: { step: number; total: number; loss: number; lr: number; tokensPerS: number }) => void;
+  /** Threads of the wasm training pass (default: one per core). */
+  threads?: number;
   /** Polled after each step: a signal name asks the run to checkpoint and stop. */
   interrupted?: () => 'SIGINT' | 'SIGTERM' | undefined;
 }
@@ -144,21 +143,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     return { steps: resumed.state.step, finalLoss: NaN, bestEvalLoss: resumed.state.best_eval_loss, alreadyComplete: true, checkpoint: resumed.dir };
   }
 
-  const backend = await selectBackend(config.backend, log);
-  const tf = backend.tf;
-  const model = GPT2.fromValues(tf, modelConfig, start.values, { trainable: true });
-  const optimizer = new AdamW(tf, model.params as Map<string, never>, {
-    betas: config.optimizer.betas,
-    eps: config.optimizer.eps,
-    weight_decay: config.optimizer.weight_decay,
-  });
+  for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, modelConfig);
+  const adamw = { betas: config.optimizer.betas, eps: config.optimizer.eps, weight_decay: config.optimizer.weight_decay };
+  const length = Math.max(trainData.blockSize, evalData?.blockSize ?? 0) - 1;
+  const engine = await openTrainEngine(modelConfig, start.values, adamw, { backend: config.backend, threads: options.threads, batch: batchPlan.batchSize, length, log: options.info ?? log });
   try {
-    for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, model.config);
-    if (resumed) optimizer.load(resumed.optimizer);
+    if (resumed) engine.loadOptimizer(resumed.optimizer);
     const run = await RunDir.begin(out, plan, planOptions);
     if (plan.note) options.warn?.(plan.note);
     try {
-      const result = await loop({ ...options, log }, { config, changes, resumed, run, model, optimizer, trainData, evalData, batchPlan, total, tokenizerFrom: start.tokenizerDir });
+      const result = await loop({ ...options, log }, { config, changes, resumed, run, engine, trainData, evalData, batchPlan, total, tokenizerFrom: start.tokenizerDir });
       await run.release();
       return result;
     } catch (err) {
@@ -166,8 +160,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       throw err;
     }
   } finally {
-    optimizer.dispose();
-    model.dispose();
+    engine.dispose();
   }
 }
 
@@ -176,8 +169,7 @@ interface Loop {
   changes: ConfigChange[];
   resumed?: SavedRun;
   run: RunDir;
-  model: GPT2;
-  optimizer: AdamW;
+  engine: TrainEngine;
   trainData: ShardDataset;
   evalData?: ShardDataset;
   batchPlan: BatchPlan;
@@ -189,7 +181,7 @@ interface Loop {
 async function loop(options: TrainOptions & { log: (m: string) => void }, it: Loop): Promise<TrainResult> {
   const { log } = options;
   const info = options.info ?? log;
-  const { config, resumed, model, optimizer, trainData, evalData, total } = it;
+  const { config, resumed, engine, trainData, evalData, total } = it;
   const out = it.run.dir;
   // The run keeps its own copy of the tokenizer files: checkpoints come and go (keep_last).
   const tokenizerDir = await keepTokenizer(out, it.tokenizerFrom);
@@ -225,15 +217,15 @@ async function loop(options: TrainOptions & { log: (m: string) => void }, it: Lo
   let lastLoss = NaN;
   let lastCheckpoint: string | undefined;
   let lr = learningRate(schedule, Math.min(step, total - 1));
-  const modelConfig = model.config;
+  const modelConfig = engine.config;
   log(`training ${modelConfig.n_layer} layers × ${modelConfig.n_embd} (vocab ${modelConfig.vocab_size}) for ${total} steps of ${it.batchPlan.batchSize}×${accumulation} records of ${trainData.blockSize - 1} tokens`);
 
   const checkpoint = async () => {
     const state: TrainerState = { step, epoch: stream.position.epoch, offset: stream.position.offset, lr, best_eval_loss: best, tokens_seen: tokensSeen, elapsed_s: elapsed(), config };
     lastCheckpoint = await saveTrainingCheckpoint(out, {
       modelConfig,
-      values: await model.values(),
-      optimizer: await optimizer.state(),
+      values: await engine.values(),
+      optimizer: await engine.optimizerState(),
       state,
       tokenizerDir,
       keepLast: config.checkpoint.keep_last,
@@ -242,7 +234,7 @@ async function loop(options: TrainOptions & { log: (m: string) => void }, it: Lo
   };
   const runEval = async () => {
     if (!evalData) return;
-    const r = await evaluate(tfjsScorer(model), evalData, { batchSize: config.eval.batch_size ?? it.batchPlan.batchSize, maxRecords: config.eval.max_records ?? undefined });
+    const r = await evaluate(engine, evalData, { batchSize: config.eval.batch_size ?? it.batchPlan.batchSize, maxRecords: config.eval.max_records ?? undefined });
     if (best === null || r.loss < best) best = r.loss;
     await metrics.append({ step, eval_loss: r.loss, eval_perplexity: r.perplexity, eval_tokens: r.tokens });
     log(`step ${step}: eval loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}`);
@@ -254,7 +246,7 @@ async function loop(options: TrainOptions & { log: (m: string) => void }, it: Lo
     lr = learningRate(schedule, step);
     const micro = [];
     for (let m = 0; m < accumulation; m++) micro.push(await stream.next());
-    const result = await trainStep(model, optimizer, micro, { lr, gradClip: config.optimizer.grad_clip, seed: config.seed, step });
+    const result = await engine.step(micro, { lr, gradClip: config.optimizer.grad_clip, seed: config.seed, step });
     if (!Number.isFinite(result.loss)) {
       throw new ToolError(`loss is ${result.loss} at step ${step + 1}; stopping${lastCheckpoint || resumed ? ` (the last checkpoint, ${lastCheckpoint ?? resumed!.dir}, is kept)` : ''}`);
     }
