@@ -30,8 +30,10 @@ const [A, B, OUT, M, K, N, LD] = [0, 1, 2, 3, 4, 5, 6];
 
 /**
  * nn: rows of b eight at a time (eight streams from memory), each block applied to every row of a
- * while it is in cache: out[i, :] += a[i, kk]·b[kk, :] + … + a[i, kk+7]·b[kk+7, :]; then leftover
- * rows of b one by one.
+ * while it is in cache, then leftover rows of b one by one. Each product is added to the running
+ * sum in turn — out = ((out + a[i, kk]·b[kk, :]) + a[i, kk+1]·b[kk+1, :]) + … — so every element
+ * is one float32 sum in k order from 0, as the GEMM computes it (wasm-gemm-code.ts): WasmDecoder
+ * sends a product to either by its number of rows and relies on the same bits from both.
  */
 const NN_ROWS = 8;
 function nnKernel(): Code {

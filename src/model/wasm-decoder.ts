@@ -2,16 +2,19 @@
  * GPT-2 inference steps on a wasm heap, outside the tfjs engine (llm.c style: the whole pass in
  * view). A step through GPT2.hidden is ~900 tfjs ops at ~35 µs of engine bookkeeping each, a third
  * of the step; here the matrix products are calls into the streaming kernels of
- * src/backend/wasm-gemv.ts (split across threads by KernelPool), everything else a short loop over
- * a row of floats, and the key/value cache one preallocated buffer.
+ * src/backend/wasm-gemv.ts for a step's few rows and into the GEMM (src/backend/wasm-gemm.ts) for
+ * a prompt's many (both split across threads by KernelPool), everything else a short loop over a
+ * row of floats, and the key/value cache one preallocated buffer.
  *
  * The weights are wherever a DecodeHeap says (DecodeModel: a shared memory of our own). Computes
  * what GPT2.hidden + lmHead compute (same formulas, float32 products, float64 sums in layer norm
- * and softmax). Every row is computed alone, the same way whatever the batch and however many
- * positions a call takes, so a sequence's logits depend on its tokens only.
+ * and softmax). Every row's result is the same bits whichever kernel computes it and on any number
+ * of threads, whatever the batch and however many positions a call takes, so a sequence's logits
+ * depend on its tokens only.
  */
 import type { WasmMemory } from '../backend/wasm-asm.js';
 import type { KernelPool } from '../backend/kernel-pool.js';
+import { GEMM_SCRATCH_BYTES } from '../backend/wasm-gemm.js';
 import { innerSize, type GPT2Config } from './config.js';
 
 /** A wasm memory holding a model's parameters, kernels over it, and room for buffers. */
@@ -37,15 +40,35 @@ export function decoderLimit(config: GPT2Config): string | undefined {
   return odd.length ? `the wasm decoder needs multiples of 4, and ${odd.map(([k, v]) => `${k} is ${v}`).join(', ')}` : undefined;
 }
 
+/**
+ * From this many rows a product goes through the GEMM (KernelPool.gemm) instead of the few-row
+ * `nn` kernel, which streams the weights once for all rows but runs at a few GFLOPS a thread.
+ * Measured on GPT-2 124M's four shapes, weights out of cache, 1 and 2 threads: the GEMM is slower
+ * below 8 rows (it packs all of B whatever m), level at 8, 10–45% faster from 10 rows up. The
+ * same holds for attention over a sequence's new rows (its products are as wide).
+ */
+const GEMM_MIN_ROWS = 10;
+/**
+ * Query rows of one head per attention GEMM: a block's rows all see the keys up to its last row,
+ * so the products compute (and the softmax zeroes) up to a block of the causal triangle's far
+ * side; 1023 rows in blocks of 128 do ~12% more attention work than the triangle.
+ */
+const ATTENTION_BLOCK = 128;
+
 export class WasmDecoder {
   private heap: Float32Array;
   private length = 0;
   private readonly arena: number;
-  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'last' | 'scores' | 'logits' | 'kv', number>;
+  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'last' | 'scores' | 'logits' | 'scratch' | 'kv', number>;
   private readonly layers: { ln1: Pair; attn: Pair; proj: Pair; ln2: Pair; fc: Pair; out: Pair }[];
   private readonly wte: number;
   private readonly wpe: number;
   private readonly lnF: Pair;
+  /**
+   * Floats between the rows of a cached head's transposed keys (capacity rounded up to a multiple
+   * of 4: `nn` computes a row's scores 4 columns at a time).
+   */
+  private readonly keyStride: number;
 
   /**
    * A decoder for `batch` sequences of up to `capacity` positions, taking up to `maxRows` positions
@@ -74,10 +97,13 @@ export class WasmDecoder {
       fc: pair(`h.${i}.mlp.c_fc`),
       out: pair(`h.${i}.mlp.c_proj`),
     }));
+    this.keyStride = Math.ceil(capacity / 4) * 4;
     const rows = batch * maxRows;
-    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * innerSize(config), last: batch * d, scores: capacity, logits: batch * vocab };
+    const gemm = rows >= GEMM_MIN_ROWS ? (dh.kernels.threads * GEMM_SCRATCH_BYTES) / 4 : 0;
+    const scoreRows = maxRows >= GEMM_MIN_ROWS ? Math.min(maxRows, ATTENTION_BLOCK) : 1;
+    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * innerSize(config), last: batch * d, scores: scoreRows * this.keyStride, logits: batch * vocab, scratch: gemm };
     const slot = (size: number) => Math.ceil(size / 4) * 4 + 4; // 16-byte aligned, apart
-    const total = Object.values(sizes).reduce((sum, size) => sum + slot(size), 0) + layers * 2 * batch * capacity * d;
+    const total = Object.values(sizes).reduce((sum, size) => sum + slot(size), 0) + layers * 2 * batch * this.keyStride * d;
     this.arena = dh.allocate(total);
     let next = this.arena;
     const at = {} as Record<keyof typeof sizes | 'kv', number>;
@@ -103,18 +129,24 @@ export class WasmDecoder {
    * the logits of each sequence's last one, [B · vocab].
    */
   forward(ids: number[][], positions: number[][]): Float32Array {
-    const { n_embd: d, n_head: heads, vocab_size: vocab, layer_norm_epsilon: eps } = this.config;
+    const { n_embd: d, vocab_size: vocab, layer_norm_epsilon: eps } = this.config;
     const B = this.batch;
     const T = ids[0].length;
     if (ids.length !== B || T === 0 || T > this.maxRows) throw new Error(`WasmDecoder takes ${B} sequences of 1…${this.maxRows} tokens`);
     if (this.length + T > this.capacity) throw new Error(`decoder is full (${this.capacity} positions)`);
     const R = B * T;
-    const hd = d / heads;
     const inner = innerSize(this.config);
-    const { x, h, qkv, ctx, tmp, fc, last, scores, logits } = this.at;
+    const { x, h, qkv, ctx, tmp, fc, last, logits, scratch } = this.at;
     const kernels = this.dh.kernels;
-    // out = a·b, then `then` on blocks of out's columns (overlapping other threads' blocks)
-    const mmThen = (a: number, b: number, out: number, m: number, k: number, n: number, then: (c0: number, c1: number) => void) => kernels.nnThen(a * 4, b * 4, out * 4, m, k, n, n, then);
+    // out[R, n] = a[R, k]·w[k, n], then `then` on blocks of out's columns: with few rows through
+    // `nn`, overlapping other threads' blocks; with many through the GEMM, then over all columns.
+    // Both sum each element in k order from 0 (see test/backend/wasm-gemv.test.ts), so a row's
+    // bits do not depend on which of them ran.
+    const product = (a: number, w: number, out: number, k: number, n: number, then: (c0: number, c1: number) => void) => {
+      if (R < GEMM_MIN_ROWS) return kernels.nnThen(a * 4, w * 4, out * 4, R, k, n, n, then);
+      kernels.gemm({ m: R, n, k, a: a * 4, lda: k, b: w * 4, ldb: n, c: out * 4, ldc: n }, scratch * 4);
+      then(0, n);
+    };
     this.refresh();
     const heap = this.heap;
     for (let r = 0; r < R; r++) {
@@ -123,31 +155,17 @@ export class WasmDecoder {
       const p = this.wpe + positions[b][t] * d;
       for (let j = 0; j < d; j++) heap[x + r * d + j] = heap[e + j] + heap[p + j];
     }
-    const scale = 1 / Math.sqrt(hd);
     for (const [l, layer] of this.layers.entries()) {
       this.layerNorm(x, h, layer.ln1, R, d, eps);
-      mmThen(h, layer.attn[0], qkv, R, d, 3 * d, (c0, c1) => addBias(heap, qkv, layer.attn[1], R, 3 * d, c0, c1));
-      for (let r = 0; r < R; r++) {
-        const [b, t] = [Math.floor(r / T), r % T];
-        const pos = this.length + t; // this row's place in the cache; it sees keys 0..pos
-        for (let head = 0; head < heads; head++) {
-          const bh = b * heads + head;
-          const q = qkv + r * 3 * d + head * hd;
-          for (let j = 0; j < hd; j++) heap[q + j] *= scale; // as GPT2.attention scales q
-          heap.copyWithin(this.cacheAt(l, 0, bh) + pos * hd, q + d, q + d + hd);
-          heap.copyWithin(this.cacheAt(l, 1, bh) + pos * hd, q + 2 * d, q + 2 * d + hd);
-          kernels.nt(q * 4, this.cacheAt(l, 0, bh) * 4, scores * 4, 1, hd, pos + 1);
-          softmax(heap, scores, this.padding[b], pos + 1);
-          kernels.nn(scores * 4, this.cacheAt(l, 1, bh) * 4, (ctx + r * d + head * hd) * 4, 1, pos + 1, hd, hd);
-        }
-      }
-      mmThen(ctx, layer.proj[0], tmp, R, d, d, (c0, c1) => addResidual(heap, x, tmp, layer.proj[1], R, d, c0, c1));
+      product(h, layer.attn[0], qkv, d, 3 * d, (c0, c1) => addBias(heap, qkv, layer.attn[1], R, 3 * d, c0, c1));
+      this.attend(l, T);
+      product(ctx, layer.proj[0], tmp, d, d, (c0, c1) => addResidual(heap, x, tmp, layer.proj[1], R, d, c0, c1));
       this.layerNorm(x, h, layer.ln2, R, d, eps);
-      mmThen(h, layer.fc[0], fc, R, d, inner, (c0, c1) => {
+      product(h, layer.fc[0], fc, d, inner, (c0, c1) => {
         addBias(heap, fc, layer.fc[1], R, inner, c0, c1);
         activate(heap, fc, R, inner, c0, c1, this.config.activation_function);
       });
-      mmThen(fc, layer.out[0], tmp, R, inner, d, (c0, c1) => addResidual(heap, x, tmp, layer.out[1], R, d, c0, c1));
+      product(fc, layer.out[0], tmp, inner, d, (c0, c1) => addResidual(heap, x, tmp, layer.out[1], R, d, c0, c1));
     }
     for (let b = 0; b < B; b++) heap.copyWithin(x + b * d, x + (b * T + T - 1) * d, x + (b * T + T) * d); // last rows
     this.layerNorm(x, last, this.lnF, B, d, eps);
@@ -164,10 +182,56 @@ export class WasmDecoder {
     this.dh.release(this.arena);
   }
 
+  /**
+   * Layer l's attention for T new rows a sequence, from qkv into ctx. Keys are cached transposed
+   * ([head size, keyStride] a head) so that a query row's scores are a product of the same shape
+   * as its values' — q·Kᵀ and p·V both `nn` for one row, both the GEMM for a block of rows —
+   * and each score, like each output, one sum in k order whichever computes it. A row's keys past
+   * its own position get probability 0, which adds nothing (+0·v) to the GEMM's sums.
+   */
+  private attend(l: number, T: number): void {
+    const { n_embd: d, n_head: heads } = this.config;
+    const hd = d / heads;
+    const { qkv, ctx, scores, scratch } = this.at;
+    const [heap, kernels, ks] = [this.heap, this.dh.kernels, this.keyStride];
+    const scale = 1 / Math.sqrt(hd);
+    for (let r = 0; r < this.batch * T; r++) {
+      const [b, pos] = [Math.floor(r / T), this.length + (r % T)];
+      for (let head = 0; head < heads; head++) {
+        const q = qkv + r * 3 * d + head * hd;
+        for (let j = 0; j < hd; j++) heap[q + j] *= scale; // as GPT2.attention scales q
+        const keys = this.cacheAt(l, 0, b * heads + head) + pos;
+        for (let j = 0; j < hd; j++) heap[keys + j * ks] = heap[q + d + j];
+        heap.copyWithin(this.cacheAt(l, 1, b * heads + head) + pos * hd, q + 2 * d, q + 2 * d + hd);
+      }
+    }
+    for (let b = 0; b < this.batch; b++) {
+      for (let head = 0; head < heads; head++) {
+        const [keys, values] = [this.cacheAt(l, 0, b * heads + head), this.cacheAt(l, 1, b * heads + head)];
+        const step = T < GEMM_MIN_ROWS ? 1 : ATTENTION_BLOCK;
+        for (let t0 = 0; t0 < T; t0 += step) {
+          const rows = Math.min(step, T - t0);
+          const seen = this.length + t0 + rows; // keys the block's last row sees
+          const q = qkv + (b * T + t0) * 3 * d + head * hd;
+          const out = ctx + (b * T + t0) * d + head * hd;
+          if (rows === 1) kernels.nn(q * 4, keys * 4, scores * 4, 1, hd, Math.ceil(seen / 4) * 4, ks);
+          else kernels.gemm({ m: rows, n: seen, k: hd, a: q * 4, lda: 3 * d, b: keys * 4, ldb: ks, c: scores * 4, ldc: ks }, scratch * 4);
+          for (let i = 0; i < rows; i++) {
+            const sees = this.length + t0 + i + 1;
+            softmax(heap, scores + i * ks, this.padding[b], sees);
+            heap.fill(0, scores + i * ks + sees, scores + i * ks + seen);
+          }
+          if (rows === 1) kernels.nn(scores * 4, values * 4, out * 4, 1, seen, hd, hd);
+          else kernels.gemm({ m: rows, n: hd, k: seen, a: scores * 4, lda: ks, b: values * 4, ldb: hd, c: out * 4, ldc: d }, scratch * 4);
+        }
+      }
+    }
+  }
+
   /** Float offset of layer l's keys (which 0) or values (1) for one (sequence, head). */
   private cacheAt(l: number, which: number, bh: number): number {
     const { n_embd: d, n_head: heads } = this.config;
-    return this.at.kv + (((l * 2 + which) * this.batch * heads + bh) * this.capacity * d) / heads;
+    return this.at.kv + (((l * 2 + which) * this.batch * heads + bh) * this.keyStride * d) / heads;
   }
 
   /** A view of the heap as it is now (the memory's buffer is replaced when it grows). */

@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/index.js';
 import { wasmApi } from '../../src/backend/wasm-asm.js';
 import { smallMatMul } from '../../src/backend/wasm-gemv.js';
+import { gemm } from '../../src/backend/wasm-gemm.js';
 import { expectClose, makeRng, normals, onBackend } from './compare.js';
 
 const rng = makeRng(11);
@@ -51,6 +52,38 @@ describe('small-product kernels on a bare wasm memory', () => {
 
   it('nt: a[m,k]·b[n,k]ᵀ for m with and without a remainder of 8-row blocks, k a multiple of 4', () => {
     for (const [m, k, n] of [[1, 4, 1], [1, 8, 5], [4, 12, 3], [8, 12, 3], [9, 64, 2], [13, 20, 1], [16, 8, 2], [2, 36, 17]]) run('nt', m, k, n);
+  });
+
+  // WasmDecoder sends a product with few rows to nn and one with many to the GEMM: a sequence's
+  // logits stay the same bits only if both sum each element the same way — one float32 sum in k
+  // order from 0, separate multiply and add — which Math.fround recomputes exactly here.
+  it('nn gives the bits of the GEMM and of a float32 sum in k order, for random shapes and odd k', () => {
+    for (let trial = 0; trial < 30; trial++) {
+      const [m, k] = [1 + Math.floor(rng() * 12), 1 + 2 * Math.floor(rng() * 150)]; // k odd: 8-row blocks and leftovers
+      const n = 4 * (1 + Math.floor(rng() * 24));
+      const ld = n + 4 * Math.floor(rng() * 3); // a block of columns of a wider b and out
+      const a = Float32Array.from(normals(rng, m * k));
+      const b = Float32Array.from(normals(rng, k * ld));
+      const [aAt, bAt] = [3, 4 + m * k];
+      const [nnAt, gemmAt] = [bAt + k * ld, bAt + k * ld + m * ld];
+      const scratch = Math.ceil((gemmAt + m * ld) / 4) * 4;
+      heap.set(a, aAt);
+      heap.set(b, bAt);
+      kernels.nn(aAt * 4, bAt * 4, nnAt * 4, m, k, n, ld);
+      gemm(memory, { m, n, k, a: aAt * 4, lda: k, b: bAt * 4, ldb: ld, c: gemmAt * 4, ldc: ld }, scratch * 4);
+      const [nn, viaGemm, want]: number[][] = [[], [], []];
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          let sum = 0;
+          for (let p = 0; p < k; p++) sum = Math.fround(sum + Math.fround(a[i * k + p] * b[p * ld + j]));
+          want.push(sum);
+          nn.push(heap[nnAt + i * ld + j]);
+          viaGemm.push(heap[gemmAt + i * ld + j]);
+        }
+      }
+      expect(nn, `nn ${m}×${k}×${n} (ld ${ld})`).toEqual(want);
+      expect(viaGemm, `gemm ${m}×${k}×${n} (ld ${ld})`).toEqual(want);
+    }
   });
 
   it('a row gives the same bits alone as among other rows', () => {

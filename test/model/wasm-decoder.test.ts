@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
 import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { DecodeModel } from '../../src/model/decode-model.js';
-import type { GPT2 } from '../../src/model/gpt2.js';
+import { GPT2 } from '../../src/model/gpt2.js';
 import { initialParameters, sourcesOf } from '../../src/model/params.js';
 import { decoderLimit } from '../../src/model/wasm-decoder.js';
 import { fixture, fixtureDecodeModel, fixtureModel, greedyReference, maxAbsDiff } from '../helpers.js';
@@ -105,6 +105,40 @@ describe('WasmDecoder batches and prompts', () => {
     }
     m.dispose();
     dm.dispose();
+  });
+
+  // Long prompts take the GEMM for the products (from 10 rows) and for attention (blocks of up to
+  // 128 query rows of a head); a step, or a prompt token by token, the few-row kernels. A random
+  // model with a context of 300 and weights at 0.3 (sharp attention: a row's wrong keys show).
+  it('long prompts through the GEMM: the bits of token by token, of alone, of one thread; as GPT2.forward', async () => {
+    const base = (await loadCheckpoint(fixture('models', 'tiny'))).config;
+    const config = { ...base, n_positions: 300, initializer_range: 0.3 };
+    const values = initialParameters(config, 3);
+    const [one, two] = [await DecodeModel.fromSources(config, sourcesOf(values), 1), await DecodeModel.fromSources(config, sourcesOf(values), 2)];
+    const m = GPT2.fromValues(tf, config, values);
+    const vocab = config.vocab_size;
+    const ids = (n: number, seed: number) => Array.from({ length: n }, (_, t) => (seed * 31 + t * 97) % vocab);
+    const long = [ids(270, 1), ids(139, 2)]; // blocks of 128, 128 and 14 rows; the second padded by 131
+    const next = [[4, 5], [6, 7]];
+    const together = decodeOnModel(two, long, next);
+    expect(decodeOnModel(one, long, next).map((l) => Array.from(l)), 'one thread').toEqual(together.map((l) => Array.from(l)));
+    for (const [b, p] of long.entries()) {
+      const row = (l: Float32Array) => Array.from(l.subarray(b * vocab, (b + 1) * vocab));
+      for (const promptAtOnce of [true, false]) {
+        const alone = decodeOnModel(two, [p], [next[b]], promptAtOnce);
+        for (const [s, logits] of alone.entries()) expect(row(together[s]), `sequence ${b} step ${s}, prompt at once: ${promptAtOnce}`).toEqual(Array.from(logits));
+      }
+      expect(maxAbsDiff(row(together[2]), lastLogits(m, [...p, ...next[b]])), `sequence ${b}`).toBeLessThan(1e-4);
+    }
+    // In chunks after a cached part: 130 rows, then 128 + 1 (the last block's one row takes nn).
+    const chunked = two.decoder(1, 260, [0], 130);
+    chunked.forward([long[0].slice(0, 130)], [Array.from({ length: 130 }, (_, t) => t)]);
+    const logits = chunked.forward([long[0].slice(130, 259)], [Array.from({ length: 129 }, (_, t) => 130 + t)]);
+    chunked.dispose();
+    expect(Array.from(logits)).toEqual(Array.from(decodeOnModel(one, [long[0].slice(0, 259)], [[]], false)[0]));
+    m.dispose();
+    one.dispose();
+    two.dispose();
   });
 
   it('refuses to run past its capacity', async () => {
