@@ -13,61 +13,8 @@
  * multiples of 4; the softmax kernels, AdamW and the sums take any length (a scalar tail).
  */
 import { assemble, F32, I32, isShared, V128, wasmApi, type FunctionDef, type WasmMemory } from './wasm-asm.js';
-import { F64, SimdCode } from './wasm-simd.js';
-
-type Body = (c: SimdCode, p: Record<string, number>, local: (type: number) => number) => void;
-
-function kernel(name: string, params: readonly string[], body: Body): FunctionDef {
-  const code = new SimdCode();
-  const locals: { count: number; type: number }[] = [];
-  const local = (type: number) => params.length + locals.push({ count: 1, type }) - 1;
-  body(code, Object.fromEntries(params.map((p, i) => [p, i])), local);
-  return { name, params: params.length, locals, code };
-}
-
-/** for (; i < end; i += step) body() — i and end are i32 locals (byte offsets). */
-function upTo(c: SimdCode, i: number, end: number, step: number, body: () => void): void {
-  c.whileNot(() => c.get(i).get(end).geU(), () => {
-    body();
-    c.inc(i, step);
-  });
-}
-
-/** i = 0, vec = (n & ~3)·4, all = n·4: the byte limits of a vector loop and its scalar tail. */
-function limits(c: SimdCode, n: number, local: (type: number) => number) {
-  const [i, vec, all] = [local(I32), local(I32), local(I32)];
-  c.i32(0).set(i);
-  c.get(n).i32(~3).and().i32(2).shl().set(vec);
-  c.get(n).i32(2).shl().set(all);
-  return { i, vec, all };
-}
-
-/** For each of `rows` rows of `width` floats: body(j loop over the row's bytes), then advance the pointers. */
-function rowsOf(c: SimdCode, p: Record<string, number>, pointers: string[], strides: (string | number)[], local: (type: number) => number, body: () => void): void {
-  const [r, rowBytes] = [local(I32), local(I32)];
-  c.get(p.width).i32(2).shl().set(rowBytes);
-  c.i32(0).set(r);
-  upTo(c, r, p.rows, 1, () => {
-    body();
-    pointers.forEach((name, k) => {
-      const stride = strides[k];
-      c.get(p[name]);
-      if (stride === 'row') c.get(rowBytes);
-      else c.i32(stride as number);
-      c.add().set(p[name]);
-    });
-  });
-}
-
-/** A v128 local holding a float argument (passed as its bits) in every lane, and the scalar. */
-function splatArg(c: SimdCode, arg: number, local: (type: number) => number): [number, number] {
-  const [v, s] = [local(V128), local(F32)];
-  c.get(arg).f32FromBits().tee(s).f32x4Splat().set(v);
-  return [v, s];
-}
-
-const at = (c: SimdCode, base: number, i: number) => c.get(base).get(i).add();
-const load = (c: SimdCode, base: number, i: number) => at(c, base, i).v128Load();
+import { DROPOUT_KERNELS, type KeepMask } from './wasm-dropout.js';
+import { at, F64, kernel, limits, load, loadAt, rowsOf, splatArg, storeAt, upTo } from './wasm-simd.js';
 
 const KERNELS: FunctionDef[] = [
   // p, m, v ← AdamW(p, g, m, v) with consts[8] = β1, β2, 1−β1, 1−β2, √(1−β2^t), eps, −step size, decay factor (1: none)
@@ -82,13 +29,8 @@ const KERNELS: FunctionDef[] = [
     const { i, vec, all } = limits(c, p.n, local);
     // The tail runs the same vector code on a splatted element: the same bits as in a vector.
     const update = (vector: boolean) => {
-      const ld = (base: number) => (vector ? load(c, base, i) : at(c, base, i).f32Load().f32x4Splat());
-      const st = (base: number, value: () => void) => {
-        at(c, base, i);
-        value();
-        if (vector) c.v128Store();
-        else c.f32x4Lane(0).f32Store();
-      };
+      const ld = (base: number) => loadAt(c, base, i, vector);
+      const st = (base: number, value: () => void) => storeAt(c, base, i, vector, value);
       ld(p.g).set(g);
       ld(p.m).get(b1).f32x4Mul().get(g).get(omb1).f32x4Mul().f32x4Add().set(m);
       ld(p.v).get(b2).f32x4Mul().get(g).get(omb2).f32x4Mul().get(g).f32x4Mul().f32x4Add().set(v);
@@ -299,7 +241,7 @@ export class RowKernels {
     private readonly memory: WasmMemory,
     private readonly out: number,
   ) {
-    const module = assemble(KERNELS, isShared(memory));
+    const module = assemble([...KERNELS, ...DROPOUT_KERNELS], isShared(memory));
     this.k = new wasmApi.Instance(module, { env: { memory } }).exports as typeof this.k;
     this.heap = new Float32Array(memory.buffer);
   }
@@ -365,6 +307,24 @@ export class RowKernels {
 
   gateBackward(pre: number, grad: number, n: number, a: number, b: number): void {
     this.k.gateBackward(4 * pre, 4 * grad, check4(n), this.arg(a), this.arg(b));
+  }
+
+  /** out = x·factor where `mask` keeps element j of row `row` + r of the rows × width block, else 0 (wasm-dropout.ts). */
+  dropout(x: number, out: number, rows: number, width: number, mask: KeepMask, factor: number, row = 0): void {
+    this.k.dropout(4 * x, 4 * out, rows, width, row, mask.key, mask.threshold, this.arg(factor));
+  }
+
+  /** out[r] = res[r] + (out[r] + bias)·factor where `mask` keeps the element, else res[r]. */
+  addBiasDropout(out: number, bias: number, rows: number, width: number, res: number, mask: KeepMask, factor: number): void {
+    this.k.addBiasDropout(4 * out, 4 * res, 4 * bias, rows, check4(width), mask.key, mask.threshold, this.arg(factor));
+  }
+
+  /**
+   * softmaxGrad with dropout after the softmax, for row `row` of the mask: dp (the gradient of the
+   * dropped probabilities) ← p·(drop(dp) − d)·scale, then p ← drop(p), drop(x) = x·factor where kept.
+   */
+  softmaxGradDropout(p: number, dp: number, n: number, d: number, scale: number, mask: KeepMask, row: number, factor: number): void {
+    this.k.softmaxGradDropout(4 * p, 4 * dp, n, this.arg(d), this.arg(scale), mask.key, row, mask.threshold, this.arg(factor));
   }
 
   /** The bits of x as float32, as the kernels take float arguments. */

@@ -1,9 +1,10 @@
 /**
- * More of wasm's SIMD and scalar float instructions for Code (wasm-asm.ts), as the row kernels of
- * the full-sequence pass (wasm-rows.ts) need them: f32x4 arithmetic, rounding and conversions,
- * splat constants, lane access, f64x2 sums, scalar f32/f64 arithmetic, and exp over f32x4.
+ * More of wasm's SIMD and scalar instructions for Code (wasm-asm.ts), as the row kernels of the
+ * full-sequence pass (wasm-rows.ts, wasm-dropout.ts) need them: f32x4 arithmetic, rounding and
+ * conversions, splat constants, lane access, f64x2 sums, scalar f32/f64 arithmetic, exp over
+ * f32x4, the integer hash of the dropout masks; and the loops those kernels are written with.
  */
-import { Code } from './wasm-asm.js';
+import { Code, F32, I32, V128, type FunctionDef } from './wasm-asm.js';
 
 export const F64 = 0x7c;
 
@@ -22,6 +23,7 @@ const EXP_HI = 88;
 const LN2_HI = 0.693359375;
 const LN2_LO = -2.12194440e-4;
 const ROUND = 12582912; // 1.5·2²³
+const MIX = [0x7feb352d | 0, 0x846ca68b | 0];
 const EXP_POLY = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
 
 export class SimdCode extends Code {
@@ -56,6 +58,19 @@ export class SimdCode extends Code {
   /** Lanes 2, 3 of an f32x4 moved to 0, 1 (i8x16.shuffle of the vector with itself). */
   highHalf() { return this.simd(13, ...[8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]); }
 
+  i32x4Splat() { return this.simd(17); }
+  i32x4Mul() { return this.simd(181); }
+  /** v128, i32 shift → v128 (logical). */
+  i32x4ShrU() { return this.simd(173); }
+  /** All ones in a lane where a ≥ b as unsigned integers. */
+  i32x4GeU() { return this.simd(64); }
+  v128And() { return this.simd(78); }
+  v128Xor() { return this.simd(81); }
+  /** v128.const of four i32 lanes. */
+  i4s(lanes: [number, number, number, number]) { return this.simd(12, ...bytesOf(Int32Array.from(lanes))); }
+
+  i32Xor() { return this.raw(0x73); }
+  i32ShrU() { return this.raw(0x76); }
   f32Sub() { return this.raw(0x93); }
   f32Mul() { return this.raw(0x94); }
   f32Div() { return this.raw(0x95); }
@@ -88,6 +103,26 @@ export class SimdCode extends Code {
     return this.get(v).f32x4Lane(2).f32Max().get(v).f32x4Lane(3).f32Max();
   }
 
+  /**
+   * lowbias32 (Chris Wellons' 32-bit integer hash: two multiply-xorshift rounds) of the i32 on the
+   * stack, or lane by lane of the i32x4 with `lanes`; t is a local of that type it overwrites.
+   * train-dropout.ts's mix32 is the same function in JavaScript.
+   */
+  mix32(t: number, lanes = false) {
+    const round = (shift: number, multiplier?: number) => {
+      this.tee(t).get(t).i32(shift);
+      if (lanes) this.i32x4ShrU().v128Xor();
+      else this.i32ShrU().i32Xor();
+      if (multiplier === undefined) return;
+      if (lanes) this.i4(multiplier).i32x4Mul();
+      else this.i32(multiplier).mul();
+    };
+    round(16, MIX[0]);
+    round(15, MIX[1]);
+    round(16);
+    return this;
+  }
+
   /** e^x lane by lane for the f32x4 on the stack; x and t are v128 locals it overwrites. */
   exp(x: number, t: number) {
     this.f4(EXP_LO).f32x4Pmax().f4(EXP_HI).f32x4Pmin().tee(x);
@@ -101,4 +136,70 @@ export class SimdCode extends Code {
     this.get(x).get(x).f32x4Mul().f32x4Mul().get(x).f32x4Add().f4(1).f32x4Add(); // p·r² + r + 1
     return this.get(t).i4(127).i32x4Add().i32(23).i32x4Shl().f32x4Mul(); // · 2^k
   }
+}
+
+/** A kernel's body: its code, parameter indices by name, and a way to add a local of a type. */
+export type Body = (c: SimdCode, p: Record<string, number>, local: (type: number) => number) => void;
+
+export function kernel(name: string, params: readonly string[], body: Body): FunctionDef {
+  const code = new SimdCode();
+  const locals: { count: number; type: number }[] = [];
+  const local = (type: number) => params.length + locals.push({ count: 1, type }) - 1;
+  body(code, Object.fromEntries(params.map((p, i) => [p, i])), local);
+  return { name, params: params.length, locals, code };
+}
+
+/** for (; i < end; i += step) body() — i and end are i32 locals (byte offsets). */
+export function upTo(c: SimdCode, i: number, end: number, step: number, body: () => void): void {
+  c.whileNot(() => c.get(i).get(end).geU(), () => {
+    body();
+    c.inc(i, step);
+  });
+}
+
+/** i = 0, vec = (n & ~3)·4, all = n·4: the byte limits of a vector loop and its scalar tail. */
+export function limits(c: SimdCode, n: number, local: (type: number) => number) {
+  const [i, vec, all] = [local(I32), local(I32), local(I32)];
+  c.i32(0).set(i);
+  c.get(n).i32(~3).and().i32(2).shl().set(vec);
+  c.get(n).i32(2).shl().set(all);
+  return { i, vec, all };
+}
+
+/** For each of `rows` rows of `width` floats: body(j loop over the row's bytes), then advance the pointers. */
+export function rowsOf(c: SimdCode, p: Record<string, number>, pointers: string[], strides: (string | number)[], local: (type: number) => number, body: () => void): void {
+  const [r, rowBytes] = [local(I32), local(I32)];
+  c.get(p.width).i32(2).shl().set(rowBytes);
+  c.i32(0).set(r);
+  upTo(c, r, p.rows, 1, () => {
+    body();
+    pointers.forEach((name, k) => {
+      const stride = strides[k];
+      c.get(p[name]);
+      if (stride === 'row') c.get(rowBytes);
+      else c.i32(stride as number);
+      c.add().set(p[name]);
+    });
+  });
+}
+
+/** A v128 local holding a float argument (passed as its bits) in every lane, and the scalar. */
+export function splatArg(c: SimdCode, arg: number, local: (type: number) => number): [number, number] {
+  const [v, s] = [local(V128), local(F32)];
+  c.get(arg).f32FromBits().tee(s).f32x4Splat().set(v);
+  return [v, s];
+}
+
+export const at = (c: SimdCode, base: number, i: number) => c.get(base).get(i).add();
+export const load = (c: SimdCode, base: number, i: number) => at(c, base, i).v128Load();
+
+/** The floats at base + i: a vector, or (the tail) one float splatted, for code that works on either. */
+export const loadAt = (c: SimdCode, base: number, i: number, vector: boolean) => (vector ? load(c, base, i) : at(c, base, i).f32Load().f32x4Splat());
+
+/** Stores what value() pushes at base + i: the vector, or (the tail) its lane 0. */
+export function storeAt(c: SimdCode, base: number, i: number, vector: boolean, value: () => void): void {
+  at(c, base, i);
+  value();
+  if (vector) c.v128Store();
+  else c.f32x4Lane(0).f32Store();
 }

@@ -14,6 +14,7 @@
  */
 import type { Gemm } from '../backend/gemm.js';
 import type { RowKernels } from '../backend/wasm-rows.js';
+import type { SiteDropout } from './train-dropout.js';
 
 export interface AttentionShape {
   heap: Float32Array;
@@ -60,10 +61,13 @@ function forEachBlock(s: AttentionShape, qkv: number, visit: (block: Block) => v
 
 /**
  * Scores of a block into `scores` [n, keys] then, row by row, probabilities (0 past the diagonal).
- * The forward normalises exp(s·scale − max) by its sum and stores lse = max + log(sum); the
- * backward recomputes exp(s·scale − lse), the same probabilities to an ulp or two.
+ * The forward normalises exp(s·scale − max) by its sum (and drops with `drop`: one kernel scales
+ * and masks) and stores lse = max + log(sum), of the probabilities before dropout; the backward
+ * recomputes exp(s·scale − lse), the same probabilities to an ulp or two, not dropped yet.
+ * Row i of the block is row block.lse + i of the dropout mask: (sequence, head, query) whatever
+ * the blocking, so blocks of any size draw the same masks.
  */
-function probabilities(s: AttentionShape, { q, k, t0, n }: Block, scores: number, lse: number, forward: boolean): void {
+function probabilities(s: AttentionShape, { q, k, t0, n, lse: first }: Block, scores: number, lse: number, forward: boolean, drop?: SiteDropout): void {
   const { heap, rows, C, H } = s;
   const hd = C / H;
   const keys = t0 + n;
@@ -75,7 +79,8 @@ function probabilities(s: AttentionShape, { q, k, t0, n }: Block, scores: number
     if (forward) {
       const max = Math.fround(rows.rowMax(row, seen) * scale); // scale > 0: the largest scaled score
       const sum = rows.expSum(row, seen, scale, -max, true);
-      rows.scale(row, seen, 1 / sum);
+      if (drop) rows.dropout(row, row, 1, seen, drop, drop.scale / sum, first + i);
+      else rows.scale(row, seen, 1 / sum);
       heap[lse + i] = max + Math.log(sum);
     } else {
       rows.expSum(row, seen, scale, -heap[lse + i], true);
@@ -84,12 +89,12 @@ function probabilities(s: AttentionShape, { q, k, t0, n }: Block, scores: number
   }
 }
 
-/** ctx [B·T, C] = softmax(causal(q·kᵀ/√hd))·v per head, from qkv [B·T, 3C]; lse [B, H, T] kept. */
-export function attentionForward(s: AttentionShape, qkv: number, ctx: number, lse: number, scores: number): void {
+/** ctx [B·T, C] = drop(softmax(causal(q·kᵀ/√hd)))·v per head, from qkv [B·T, 3C]; lse [B, H, T] kept. */
+export function attentionForward(s: AttentionShape, qkv: number, ctx: number, lse: number, scores: number, drop?: SiteDropout): void {
   const { C, H } = s;
   const hd = C / H;
   forEachBlock(s, qkv, (block) => {
-    probabilities(s, block, scores, lse + block.lse, true);
+    probabilities(s, block, scores, lse + block.lse, true, drop);
     const keys = block.t0 + block.n;
     s.gemm.gemm({ m: block.n, n: hd, k: keys, a: scores, lda: keys, b: block.v, ldb: 3 * C, c: ctx + block.row * C + block.head, ldc: C });
   });
@@ -97,10 +102,11 @@ export function attentionForward(s: AttentionShape, qkv: number, ctx: number, ls
 
 /**
  * dqkv [B·T, 3C] (overwritten) from dctx, the saved qkv, ctx and lse. Per block, with P the
- * probabilities, dO the block's rows of dctx and D = rowsum(dO ∘ O):
- *   dP = dO·Vᵀ,  dS = P ∘ (dP − D)/√hd,  dQ = dS·K,  dK += dSᵀ·Q,  dV += Pᵀ·dO.
+ * probabilities, P̃ = drop(P) (P without dropout), dO the block's rows of dctx and
+ * D = rowsum(dO ∘ O) = rowsum(dP̃ ∘ P̃) = rowsum(dP ∘ P):
+ *   dP̃ = dO·Vᵀ,  dP = drop(dP̃),  dS = P ∘ (dP − D)/√hd,  dQ = dS·K,  dK += dSᵀ·Q,  dV += P̃ᵀ·dO.
  */
-export function attentionBackward(s: AttentionShape, qkv: number, ctx: number, lse: number, dctx: number, dqkv: number, scores: number, dscores: number): void {
+export function attentionBackward(s: AttentionShape, qkv: number, ctx: number, lse: number, dctx: number, dqkv: number, scores: number, dscores: number, drop?: SiteDropout): void {
   const { heap, rows, B, T, C, H } = s;
   const hd = C / H;
   const scale = 1 / Math.sqrt(hd);
@@ -115,7 +121,8 @@ export function attentionBackward(s: AttentionShape, qkv: number, ctx: number, l
       const [o, d] = [ctx + (row + i) * C + head, dO + i * C];
       let D = 0;
       for (let j = 0; j < hd; j++) D += heap[d + j] * heap[o + j];
-      rows.softmaxGrad(scores + i * keys, dscores + i * keys, keys, D, scale);
+      if (drop) rows.softmaxGradDropout(scores + i * keys, dscores + i * keys, keys, D, scale, drop, block.lse + i, drop.scale);
+      else rows.softmaxGrad(scores + i * keys, dscores + i * keys, keys, D, scale);
     }
     const [dq, dk] = [dqkv + (q - qkv), dqkv + (k - qkv)];
     s.gemm.gemm({ m: n, n: hd, k: keys, a: dscores, lda: keys, b: k, ldb: 3 * C, c: dq, ldc: 3 * C });

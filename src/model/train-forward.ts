@@ -1,13 +1,15 @@
 /**
  * GPT-2's forward pass over whole sequences on a wasm heap laid out by train-memory.ts, llm.c
  * style: a list of calls, every product through the Gemm interface, everything else a row kernel
- * (src/backend/wasm-rows.ts) or a short loop (train-ops.ts, train-attention.ts). Computes what GPT2.hidden computes with dropout off; a
+ * (src/backend/wasm-rows.ts) or a short loop (train-ops.ts, train-attention.ts). Computes what
+ * GPT2.hidden computes, with dropout where the input carries a draw (train-dropout.ts); a
  * training layout keeps what train-backward.ts needs, a forward-only one reuses one layer's slots.
  */
 import type { Gemm } from '../backend/gemm.js';
 import type { RowKernels } from '../backend/wasm-rows.js';
 import { innerSize } from './config.js';
 import { attentionForward, type AttentionShape } from './train-attention.js';
+import type { DropoutDraw, SiteDropout } from './train-dropout.js';
 import { headLoss, type Head, type HeadGradient } from './train-head.js';
 import type { PassLayout } from './train-memory.js';
 import { activate, embed } from './train-ops.js';
@@ -24,6 +26,8 @@ export interface PassInput {
   ids: Int32Array;
   B: number;
   T: number;
+  /** The micro-batch's dropout masks (training); none: no dropout. */
+  dropout?: DropoutDraw;
 }
 
 /** Float offsets of a block's parameters (add layout.grads for their gradients). */
@@ -55,21 +59,26 @@ export function forward(ctx: PassContext, input: PassInput): void {
   const R = input.B * input.T;
   const { norm, inner, scores } = layout.scratch;
   const mm = (a: number, b: number, c: number, k: number, n: number, bias?: number) => gemm.gemm({ m: R, n, k, a, lda: k, b, ldb: n, c, ldc: n, bias });
+  // out = res + drop(out + bias)
+  const residual = (out: number, bias: number, res: number, drop?: SiteDropout) =>
+    drop ? rows.addBiasDropout(out, bias, R, C, res, drop, drop.scale) : rows.addBias(out, bias, R, C, res);
   embed(heap, layers[0].input, topParam(layout, 'wte.weight'), topParam(layout, 'wpe.weight'), input.ids, input.T, C);
+  const embd = input.dropout?.at('embd', 0);
+  if (embd) rows.dropout(layers[0].input, layers[0].input, R, C, embd, embd.scale);
   for (let l = 0; l < config.n_layer; l++) {
     const a = layers[l];
     const w = blockParams(layout, l);
     const next = l + 1 < config.n_layer ? layers[l + 1].input : final.input;
     rows.layerNorm(a.input, a.ln1, w.ln1[0], w.ln1[1], norm, R, C, eps);
     mm(norm, w.attn[0], a.qkv, C, 3 * C, w.attn[1]);
-    attentionForward(attentionShape(ctx, input), a.qkv, a.ctx, a.lse, scores);
+    attentionForward(attentionShape(ctx, input), a.qkv, a.ctx, a.lse, scores, input.dropout?.at('attn', l));
     mm(a.ctx, w.proj[0], a.mid, C, C);
-    rows.addBias(a.mid, w.proj[1], R, C, a.input);
+    residual(a.mid, w.proj[1], a.input, input.dropout?.at('proj', l));
     rows.layerNorm(a.mid, a.ln2, w.ln2[0], w.ln2[1], norm, R, C, eps);
     mm(norm, w.fc[0], a.fc, C, I, w.fc[1]);
     activate(rows, heap, a.fc, inner, R * I, config.activation_function);
     mm(inner, w.out[0], next, I, C); // forward-only: next is this block's input, no longer needed
-    rows.addBias(next, w.out[1], R, C, a.mid);
+    residual(next, w.out[1], a.mid, input.dropout?.at('mlp', l));
   }
   rows.layerNorm(final.input, final.stats, topParam(layout, 'ln_f.weight'), topParam(layout, 'ln_f.bias'), final.hidden, R, C, eps);
 }

@@ -104,6 +104,8 @@ export interface PassLayout {
     dx: number;
     /** Gradient of q | k | v [R, 3C] (training). */
     dqkv: number;
+    /** dx through a residual dropout's mask [R, C] (training with resid_pdrop > 0; else −1). */
+    dropped: number;
     /** A block of attention scores [queryBlock, T], and their gradient (training). */
     scores: number;
     dscores: number;
@@ -182,7 +184,8 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
   const inner = take(R * I);
   const dx = training ? take(R * C) : -1;
   const dqkv = training ? take(R * 3 * C) : -1;
-  regions.push(['scratch', `LayerNorm out/grad [${R}×${C}], MLP act/grad [${R}×${I}]${training ? ', dx, dqkv' : ''}`, next - scratchStart]);
+  const dropped = training && config.resid_pdrop > 0 ? take(R * C) : -1;
+  regions.push(['scratch', `LayerNorm out/grad [${R}×${C}], MLP act/grad [${R}×${I}]${training ? ', dx, dqkv' : ''}${dropped >= 0 ? ', dx dropped' : ''}`, next - scratchStart]);
   const scores = take(s.queryBlock * T);
   const dscores = training ? take(s.queryBlock * T) : -1;
   regions.push(['attention block', `${training ? 'scores and gradient' : 'scores'}, ${s.queryBlock}×${T}`, next - scores]);
@@ -201,7 +204,7 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
     v,
     layers,
     final: { input: finalInput, stats, hidden: training ? finalOutput : norm },
-    scratch: { norm, inner, dx, dqkv, scores, dscores, logits, args, gemm },
+    scratch: { norm, inner, dx, dqkv, dropped, scores, dscores, logits, args, gemm },
     floats: next,
     regions,
   };

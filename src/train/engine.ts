@@ -5,7 +5,7 @@
  * - on wasm (asked for, or where 'auto' lands), the full-sequence pass of our own (PassTrainer:
  *   weights, gradients, AdamW's moments and activations in one shared wasm memory, products on
  *   every core through the wasm GEMM; tfjs is not even loaded when wasm was asked for), when it
- *   can run the model (no dropout in training, widths in multiples of 4, within wasm's 4 GiB);
+ *   can run the model (widths in multiples of 4, within wasm's 4 GiB), dropout included;
  * - otherwise GPT2 on the selected tfjs backend (trainStep, AdamW, evaluate's tfjsScorer).
  *
  * Both compute the same step (tested against each other and against PyTorch), and checkpoints

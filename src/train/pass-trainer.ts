@@ -3,7 +3,8 @@
  * with AdamW in the same memory (memory-adamw.ts): what the trainer takes from GPT2 + AdamW +
  * trainStep + evaluate, computing the same things (step.ts's masked mean loss with the seed's
  * shift, 1/N weighting of N micro-batches, global-norm clipping, AdamW; evaluate.ts's loss sum),
- * with dropout off. Weights, gradients, moments and activations live in one shared wasm memory
+ * with dropout in training drawn from (seed, step, micro-batch) as step.ts seeds it, though with
+ * masks of its own (train-dropout.ts), and none in evaluation. Weights, gradients, moments and activations live in one shared wasm memory
  * laid out once (train-memory.ts), so the products can run on helper threads over it: the Gemm
  * kernel is the caller's choice (the reference one by default).
  */
@@ -14,6 +15,7 @@ import type { TokenRecord } from '../data/records.js';
 import { innerSize, type GPT2Config } from '../model/config.js';
 import { parameterShapes, type ParameterSources, type ParameterValues } from '../model/params.js';
 import { backward } from '../model/train-backward.js';
+import { DropoutDraw } from '../model/train-dropout.js';
 import { forward, lossOf, topParam, type PassContext, type PassInput } from '../model/train-forward.js';
 import { describeLayout, passLayout, type PassLayout, type PassShape } from '../model/train-memory.js';
 import { ToolError } from '../util/errors.js';
@@ -35,16 +37,12 @@ export interface PassTrainerOptions {
   queryBlock?: number;
 }
 
-const DROPOUT = ['embd_pdrop', 'attn_pdrop', 'resid_pdrop'] as const;
-
 /**
  * Why the pass cannot train (or, with training false, evaluate) `config` at this shape, or
- * undefined when it can: it has no dropout, its row kernels take widths (n_embd, n_inner) in
- * multiples of 4, and everything must fit in wasm's 4 GiB.
+ * undefined when it can: its row kernels take widths (n_embd, n_inner) in multiples of 4, and
+ * everything must fit in wasm's 4 GiB.
  */
 export function passLimit(config: GPT2Config, shape: PassShape): string | undefined {
-  const drop = shape.training ? DROPOUT.filter((k) => config[k] > 0) : [];
-  if (drop.length > 0) return `the wasm training pass has no dropout, and ${drop.map((k) => `${k} is ${config[k]}`).join(', ')}`;
   const odd = ([['n_embd', config.n_embd], ['n_inner', innerSize(config)]] as const).filter(([, v]) => v % 4 !== 0);
   if (odd.length > 0) return `the wasm pass needs multiples of 4, and ${odd.map(([k, v]) => `${k} is ${v}`).join(', ')}`;
   try {
@@ -118,9 +116,10 @@ export class PassTrainer implements Scorer {
   /**
    * One optimizer step over micro-batches (as step.ts's trainStep): each micro-batch's masked mean
    * loss, gradients summed with weight 1/N, clipped to a global norm of gradClip (0: no clipping),
-   * one AdamW update at lr.
+   * one AdamW update at lr. With dropout, micro-batch m draws the masks of (seed, step, m): seed
+   * and step are needed then, and the same ones give the same step bit for bit.
    */
-  trainStep(microBatches: TokenRecord[][], options: { lr: number; gradClip: number }): StepResult {
+  trainStep(microBatches: TokenRecord[][], options: { lr: number; gradClip: number; seed?: number; step?: number }): StepResult {
     const optimizer = this.trainable();
     if (microBatches.length === 0) throw new RangeError('trainStep: no micro-batches');
     const { heap, layout } = this;
@@ -128,10 +127,10 @@ export class PassTrainer implements Scorer {
     const N = microBatches.length;
     let lossSum = 0;
     let tokens = 0;
-    for (const records of microBatches) {
+    for (const [m, records] of microBatches.entries()) {
       sameLength(records);
       const { inputs, labels, weights } = shiftBatch(records);
-      const input = this.input(inputs.map((r) => Int32Array.from(r)), labels, weights);
+      const input = { ...this.input(inputs.map((r) => Int32Array.from(r)), labels, weights), dropout: DropoutDraw.of(this.config, options.seed, options.step, m) };
       const total = weights.reduce((a, b) => a + b, 0);
       tokens += total;
       if (total === 0) continue; // no target counts: loss 0 and no gradient, as step.ts

@@ -3,10 +3,12 @@
  * definitions, on random rows at odd offsets, lengths with and without a scalar tail. Tolerances:
  * a few float32 ulps (relative 1e-6) where the kernel rounds a handful of times, 1e-5 for
  * LayerNorm's backward (differences of nearly equal float32 sums), 4e-6 for the activations'
- * derivative (see there).
+ * derivative (see there). The dropout kernels against wasm-dropout.ts's definition of the mask
+ * (lowbias32 written out here again) and float32 arithmetic, exactly.
  */
 import { describe, expect, it } from 'vitest';
 import { MAX_PAGES, wasmApi } from '../../src/backend/wasm-asm.js';
+import type { KeepMask } from '../../src/backend/wasm-dropout.js';
 import { RowKernels } from '../../src/backend/wasm-rows.js';
 import { Rng } from '../../src/util/rng.js';
 
@@ -162,6 +164,53 @@ describe('row kernels', () => {
       const vi = f(f(v[i] * b2) + f(f(g[i] * omb2) * g[i]));
       const pi = f(f(p[i] * decay) + f(f(mi * step) / f(f(f(Math.sqrt(vi)) / bc2) + eps)));
       expect([heap[at[0] + i], heap[at[2] + i], heap[at[3] + i]]).toEqual([pi, mi, vi]);
+    }
+  });
+});
+
+/** Chris Wellons' lowbias32, from its published definition. */
+function lowbias32(x: number): number {
+  x = Math.imul(x ^ (x >>> 16), 0x7feb352d);
+  x = Math.imul(x ^ (x >>> 15), 0x846ca68b);
+  return (x ^ (x >>> 16)) >>> 0;
+}
+/** wasm-dropout.ts: element j of row r is kept iff lowbias32(rk ^ j·φ) ≥ threshold, rk = lowbias32(key ^ lowbias32(r)). */
+const keeps = (mask: KeepMask, row: number, j: number) => lowbias32(lowbias32(mask.key ^ lowbias32(row)) ^ Math.imul(j, 0x9e3779b9)) >= mask.threshold >>> 0;
+
+describe('dropout kernels', () => {
+  const f = Math.fround;
+  const mask: KeepMask = { key: 0x5eed1234, threshold: Math.round(0.4 * 2 ** 32) | 0 };
+  const factor = 1 / 0.6;
+
+  it('dropout: x·factor where the mask keeps (row, column), else +0, for widths with and without a tail, from any row, in place', () => {
+    for (const [rows, width, row0] of [[3, 1, 0], [2, 5, 7], [4, 8, 0], [3, 13, 1000], [1, 50, 123456]]) {
+      const x = random(rows * width, 3);
+      const [xa, out] = [put(x), put(new Float32Array(rows * width).fill(NaN))];
+      k.dropout(xa, out, rows, width, mask, factor, row0);
+      const want = Array.from(x, (v, i) => (keeps(mask, row0 + Math.floor(i / width), i % width) ? f(v * f(factor)) : 0));
+      expect(read(out, rows * width), `${rows}×${width} from row ${row0}`).toEqual(want);
+      k.dropout(xa, xa, rows, width, mask, factor, row0);
+      expect(read(xa, rows * width)).toEqual(want);
+    }
+  });
+
+  it('addBiasDropout: res + (out + bias)·factor where kept, else res', () => {
+    const [rows, W] = [3, 12];
+    const [o, res, bias] = [random(rows * W), random(rows * W), random(W)];
+    const [oa, ra, ba] = [put(o), put(res), put(bias)];
+    k.addBiasDropout(oa, ba, rows, W, ra, mask, factor);
+    expect(read(oa, rows * W)).toEqual(Array.from(o, (v, i) => f(res[i] + (keeps(mask, Math.floor(i / W), i % W) ? f(f(v + bias[i % W]) * f(factor)) : 0))));
+  });
+
+  it('softmaxGradDropout: dp ← p·(drop(dp) − d)·scale, then p ← drop(p), with tails', () => {
+    for (const [n, row] of [[1, 0], [6, 3], [13, 77]]) {
+      const [p, dp] = [random(n), random(n)];
+      const [pa, da] = [put(p), put(dp)];
+      const [d, scale] = [0.25, 0.125];
+      k.softmaxGradDropout(pa, da, n, d, scale, mask, row, factor);
+      const drop = (v: number, j: number) => (keeps(mask, row, j) ? f(v * f(factor)) : 0);
+      expect(read(da, n)).toEqual(Array.from(p, (v, j) => f(f(v * f(drop(dp[j], j) - f(d))) * f(scale))));
+      expect(read(pa, n)).toEqual(Array.from(p, drop));
     }
   });
 });
