@@ -3,11 +3,15 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
+import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../src/backend/select.js';
+import type { TokenRecord } from '../src/data/records.js';
 import { loadCheckpoint } from '../src/formats/checkpoint.js';
 import { DecodeModel } from '../src/model/decode-model.js';
 import { GPT2 } from '../src/model/gpt2.js';
 import { sourcesOf } from '../src/model/params.js';
+import { lmLoss } from '../src/train/lm-loss.js';
+import { trainStep, type ParameterUpdate } from '../src/train/step.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const SHARED = join(ROOT, '..', 'shared');
@@ -17,6 +21,22 @@ export const fixture = (...parts: string[]) => join(ROOT, 'fixtures', ...parts);
 export async function fixtureModel(tf: Tf, dir: string): Promise<GPT2> {
   const ck = await loadCheckpoint(fixture('models', dir));
   return GPT2.fromValues(tf, ck.config, ck.values);
+}
+
+/** The generic step with the LM loss over every parameter of `model` (full training of a causal LM). */
+export const lmTrainStep = (model: GPT2, optimizer: ParameterUpdate, microBatches: TokenRecord[][], options: Parameters<typeof trainStep>[5]) =>
+  trainStep(model.tf, model.params as Map<string, tfjs.Variable>, optimizer, microBatches, lmLoss(model), options);
+
+/** ‖got − want‖ / ‖want‖ (the per-tensor gradient error the tests bound). */
+export function normDiffRatio(got: ArrayLike<number>, want: Float32Array): number {
+  if (got.length !== want.length) throw new Error(`${got.length} values, expected ${want.length}`);
+  let diff = 0;
+  let ref = 0;
+  for (let i = 0; i < want.length; i++) {
+    diff += (got[i] - want[i]) ** 2;
+    ref += want[i] ** 2;
+  }
+  return Math.sqrt(diff / ref);
 }
 
 export interface CliResult {

@@ -56,7 +56,7 @@ from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
     }
     for (const name of result.ignored) log.warn(`ignoring tensor ${name} (not a GPT-2 parameter)`);
     const c = result.config;
-    log.info(`${dst}: ${c.n_layer} layers, ${c.n_embd} wide, ${c.n_head} heads, vocab ${c.vocab_size} (from ${result.source === 'mindformers' ? 'MindFormers names' : 'HF names'} in ${result.weightsPath})`);
+    log.info(`${dst}: ${c.n_layer} layers, ${c.n_embd} wide, ${c.n_head} heads, vocab ${c.vocab_size}${result.head ? `, classification head of ${result.head.num_labels} labels (${result.head.labels.join(', ')})` : ''} (from ${result.source === 'mindformers' ? 'MindFormers names' : 'HF names'} in ${result.weightsPath})`);
   });
 
 await runProgram(program);

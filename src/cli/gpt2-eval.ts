@@ -1,4 +1,4 @@
-/** gpt2-eval: perplexity of a model on record shards, as one JSON line. */
+/** gpt2-eval: perplexity of a language model, or accuracy of a classifier, on record shards, as one JSON line. */
 import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
 import { writeStdout } from '../util/output.js';
@@ -17,18 +17,24 @@ interface Flags {
 
 const program = createProgram({
   name: 'gpt2-eval',
-  summary: 'Evaluate a GPT-2 checkpoint on record shards: mean next-token cross-entropy and perplexity.',
+  summary: 'Evaluate a GPT-2 checkpoint on record shards: perplexity of a language model, accuracy of a classifier.',
   examples: [
     'gpt2-eval --model runs/a/checkpoints/latest --data data/valid',
     'gpt2-eval --model models/gpt2 --data data/valid --batch-size 4 --max-records 100 --backend wasm',
     'gpt2-eval --model gpt2 --data data/valid             # OpenAI\'s GPT-2, once converted into $GPT2_TOOLCHAIN_HOME/models/gpt2',
     'gpt2-eval --model gpt2-tiny --random-init --data data/valid   # a preset\'s shape with random weights (a baseline)',
+    'gpt2-eval --model runs/cls/checkpoints/latest --data data/sst2-dev      # a classifier on labelled shards',
   ],
   notes: `Prints {"loss", "perplexity", "tokens", "records"} on stdout: the token-weighted mean cross-entropy
 of every predicted position whose target is real (attention_mask 1), inputs = ids[:-1] and
 labels = ids[1:] of each record (make eval shards with bpe-encode --block-size n_positions). The
 shards must come from the model's tokenizer. --backend (or $GPT2_BACKEND): auto, tensorflow-gpu,
 tensorflow, wasm, cpu.
+
+A classification checkpoint (config.json: GPT2ForSequenceClassification) on labelled shards prints
+{"accuracy", "loss", "macro_f1", "records"} instead: the share of records whose arg-max label is
+the true one, the mean cross-entropy over records, and the mean F1 over the labels that occur
+among the true labels or the predictions.
 
 --model takes a checkpoint directory or a preset name (gpt2, gpt2-medium, ...). A preset name means
 its pretrained weights, found in $GPT2_TOOLCHAIN_HOME/models/<name> (default
@@ -47,12 +53,13 @@ the preset's shape with random weights instead.`,
     const log = logger('gpt2-eval', !!flags.quiet);
     const { ShardDataset } = await import('../data/shard-reader.js');
     const dataset = await ShardDataset.open(flags.data);
-    const { evaluateModel } = await import('../train/eval-model.js');
+    const { evaluateClassifierModel, evaluateModel, headOf } = await import('../train/eval-model.js');
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
+    const evaluator = (await headOf(flags.model, flags)) ? evaluateClassifierModel : evaluateModel;
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items', rateUnit: 'records' });
     let result;
     try {
-      result = await evaluateModel(flags.model, dataset, {
+      result = await evaluator(flags.model, dataset, {
         backend: flags.backend,
         threads: flags.threads,
         log: log.info,

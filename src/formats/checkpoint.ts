@@ -6,6 +6,10 @@
  * Loading is lenient where HF checkpoints differ and strict where a mistake would hide: names with
  * or without "transformer.", the attention-mask buffers ignored, an lm_head.weight accepted only
  * if it equals wte; a missing tensor or a wrong shape is an error naming the tensor.
+ *
+ * A classification checkpoint is the directory HF's GPT2ForSequenceClassification saves: its
+ * config.json says so (architectures, num_labels, id2label/label2id, pad_token_id) and
+ * model.safetensors adds score.weight [num_labels, n_embd] (model/classification.ts).
  */
 import { copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,6 +17,7 @@ import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js'
 import { fsError, outOfSpace, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
+import { CLASSIFIER_ARCHITECTURE, headFromConfigJson, headToConfigJson, SCORE, scoreShape, type ClassificationHead } from '../model/classification.js';
 import { configFromJson, configToJson, type GPT2Config } from '../model/config.js';
 import { parameterShapes, PREFIX, type ParameterValues } from '../model/params.js';
 import { openSafetensors, writeSafetensors, type LazyTensor, type Tensor32 } from './safetensors.js';
@@ -28,10 +33,22 @@ const CHECKPOINT_FILES = new Set([CONFIG_FILE, WEIGHTS_FILE, 'vocab.json', 'merg
 
 const exists = (path: string) => stat(path).then(() => true, () => false);
 
+/** A config.json's GPT-2 config and, for a classification checkpoint, its head. */
+export function modelConfigFromJson(json: unknown, where: string): { config: GPT2Config; head?: ClassificationHead } {
+  const config = configFromJson(json, where);
+  const head = headFromConfigJson(json as Record<string, unknown>, where);
+  return head ? { config, head } : { config };
+}
+
 /** Reads config.json of a model directory. */
-export async function readConfig(dir: string): Promise<GPT2Config> {
+export async function readConfig(dir: string): Promise<{ config: GPT2Config; head?: ClassificationHead }> {
   const path = join(dir, CONFIG_FILE);
-  return configFromJson(await readJsonFile(path), path);
+  return modelConfigFromJson(await readJsonFile(path), path);
+}
+
+/** The config.json a checkpoint of `config` (with a classification `head`) holds. */
+export function checkpointConfigJson(config: GPT2Config, head?: ClassificationHead): Record<string, unknown> {
+  return head ? { ...configToJson(config), ...headToConfigJson(head) } : configToJson(config);
 }
 
 /** The weights file of a model directory (model.safetensors, else pytorch_model.bin). */
@@ -43,19 +60,26 @@ export async function weightsPathIn(dir: string): Promise<string> {
 const BUFFER = /(^|\.)attn\.(bias|masked_bias)$/;
 
 /**
- * Which stored tensor holds each parameter of config: names with or without "transformer.",
- * causal-mask buffers skipped, shapes checked. `where` names the source in errors; names that are
- * neither parameters nor known buffers come back as `ignored`.
+ * Which stored tensor holds each parameter of config (and score.weight with a classification
+ * head): names with or without "transformer.", causal-mask buffers skipped, shapes checked. `where`
+ * names the source in errors; names that are neither parameters nor known buffers come back as
+ * `ignored`.
  */
-export function resolveNames<T extends { shape: number[] }>(tensors: Map<string, T>, config: GPT2Config, where: string): { params: Map<string, T>; ignored: string[]; lmHead?: T } {
+export function resolveNames<T extends { shape: number[] }>(tensors: Map<string, T>, config: GPT2Config, where: string, head?: ClassificationHead): { params: Map<string, T>; ignored: string[]; lmHead?: T } {
   const byName = new Map<string, T>();
   let lmHead: T | undefined;
   for (const [raw, t] of tensors) {
     if (raw === 'lm_head.weight') lmHead = t;
+    else if (raw === SCORE) byName.set(raw, t);
     else if (!BUFFER.test(raw)) byName.set(raw.startsWith(PREFIX) ? raw : PREFIX + raw, t);
   }
   const params = new Map<string, T>();
-  for (const [name, shape] of parameterShapes(config)) {
+  const expected = parameterShapes(config);
+  if (head) {
+    if (!byName.has(SCORE)) throw new ToolError(`${where}: missing tensor ${SCORE} (config.json says ${CLASSIFIER_ARCHITECTURE})`);
+    expected.push([SCORE, scoreShape(config, head)]);
+  }
+  for (const [name, shape] of expected) {
     const t = byName.get(name);
     if (!t) throw new ToolError(`${where}: missing tensor ${name}`);
     if (t.shape.join(',') !== shape.join(',')) {
@@ -74,9 +98,9 @@ function checkTiedHead(lmHead: Float32Array, wte: Float32Array, where: string): 
   }
 }
 
-/** HF tensors (in memory) → our parameter values for config. */
-export function stateDictToParameters(tensors: Map<string, Tensor32>, config: GPT2Config, where: string): { values: ParameterValues; ignored: string[] } {
-  const { params, ignored, lmHead } = resolveNames(tensors, config, where);
+/** HF tensors (in memory) → our parameter values for config (and the head's score). */
+export function stateDictToParameters(tensors: Map<string, Tensor32>, config: GPT2Config, where: string, head?: ClassificationHead): { values: ParameterValues; ignored: string[] } {
+  const { params, ignored, lmHead } = resolveNames(tensors, config, where, head);
   const values: ParameterValues = new Map();
   for (const [name, t] of params) values.set(name, { shape: t.shape, data: t.data });
   if (lmHead) checkTiedHead(lmHead.data, values.get(`${PREFIX}wte.weight`)!.data, where);
@@ -85,6 +109,8 @@ export function stateDictToParameters(tensors: Map<string, Tensor32>, config: GP
 
 export interface LoadedCheckpoint {
   config: GPT2Config;
+  /** A classification checkpoint's head (its score.weight is in values). */
+  head?: ClassificationHead;
   values: ParameterValues;
   /** Directory holding vocab.json + merges.txt for this model. */
   tokenizerDir: string;
@@ -109,14 +135,16 @@ async function tokenizerDirFor(dir: string): Promise<string> {
 /** Loads a checkpoint directory (ours or HF's) into memory. */
 export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   await checkpointDir(dir);
-  const config = await readConfig(dir);
+  const { config, head } = await readConfig(dir);
   const path = await weightsPathIn(dir);
-  const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path);
-  return { config, values, tokenizerDir: await tokenizerDirFor(dir), ignored };
+  const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path, head);
+  return { config, ...(head ? { head } : {}), values, tokenizerDir: await tokenizerDirFor(dir), ignored };
 }
 
 export interface StreamedCheckpoint {
   config: GPT2Config;
+  /** A classification checkpoint's head (its score.weight is in params). */
+  head?: ClassificationHead;
   /** Each parameter's values, read when asked (from safetensors, one tensor at a time). */
   params: Map<string, LazyTensor>;
   tokenizerDir: string;
@@ -130,19 +158,20 @@ export interface StreamedCheckpoint {
  */
 export async function openCheckpoint(dir: string): Promise<StreamedCheckpoint> {
   await checkpointDir(dir);
-  const config = await readConfig(dir);
+  const { config, head } = await readConfig(dir);
   const path = await weightsPathIn(dir);
   const tokenizerDir = await tokenizerDirFor(dir);
+  const withHead = head ? { head } : {};
   if ((await identifyWeightsFile(path)) !== 'safetensors') {
-    const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path);
+    const { values, ignored } = stateDictToParameters(await readWeightsFile(path), config, path, head);
     const params = new Map([...values].map(([name, v]) => [name, { shape: v.shape, dtype: 'F32' as const, read: async () => v.data, readInto: async (dest: Float32Array) => dest.set(v.data) }]));
-    return { config, params, tokenizerDir, ignored, close: async () => {} };
+    return { config, ...withHead, params, tokenizerDir, ignored, close: async () => {} };
   }
   const file = await openSafetensors(path);
   try {
-    const { params, ignored, lmHead } = resolveNames(file.tensors, config, path);
+    const { params, ignored, lmHead } = resolveNames(file.tensors, config, path, head);
     if (lmHead) checkTiedHead(await lmHead.read(), await params.get(`${PREFIX}wte.weight`)!.read(), path);
-    return { config, params, tokenizerDir, ignored, close: file.close };
+    return { config, ...withHead, params, tokenizerDir, ignored, close: file.close };
   } catch (err) {
     await file.close();
     throw err;
@@ -175,18 +204,22 @@ export interface SaveOptions {
   overwrite?: Replaceable;
   /** Writes further files (optimizer state, …) into the staged directory before it is renamed. */
   extra?: (stagedDir: string) => Promise<void>;
+  /** A classification head: config.json says GPT2ForSequenceClassification and values hold its score.weight. */
+  head?: ClassificationHead;
 }
 
 /** Writes an HF model directory atomically (staged beside dir, renamed into place). */
 export async function saveCheckpoint(dir: string, config: GPT2Config, values: ParameterValues, options: SaveOptions = {}): Promise<void> {
   const staged = await stageDir(dir, { what: 'checkpoint directory', overwrite: options.overwrite });
   try {
-    const config_ = `${JSON.stringify(configToJson(config), null, 2)}\n`;
+    const config_ = `${JSON.stringify(checkpointConfigJson(config, options.head), null, 2)}\n`;
     const { writeFile } = await import('node:fs/promises');
     await writeFile(join(staged.path, CONFIG_FILE), config_).catch((err) => {
       throw fsError(err, join(dir, CONFIG_FILE));
     });
-    const tensors = parameterShapes(config).map(([name, shape]) => {
+    const shapes = parameterShapes(config);
+    if (options.head) shapes.push([SCORE, scoreShape(config, options.head)]);
+    const tensors = shapes.map(([name, shape]) => {
       const v = values.get(name);
       if (!v) throw new ToolError(`cannot save: missing tensor ${name}`);
       return { name, shape, data: v.data };

@@ -1,7 +1,9 @@
 /**
  * convert-weights as a library function: a Hugging Face GPT-2 (directory or weights file:
  * model.safetensors, or pytorch_model.bin in the zip or the legacy format) or a MindFormers
- * safetensors file → our checkpoint directory; optionally also the MindFormers names.
+ * safetensors file → our checkpoint directory; optionally also the MindFormers names. A
+ * GPT2ForSequenceClassification (its config.json says so) keeps its head: score.weight and the
+ * labels.
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -9,8 +11,9 @@ import { checkOutputDir } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
-import { configFromJson, isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
-import { readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
+import type { ClassificationHead } from '../model/classification.js';
+import { isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
+import { modelConfigFromJson, readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
 import { readWeightsFile } from './weights-file.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
 import type { ParameterValues } from '../model/params.js';
@@ -31,6 +34,7 @@ export interface ConvertOptions {
 
 export interface ConvertResult {
   config: GPT2Config;
+  head?: ClassificationHead;
   source: 'hf' | 'mindformers';
   weightsPath: string;
   ignored: string[];
@@ -38,11 +42,11 @@ export interface ConvertResult {
 
 const exists = (path: string) => stat(path).then(() => true, () => false);
 
-async function configFor(option: string | undefined, srcDir: string): Promise<GPT2Config> {
+async function configFor(option: string | undefined, srcDir: string): Promise<{ config: GPT2Config; head?: ClassificationHead }> {
   if (option !== undefined) {
-    if (isPreset(option)) return presetConfig(option);
+    if (isPreset(option)) return { config: presetConfig(option) };
     if (!(await exists(option))) throw new ToolError(`--config ${option}: neither a preset (${Object.keys(PRESETS).join(', ')}) nor a file`);
-    return configFromJson(await readJsonFile(option), option);
+    return modelConfigFromJson(await readJsonFile(option), option);
   }
   if (await exists(join(srcDir, 'config.json'))) return readConfig(srcDir);
   throw new ToolError(`${srcDir}: no config.json; give --config PRESET or --config FILE`);
@@ -57,7 +61,7 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   }
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
-  const config = await configFor(options.config, srcDir);
+  const { config, head } = await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
   await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
@@ -67,15 +71,17 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   let ignored: string[] = [];
   const source = isMindformers(tensors.keys()) ? 'mindformers' : 'hf';
   if (source === 'mindformers') {
+    if (head) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
     values = fromMindformers(config, tensors, weightsPath);
   } else {
-    ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath));
+    ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, head));
   }
   const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
   if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
   await saveCheckpoint(dst, config, values, {
+    head,
     overwrite,
     dtype: options.dtype === 'f16' ? 'F16' : 'F32',
     tokenizerDir: hasTokenizer ? srcDir : undefined,
@@ -84,5 +90,5 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
         ? (staged) => writeSafetensors(join(staged, MINDFORMERS_FILE), toMindformers(config, values), { dtype: options.dtype === 'f16' ? 'F16' : 'F32', metadata: { source: basename(weightsPath) } })
         : undefined,
   });
-  return { config, source, weightsPath, ignored };
+  return { config, ...(head ? { head } : {}), source, weightsPath, ignored };
 }

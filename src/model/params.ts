@@ -83,7 +83,7 @@ export function initialParameters(c: GPT2Config, seed: number): ParameterValues 
 }
 
 /** Standard normal samples (Box–Muller, both outputs used). */
-function gaussian(rng: Rng): () => number {
+export function gaussian(rng: Rng): () => number {
   let spare: number | undefined;
   return () => {
     if (spare !== undefined) {

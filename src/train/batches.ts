@@ -4,9 +4,15 @@
  * shuffled, then records within each. A position (epoch, records consumed in it) is all a
  * checkpoint needs to continue the exact same stream.
  */
-import type { ShardDataset } from '../data/shard-reader.js';
-import type { TokenRecord } from '../data/records.js';
+import type { IterateOptions } from '../data/shard-reader.js';
 import { ToolError } from '../util/errors.js';
+
+/** Records of a data set in the reader's order for (seed, epoch): ShardDataset's iterate, for any record type. */
+export interface OrderedRecords<R> {
+  readonly dir: string;
+  readonly numRecords: number;
+  iterate(options: IterateOptions): AsyncGenerator<{ record: R }>;
+}
 
 export interface DataPosition {
   epoch: number;
@@ -23,16 +29,16 @@ export interface BatchPlan {
 }
 
 /** Records of one epoch. */
-export const recordsPerEpoch = (dataset: ShardDataset, plan: BatchPlan): number => dataset.numRecords * plan.repeat;
+export const recordsPerEpoch = (dataset: OrderedRecords<unknown>, plan: BatchPlan): number => dataset.numRecords * plan.repeat;
 
 /** Micro-batches in one epoch (the last one may be short unless dropRemainder). */
-export function batchesPerEpoch(dataset: ShardDataset, plan: BatchPlan): number {
+export function batchesPerEpoch(dataset: OrderedRecords<unknown>, plan: BatchPlan): number {
   const n = recordsPerEpoch(dataset, plan);
   return plan.dropRemainder ? Math.floor(n / plan.batchSize) : Math.ceil(n / plan.batchSize);
 }
 
 /** Fails, naming the data set and the numbers, when an epoch does not fill one batch. */
-export function checkEnoughRecords(dataset: ShardDataset, plan: BatchPlan): void {
+export function checkEnoughRecords(dataset: OrderedRecords<unknown>, plan: BatchPlan): void {
   const n = recordsPerEpoch(dataset, plan);
   if (n > 0 && (n >= plan.batchSize || !plan.dropRemainder)) return;
   const records = `${dataset.numRecords} record${dataset.numRecords === 1 ? '' : 's'}${plan.repeat > 1 ? ` × repeat ${plan.repeat}` : ''}`;
@@ -40,20 +46,20 @@ export function checkEnoughRecords(dataset: ShardDataset, plan: BatchPlan): void
   throw new ToolError(`${dataset.dir}: ${records} per epoch, fewer than one batch of ${plan.batchSize} (runner.batch_size); ${fix}`);
 }
 
-export class BatchStream {
-  private iterator: AsyncGenerator<{ record: TokenRecord }> | undefined;
+export class BatchStream<R> {
+  private iterator: AsyncGenerator<{ record: R }> | undefined;
   private iteratorPass = -1;
   private nextInPass = 0;
 
   constructor(
-    private readonly dataset: ShardDataset,
+    private readonly dataset: OrderedRecords<R>,
     private readonly plan: BatchPlan,
     /** Where to start; advanced as batches are taken. */
     readonly position: DataPosition = { epoch: 0, offset: 0 },
   ) {}
 
   /** The next micro-batch, moving on to the next epoch when this one is used up. */
-  async next(): Promise<TokenRecord[]> {
+  async next(): Promise<R[]> {
     const { batchSize, dropRemainder } = this.plan;
     checkEnoughRecords(this.dataset, this.plan);
     const perEpoch = recordsPerEpoch(this.dataset, this.plan);
@@ -64,14 +70,14 @@ export class BatchStream {
       this.position.offset = 0;
     }
     const take = Math.min(batchSize, perEpoch - this.position.offset);
-    const batch: TokenRecord[] = [];
+    const batch: R[] = [];
     for (let k = 0; k < take; k++) batch.push(await this.record(this.position.epoch, this.position.offset + k));
     this.position.offset += take;
     return batch;
   }
 
   /** Record `offset` of an epoch's order (reads sequentially; jumps restart the pass iterator). */
-  private async record(epoch: number, offset: number): Promise<TokenRecord> {
+  private async record(epoch: number, offset: number): Promise<R> {
     const n = this.dataset.numRecords;
     const pass = epoch * this.plan.repeat + Math.floor(offset / n);
     const inPass = offset % n;

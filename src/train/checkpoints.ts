@@ -11,6 +11,7 @@ import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { CONFIG_FILE, loadCheckpoint, replaceableCheckpoint, saveCheckpoint, WEIGHTS_FILE } from '../formats/checkpoint.js';
 import { tempPathFor } from '../util/staging.js';
+import type { ClassificationHead } from '../model/classification.js';
 import type { GPT2Config } from '../model/config.js';
 import type { ParameterValues } from '../model/params.js';
 import { readSafetensors, writeSafetensors } from '../formats/safetensors.js';
@@ -76,6 +77,8 @@ export async function findCheckpoints(runDir: string): Promise<RunCheckpoints> {
 
 export interface SavedRun {
   modelConfig: GPT2Config;
+  /** A classifier's head (its score.weight is in values). */
+  head?: ClassificationHead;
   values: ParameterValues;
   optimizer: AdamWState;
   state: TrainerState;
@@ -91,6 +94,7 @@ export async function saveTrainingCheckpoint(
   const name = checkpointName(run.state.step);
   const dir = join(root, name);
   await saveCheckpoint(dir, run.modelConfig, run.values, {
+    head: run.head,
     tokenizerDir: run.tokenizerDir,
     overwrite: replaceableCheckpoint(),
     extra: async (staged) => {
@@ -136,7 +140,7 @@ export async function loadTrainingCheckpoint(runDir: string, step: number): Prom
   const ck = await loadCheckpoint(dir);
   const state = await readState(join(dir, STATE_FILE));
   const optimizer = await readOptimizer(join(dir, OPTIMIZER_FILE), ck.values);
-  return { modelConfig: ck.config, values: ck.values, optimizer, state, tokenizerDir: ck.tokenizerDir, dir };
+  return { modelConfig: ck.config, ...(ck.head ? { head: ck.head } : {}), values: ck.values, optimizer, state, tokenizerDir: ck.tokenizerDir, dir };
 }
 
 async function readState(path: string): Promise<TrainerState> {

@@ -1,10 +1,19 @@
 /**
- * gpt2-eval as a library call: a model (checkpoint directory or preset, see model/source.ts) on
- * record shards, through the engine chooseSequenceEngine picks, weights streamed into it.
+ * gpt2-eval (and gpt2-classify's model) as library calls: a model (checkpoint directory or preset,
+ * see model/source.ts) on record shards, through the engine chooseSequenceEngine picks, weights
+ * streamed into it. A classification checkpoint is evaluated as a classifier, a plain one as a
+ * language model; data made for the other task is refused.
  */
 import type { ShardDataset } from '../data/shard-reader.js';
+import { openCheckpoint } from '../formats/checkpoint.js';
+import type { ClassificationHead } from '../model/classification.js';
 import { loadModel, tokenizerIdentityOf, type OpenOptions } from '../model/open.js';
-import { openEvalEngine } from './engine.js';
+import { resolveModelSource } from '../model/source.js';
+import { ToolError } from '../util/errors.js';
+import type { ClassifierScorer, ClassifyEvalOptions } from './classify-eval.js';
+import { evaluateClassifier } from './classify-eval.js';
+import { labelledRecords } from './classify-data.js';
+import { openClassifierEngine, openEvalEngine } from './engine.js';
 import { checkDataFitsModel, evaluate, type EvalOptions, type EvalResult } from './evaluate.js';
 
 export interface EvalModelOptions extends OpenOptions, EvalOptions {
@@ -13,7 +22,20 @@ export interface EvalModelOptions extends OpenOptions, EvalOptions {
   onIgnored?: (name: string) => void;
 }
 
+/** The task a shard directory's records are for (manifest task; older manifests are causal LM). */
+const dataTask = (dataset: ShardDataset): string => (dataset.manifest as unknown as { task?: string }).task ?? 'causal_lm';
+
+/** The classification head of the checkpoint `source` names; undefined for a language model or random weights. */
+export async function headOf(source: string, options: OpenOptions): Promise<ClassificationHead | undefined> {
+  const resolved = await resolveModelSource(source, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
+  if (resolved.kind === 'random') return undefined;
+  const ck = await openCheckpoint(resolved.dir);
+  await ck.close();
+  return ck.head;
+}
+
 export async function evaluateModel(source: string, dataset: ShardDataset, options: EvalModelOptions): Promise<EvalResult> {
+  if (dataTask(dataset) !== 'causal_lm') throw new ToolError(`${dataset.dir}: holds ${dataTask(dataset)} records, but ${source} is a language model (no classification head)`);
   const batch = Math.min(options.batchSize ?? 8, dataset.numRecords || 1);
   const opened = await loadModel(source, options, async (config, params) => {
     checkDataFitsModel(dataset, config); // before reading any weights
@@ -23,6 +45,50 @@ export async function evaluateModel(source: string, dataset: ShardDataset, optio
     for (const name of opened.ignored) options.onIgnored?.(name);
     dataset.requireTokenizer(await tokenizerIdentityOf(opened.tokenizerDir), "the model's tokenizer");
     return await evaluate(opened.model, dataset, { ...options, batchSize: batch });
+  } finally {
+    opened.model.dispose();
+  }
+}
+
+/** A classification checkpoint, opened to classify. */
+export interface OpenedClassifier {
+  model: ClassifierScorer & { description: string; dispose(): void };
+  tokenizerDir: string;
+  ignored: string[];
+}
+
+/** Opens the classification checkpoint `source` names; anything else (a language model, a random preset) is refused. */
+export async function openClassifierModel(source: string, options: OpenOptions & { threads?: number; batch: number }): Promise<OpenedClassifier> {
+  const notClassifier = `${source} is not a classification checkpoint (its config.json names no GPT2ForSequenceClassification); train one with gpt2-train and task: sequence_classification`;
+  const resolved = await resolveModelSource(source, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
+  if (resolved.kind === 'random') throw new ToolError(notClassifier);
+  const ck = await openCheckpoint(resolved.dir);
+  try {
+    if (!ck.head) throw new ToolError(notClassifier);
+    const model = await openClassifierEngine(ck.config, ck.head, ck.params, { backend: options.backend, threads: options.threads, batch: options.batch, length: ck.config.n_positions, log: options.log });
+    return { model, tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
+  } finally {
+    await ck.close();
+  }
+}
+
+/** gpt2-eval's line for a classifier. */
+export interface ClassifierEvalResult {
+  accuracy: number;
+  loss: number;
+  macro_f1: number;
+  records: number;
+}
+
+export async function evaluateClassifierModel(source: string, dataset: ShardDataset, options: EvalModelOptions & ClassifyEvalOptions): Promise<ClassifierEvalResult> {
+  if (dataTask(dataset) !== 'classification') throw new ToolError(`${dataset.dir}: holds ${dataTask(dataset)} records, but ${source} is a classifier (encode labelled input for it)`);
+  const batch = Math.min(options.batchSize ?? 8, dataset.numRecords || 1);
+  const opened = await openClassifierModel(source, { ...options, batch });
+  try {
+    for (const name of opened.ignored) options.onIgnored?.(name);
+    dataset.requireTokenizer(await tokenizerIdentityOf(opened.tokenizerDir), "the model's tokenizer");
+    const r = await evaluateClassifier(opened.model, labelledRecords(dataset), { ...options, batchSize: batch });
+    return { accuracy: r.accuracy, loss: r.loss, macro_f1: r.macro_f1, records: r.records };
   } finally {
     opened.model.dispose();
   }

@@ -7,7 +7,8 @@
 import type { ShardDataset } from '../data/shard-reader.js';
 import type { TokenRecord } from '../data/records.js';
 import type { GPT2Config } from '../model/config.js';
-import type { GPT2 } from '../model/gpt2.js';
+import type { Tensor } from '@tensorflow/tfjs';
+import type { GPT2, TF } from '../model/gpt2.js';
 import { ToolError } from '../util/errors.js';
 import { crossEntropySum, type LossSum } from './loss.js';
 
@@ -113,14 +114,13 @@ export function tfjsScorer(model: GPT2): Scorer {
         flat.dispose();
       }
     },
-    firstNonFinite: () => firstNonFiniteParameter(model),
+    firstNonFinite: () => firstNonFiniteParameter(model.tf, model.params),
   };
 }
 
-/** The first parameter holding a NaN or an infinity, as "<name> holds <value> (element k of n)". */
-async function firstNonFiniteParameter(model: GPT2): Promise<string | undefined> {
-  const tf = model.tf;
-  for (const [name, t] of model.params) {
+/** The first of `params` holding a NaN or an infinity, as "<name> holds <value> (element k of n)". */
+export async function firstNonFiniteParameter(tf: TF, params: Map<string, Tensor>): Promise<string | undefined> {
+  for (const [name, t] of params) {
     // Reduced on the backend: only a tensor that has one is read back.
     const flag = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(t))));
     const has = (await flag.data())[0] === 1;

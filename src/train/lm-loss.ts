@@ -1,6 +1,6 @@
 /**
- * The training loss: masked mean next-token cross-entropy through the tied LM head, as one op with
- * its own gradient. Autodiff of logSoftmax + gather costs several passes over the [N, vocab]
+ * The LM task's training loss: the seed's shift (shiftBatch), then masked mean next-token
+ * cross-entropy through the tied LM head, as one op with its own gradient. Autodiff of logSoftmax + gather costs several passes over the [N, vocab]
  * logits (wasm's exp alone runs ~30 ns an element) and transposes them for wte's gradient; here
  * the forward is one product and a softmax (vectorised), the backward one pass that writes
  * (softmax − one-hot)·coefficient without ever building the one-hot, and two products arranged so
@@ -9,6 +9,9 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../backend/select.js';
 import type { WasmBackend } from '../backend/wasm-backend.js';
+import type { TokenRecord } from '../data/records.js';
+import type { GPT2 } from '../model/gpt2.js';
+import type { TaskLoss } from './step.js';
 
 const KERNEL = 'Gpt2SoftmaxCrossEntropyGrad';
 const registered = new WeakSet<object>();
@@ -94,4 +97,35 @@ export function lmHeadLoss(tf: Tf, h: tfjs.Tensor2D, wte: tfjs.Tensor2D, labels:
     };
   });
   return op(h, wte) as tfjs.Scalar;
+}
+
+/** Inputs, labels and loss weights of a micro-batch: the seed's shift (ids[:-1], ids[1:], mask[1:]). */
+export function shiftBatch(records: TokenRecord[]): { inputs: number[][]; labels: Int32Array; weights: Float32Array } {
+  const length = records[0].input_ids.length - 1;
+  const labels = new Int32Array(records.length * length);
+  const weights = new Float32Array(records.length * length);
+  const inputs = records.map((r, b) => {
+    for (let t = 0; t < length; t++) {
+      labels[b * length + t] = r.labels[t + 1];
+      weights[b * length + t] = r.attention_mask[t + 1];
+    }
+    return Array.from(r.input_ids.subarray(0, length));
+  });
+  return { inputs, labels, weights };
+}
+
+/** The causal-LM task for the step: a micro-batch's masked mean next-token loss; tokens = real targets. */
+export function lmLoss(model: GPT2): TaskLoss<TokenRecord> {
+  const tf = model.tf;
+  return (records) => {
+    const { inputs, labels, weights } = shiftBatch(records);
+    return {
+      tokens: weights.reduce((a, b) => a + b, 0),
+      value: (seed) => {
+        const { hidden } = model.hidden(inputs, { training: true, seed });
+        const [b, t, d] = hidden.shape;
+        return lmHeadLoss(tf, tf.reshape(hidden, [b * t, d]) as tfjs.Tensor2D, model.param('wte.weight') as tfjs.Tensor2D, labels, weights);
+      },
+    };
+  };
 }

@@ -23,7 +23,8 @@ import type { Scorer } from './evaluate.js';
 import type { LossSum } from './loss.js';
 import { MemoryAdamW } from './memory-adamw.js';
 import type { AdamWSpec, AdamWState } from './optimizer.js';
-import { shiftBatch, type StepResult } from './step.js';
+import { shiftBatch } from './lm-loss.js';
+import type { StepResult } from './step.js';
 
 export interface PassTrainerOptions {
   /** The most records a pass takes at once (the micro-batch) and positions per record (block size − 1). */

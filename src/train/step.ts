@@ -1,36 +1,35 @@
 /**
- * One optimizer step: gradients of the masked next-token loss over `accumulation` micro-batches
- * (summed with weight 1/accumulation), global-norm clipping, AdamW. Dropout masks are seeded from
- * (seed, step, micro-batch), so a resumed run draws exactly the masks the uninterrupted one did.
+ * One optimizer step, whatever the task: gradients of a task's loss (lm-loss.ts, classify-loss.ts)
+ * over `accumulation` micro-batches (summed with weight 1/accumulation) with respect to the trainable
+ * parameters only, global-norm clipping, AdamW. Dropout masks are seeded from (seed, step,
+ * micro-batch), so a resumed run draws exactly the masks the uninterrupted one did.
  */
 import type * as tfjs from '@tensorflow/tfjs';
-import type { TokenRecord } from '../data/records.js';
-import type { GPT2 } from '../model/gpt2.js';
-import { lmHeadLoss } from './lm-loss.js';
-import { clipByGlobalNorm, type AdamW } from './optimizer.js';
+import type { Tf } from '../backend/select.js';
+import { clipByGlobalNorm } from './optimizer.js';
 
 export interface StepResult {
   /** Mean of the micro-batches' losses. */
   loss: number;
   /** Global gradient norm before clipping. */
   gradNorm: number;
-  /** Target tokens that counted (mask 1). */
+  /** Tokens that counted: targets of the LM loss, input tokens of a classifier. */
   tokens: number;
 }
 
-/** Inputs, labels and loss weights of a micro-batch: the seed's shift (ids[:-1], ids[1:], mask[1:]). */
-export function shiftBatch(records: TokenRecord[]): { inputs: number[][]; labels: Int32Array; weights: Float32Array } {
-  const length = records[0].input_ids.length - 1;
-  const labels = new Int32Array(records.length * length);
-  const weights = new Float32Array(records.length * length);
-  const inputs = records.map((r, b) => {
-    for (let t = 0; t < length; t++) {
-      labels[b * length + t] = r.labels[t + 1];
-      weights[b * length + t] = r.attention_mask[t + 1];
-    }
-    return Array.from(r.input_ids.subarray(0, length));
-  });
-  return { inputs, labels, weights };
+/** A micro-batch prepared by a task: its loss (on the gradient tape) and the tokens it counts. */
+export interface MicroBatchLoss {
+  tokens: number;
+  /** The micro-batch's mean loss, computed with dropout masks drawn from `seed`. */
+  value(seed: number): tfjs.Scalar;
+}
+
+/** A task head's training loss: what a micro-batch of its records costs. */
+export type TaskLoss<R> = (records: R[]) => MicroBatchLoss;
+
+/** What the step updates: AdamW, or anything that takes the clipped gradients by parameter name. */
+export interface ParameterUpdate {
+  update(grads: Map<string, tfjs.Tensor>, lr: number): void;
 }
 
 /** A 31-bit seed from integers (for tfjs's seeded dropout). */
@@ -43,28 +42,29 @@ export function mixSeed(...parts: number[]): number {
   return (h >>> 1) % 2147483647;
 }
 
-export async function trainStep(
-  model: GPT2,
-  optimizer: AdamW,
-  microBatches: TokenRecord[][],
+/**
+ * One step of `loss` over `microBatches`, differentiating with respect to `trainable` (parameters by
+ * name; everything else the loss touches stays as it is) and updating them with `optimizer`.
+ */
+export async function trainStep<R>(
+  tf: Tf,
+  trainable: Map<string, tfjs.Variable>,
+  optimizer: ParameterUpdate,
+  microBatches: R[][],
+  loss: TaskLoss<R>,
   options: { lr: number; gradClip: number; seed: number; step: number },
 ): Promise<StepResult> {
-  const tf = model.tf;
-  const variables = [...model.params.values()] as tfjs.Variable[];
-  const nameOf = new Map([...model.params].map(([name, v]) => [(v as tfjs.Variable).name, name]));
+  const variables = [...trainable.values()];
+  const nameOf = new Map([...trainable].map(([name, v]) => [v.name, name]));
   const scale = 1 / microBatches.length;
   const summed = new Map<string, tfjs.Tensor>();
   let lossSum = 0;
   let tokens = 0;
   for (const [m, records] of microBatches.entries()) {
-    const { inputs, labels, weights } = shiftBatch(records);
-    tokens += weights.reduce((a, b) => a + b, 0);
+    const batch = loss(records);
+    tokens += batch.tokens;
     const seed = mixSeed(options.seed, options.step, m);
-    const { value, grads } = tf.variableGrads(() => {
-      const { hidden } = model.hidden(inputs, { training: true, seed });
-      const [b, t, d] = hidden.shape;
-      return lmHeadLoss(tf, tf.reshape(hidden, [b * t, d]) as tfjs.Tensor2D, model.param('wte.weight') as tfjs.Tensor2D, labels, weights);
-    }, variables);
+    const { value, grads } = tf.variableGrads(() => batch.value(seed), variables);
     lossSum += (await value.data())[0];
     value.dispose();
     for (const [varName, g] of Object.entries(grads)) {

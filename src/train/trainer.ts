@@ -2,26 +2,24 @@
  * gpt2-train's loop: data → steps → metrics, evaluations and checkpoints, with exact resume.
  * The run directory layout is in run-dir.ts; one step is in step.ts.
  */
-import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ShardDataset } from '../data/shard-reader.js';
+import type { ClassificationHead } from '../model/classification.js';
 import type { GPT2Config } from '../model/config.js';
-import { pretrainedDir } from '../model/source.js';
-import { loadCheckpoint } from '../formats/checkpoint.js';
 import { tokenizerIdentityOf } from '../model/open.js';
-import { initialParameters, type ParameterValues } from '../model/params.js';
-import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
-import { fsError, ToolError } from '../util/errors.js';
-import { copyFileAtomic, writeFileAtomic } from '../util/output.js';
-import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan } from './batches.js';
+import type { ParameterValues } from '../model/params.js';
+import { ToolError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/output.js';
+import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan, type OrderedRecords } from './batches.js';
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
-import { configToYaml, resolveModelConfig, type Path, type TrainConfig } from './config.js';
-import { openTrainEngine, type TrainEngine } from './engine.js';
+import { labelledRecords } from './classify-data.js';
+import { configToYaml, type Path, type TrainConfig } from './config.js';
+import { openClassifierTrainEngine, openTrainEngine, type TrainEngine } from './engine.js';
 import type { AdamWState } from './optimizer.js';
-import { checkDataFitsModel, evaluate } from './evaluate.js';
+import { checkDataFitsModel } from './evaluate.js';
 import { lossPlotSvg, readMetrics } from './plot.js';
 import { resumeConfig, type ConfigChange } from './resume.js';
-import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, TOKENIZER, type PlanOptions } from './run-dir.js';
+import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, type PlanOptions } from './run-dir.js';
+import { checkDataTask, classificationHead, initialModel, keepTokenizer, openData } from './run-start.js';
 import { learningRate, warmupSteps, type ScheduleSpec } from './schedule.js';
 
 export interface TrainOptions {
@@ -59,59 +57,9 @@ export interface TrainResult {
   checkpoint?: string;
 }
 
-/**
- * The model's config and starting weights: random from model.preset/model.config, or pretrained
- * from --init-from (a checkpoint, or a preset's installed weights: never random, see source.ts).
- */
-async function initialModel(config: TrainConfig): Promise<{ modelConfig: GPT2Config; values: ParameterValues; tokenizerDir: string }> {
-  const from = config.model.init_from;
-  if (from !== null) {
-    const dir = await pretrainedDir(from, { flag: 'model.init_from (--init-from)', randomHint: `set model.preset: ${from} without init_from` });
-    const ck = await loadCheckpoint(dir);
-    const modelConfig = { ...ck.config, ...dropoutOverride(config) };
-    return { modelConfig, values: ck.values, tokenizerDir: ck.tokenizerDir };
-  }
-  const modelConfig = resolveModelConfig(config);
-  return { modelConfig, values: initialParameters(modelConfig, config.seed), tokenizerDir: builtinTokenizerDir() };
-}
-
-/** OUT/tokenizer: vocab.json + merges.txt copied from `from` unless already there (each file atomically). */
-async function keepTokenizer(out: string, from: string): Promise<string> {
-  const dir = join(out, TOKENIZER);
-  for (const name of ['vocab.json', 'merges.txt']) {
-    const path = join(dir, name);
-    if (await stat(path).then(() => true, () => false)) continue;
-    await mkdir(dir, { recursive: true }).catch((err) => {
-      throw fsError(err, dir);
-    });
-    await copyFileAtomic(join(from, name), path);
-  }
-  return dir;
-}
-
-const dropoutOverride = (c: TrainConfig): Partial<GPT2Config> =>
-  c.model.dropout === null ? {} : { resid_pdrop: c.model.dropout, embd_pdrop: c.model.dropout, attn_pdrop: c.model.dropout };
-
-/**
- * Opens the shards a config key names; a failure says which key gave the path, from where, and
- * which flag overrides it.
- */
-async function openData(path: string, key: 'train_dataset' | 'eval_dataset', sourceOf: TrainOptions['sourceOf']): Promise<ShardDataset> {
-  try {
-    return await ShardDataset.open(path);
-  } catch (err) {
-    const source = sourceOf?.([key, 'path']);
-    if (!(err instanceof ToolError) || source === undefined || source.startsWith('--')) throw err;
-    const flag = key === 'train_dataset' ? '--train-data' : '--eval-data';
-    const skip = key === 'eval_dataset' ? ', or --set eval_dataset=null trains without evaluation' : '';
-    throw new ToolError(`${err.message} (${key}.path in ${source}; ${flag} DIR overrides it${skip})`, { cause: err });
-  }
-}
-
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const log = options.log ?? (() => {});
   const given = options.config;
-  if (given.task !== 'causal_lm') throw new ToolError(`task ${given.task} is not implemented yet (only causal_lm)`);
   if (given.lora !== null) throw new ToolError('LoRA fine-tuning is not implemented yet (lora: must be null)');
   if (given.train_dataset.path === null) throw new ToolError('no training data: give --train-data DIR or train_dataset.path');
   const out = given.output_dir;
@@ -126,12 +74,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { config, changes } = resumed ? resumeConfig(resumed.state.config, given, out) : { config: given, changes: [] };
   // The weights (and a checkpoint's moments) are held only until the engine has its copy: for 124M
   // that is 0.5 GB (1.5 GB on a resume) that would otherwise stay alive beside it.
-  let start: { modelConfig: GPT2Config; values?: ParameterValues; optimizer?: AdamWState; tokenizerDir: string } = saved ?? (await initialModel(config));
+  let start: { modelConfig: GPT2Config; values?: ParameterValues; optimizer?: AdamWState; tokenizerDir: string; head?: ClassificationHead } =
+    saved ?? (await initialModel(config, options.info ?? log));
   saved = undefined;
   const { modelConfig, tokenizerDir: tokenizerFrom } = start;
 
   const trainData = await openData(config.train_dataset.path!, 'train_dataset', options.sourceOf);
   const evalData = config.eval_dataset?.path ? await openData(config.eval_dataset.path, 'eval_dataset', options.sourceOf) : undefined;
+  checkDataTask(trainData, config, 'train_dataset');
+  if (evalData) checkDataTask(evalData, config, 'eval_dataset');
   const tokenizer = await tokenizerIdentityOf(tokenizerFrom);
   for (const data of [trainData, evalData]) data?.requireTokenizer(tokenizer, "the model's tokenizer");
   const batchPlan: BatchPlan = {
@@ -151,14 +102,26 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, modelConfig);
   const adamw = { betas: config.optimizer.betas, eps: config.optimizer.eps, weight_decay: config.optimizer.weight_decay };
   const length = Math.max(trainData.blockSize, evalData?.blockSize ?? 0) - 1;
-  const engine = await openTrainEngine(modelConfig, start.values!, adamw, { backend: config.backend, threads: options.threads, batch: batchPlan.batchSize, length, log: options.info ?? log });
+  const engineOptions = { backend: config.backend, threads: options.threads, batch: batchPlan.batchSize, length, log: options.info ?? log };
+  const common = { config, changes, resumed, batchPlan, total, tokenizerFrom };
+  // The task picks the engine and the records; the loop is the same for every task.
+  const task =
+    config.task === 'sequence_classification'
+      ? {
+          engine: await openClassifierTrainEngine(modelConfig, classificationHead(config, start, trainData), start.values!, adamw, engineOptions),
+          trainData: labelledRecords(trainData),
+          evalData: evalData && labelledRecords(evalData),
+          records: `labelled records of up to ${trainData.blockSize} tokens`,
+        }
+      : { engine: await openTrainEngine(modelConfig, start.values!, adamw, engineOptions), trainData, evalData, records: `records of ${trainData.blockSize - 1} tokens` };
+  const engine: { loadOptimizer(state: AdamWState): void; dispose(): void } = task.engine;
   try {
     if (start.optimizer) engine.loadOptimizer(start.optimizer);
     start = { modelConfig, tokenizerDir: tokenizerFrom };
     const run = await RunDir.begin(out, plan, planOptions);
     if (plan.note) options.warn?.(plan.note);
     try {
-      const result = await loop({ ...options, log }, { config, changes, resumed, run, engine, trainData, evalData, batchPlan, total, tokenizerFrom });
+      const result = await loop({ ...options, log }, { ...common, run, ...(task as Task<unknown, unknown>) });
       await run.release();
       return result;
     } catch (err) {
@@ -170,21 +133,27 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   }
 }
 
-interface Loop {
+/** A task's engine and data: records of type R to train on, evaluation data of type D. */
+interface Task<R, D> {
+  engine: TrainEngine<R, D>;
+  trainData: OrderedRecords<R>;
+  evalData?: D;
+  /** What a record is, for the log. */
+  records: string;
+}
+
+interface Loop<R, D> extends Task<R, D> {
   config: TrainConfig;
   changes: ConfigChange[];
   resumed?: Pick<SavedRun, 'state' | 'dir'>;
   run: RunDir;
-  engine: TrainEngine;
-  trainData: ShardDataset;
-  evalData?: ShardDataset;
   batchPlan: BatchPlan;
   total: number;
   tokenizerFrom: string;
 }
 
 /** The steps, evaluations and checkpoints, in a run directory begun for them. */
-async function loop(options: TrainOptions & { log: (m: string) => void }, it: Loop): Promise<TrainResult> {
+async function loop<R, D>(options: TrainOptions & { log: (m: string) => void }, it: Loop<R, D>): Promise<TrainResult> {
   const { log } = options;
   const info = options.info ?? log;
   const { config, resumed, engine, trainData, evalData, total } = it;
@@ -224,12 +193,13 @@ async function loop(options: TrainOptions & { log: (m: string) => void }, it: Lo
   let lastCheckpoint: string | undefined;
   let lr = learningRate(schedule, Math.min(step, total - 1));
   const modelConfig = engine.config;
-  log(`training ${modelConfig.n_layer} layers × ${modelConfig.n_embd} (vocab ${modelConfig.vocab_size}) for ${total} steps of ${it.batchPlan.batchSize}×${accumulation} records of ${trainData.blockSize - 1} tokens`);
+  log(`training ${modelConfig.n_layer} layers × ${modelConfig.n_embd} (vocab ${modelConfig.vocab_size}) for ${total} steps of ${it.batchPlan.batchSize}×${accumulation} ${it.records}`);
 
   const checkpoint = async () => {
     const state: TrainerState = { step, epoch: stream.position.epoch, offset: stream.position.offset, lr, best_eval_loss: best, tokens_seen: tokensSeen, elapsed_s: elapsed(), config };
     lastCheckpoint = await saveTrainingCheckpoint(out, {
       modelConfig,
+      head: engine.head,
       values: await engine.values(),
       optimizer: await engine.optimizerState(),
       state,
@@ -240,10 +210,10 @@ async function loop(options: TrainOptions & { log: (m: string) => void }, it: Lo
   };
   const runEval = async () => {
     if (!evalData) return;
-    const r = await evaluate(engine, evalData, { batchSize: config.eval.batch_size ?? it.batchPlan.batchSize, maxRecords: config.eval.max_records ?? undefined });
+    const r = await engine.evaluate(evalData, { batchSize: config.eval.batch_size ?? it.batchPlan.batchSize, maxRecords: config.eval.max_records ?? undefined });
     if (best === null || r.loss < best) best = r.loss;
-    await metrics.append({ step, eval_loss: r.loss, eval_perplexity: r.perplexity, eval_tokens: r.tokens });
-    log(`step ${step}: eval loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)}`);
+    await metrics.append({ step, ...r.metrics });
+    log(`step ${step}: ${r.summary}`);
   };
 
   let stoppedBy: TrainResult['stoppedBy'];

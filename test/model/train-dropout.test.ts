@@ -28,7 +28,7 @@ import type { GPT2Config } from '../../src/model/config.js';
 import type { ParameterValues } from '../../src/model/params.js';
 import { DropoutDraw, SITES, type Site } from '../../src/model/train-dropout.js';
 import { PassTrainer, type PassTrainerOptions } from '../../src/train/pass-trainer.js';
-import { shiftBatch } from '../../src/train/step.js';
+import { shiftBatch } from '../../src/train/lm-loss.js';
 import { fixture } from '../helpers.js';
 
 type FixtureRecord = { input_ids: number[]; attention_mask: number[] };

@@ -37,8 +37,7 @@ import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { evaluate, tfjsScorer } from '../../src/train/evaluate.js';
 import { AdamW } from '../../src/train/optimizer.js';
 import { passLimit, PassTrainer, type PassTrainerOptions } from '../../src/train/pass-trainer.js';
-import { trainStep } from '../../src/train/step.js';
-import { fixture, tempDir } from '../helpers.js';
+import { fixture, lmTrainStep, tempDir } from '../helpers.js';
 
 const LOSS_REL = 1e-5;
 const GRAD_REL = 1e-4;
@@ -186,7 +185,7 @@ describe('PassTrainer against the tfjs path (cpu)', () => {
     const trainer = PassTrainer.create(config, values, { batch: 2, length: 8, optimizer: spec, headRows: 7, queryBlock: 3 });
     for (const [k, s] of fx.adamw.steps.slice(0, 2).entries()) {
       const micro = s.micro_batches.map(records);
-      const want = await trainStep(model, optimizer, micro, { lr: s.lr, gradClip: fx.adamw.grad_clip, seed: 1, step: k });
+      const want = await lmTrainStep(model, optimizer, micro, { lr: s.lr, gradClip: fx.adamw.grad_clip, seed: 1, step: k });
       const got = trainer.trainStep(micro, { lr: s.lr, gradClip: fx.adamw.grad_clip });
       expect(got.tokens).toBe(want.tokens);
       expect(relErr(got.loss, want.loss), `loss at step ${k + 1}`).toBeLessThan(LOSS_REL);
@@ -204,7 +203,7 @@ describe('PassTrainer against the tfjs path (cpu)', () => {
     const model = GPT2.fromValues(tf, config, values, { trainable: true });
     const recorded = new Map<string, { data: Float32Array }>();
     const recorder = { update: (grads: Map<string, tfjs.Tensor>) => grads.forEach((g, name) => recorded.set(name, { data: g.dataSync() as Float32Array })) };
-    const want = await trainStep(model, recorder as unknown as AdamW, micro, { lr: 0, gradClip: 0, seed: 1, step: 0 });
+    const want = await lmTrainStep(model, recorder as unknown as AdamW, micro, { lr: 0, gradClip: 0, seed: 1, step: 0 });
     model.dispose();
     const trainer = PassTrainer.create(config, values, { batch: 2, length: 8, optimizer: spec, headRows: 4, queryBlock: 5 });
     const got = trainer.trainStep(micro, { lr: 0, gradClip: 0 });

@@ -142,8 +142,9 @@ def layer_norm(x, g, b, eps):
     return (x - mean) / torch.sqrt(var + eps) * g + b
 
 
-def forward(w, cfg, ids, attention_mask=None, position_ids=None, dtype=torch.float64):
-    """HF GPT2LMHeadModel.forward in eval mode, computed in `dtype`. Returns logits [B, T, V]."""
+def forward(w, cfg, ids, attention_mask=None, position_ids=None, dtype=torch.float64, hidden=False):
+    """HF GPT2LMHeadModel.forward in eval mode, computed in `dtype`. Returns logits [B, T, V] (with `hidden`: the final
+    hidden states after ln_f [B, T, D], what GPT2Model returns)."""
     W = {k: v.to(dtype) for k, v in w.items()}
     D, H, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
     hd = D // H
@@ -178,7 +179,7 @@ def forward(w, cfg, ids, attention_mask=None, position_ids=None, dtype=torch.flo
         m = act(m @ W[p + "mlp.c_fc.weight"] + W[p + "mlp.c_fc.bias"]) @ W[p + "mlp.c_proj.weight"] + W[p + "mlp.c_proj.bias"]
         h = h + m
     h = layer_norm(h, W["ln_f.weight"], W["ln_f.bias"], eps)
-    return h @ W["wte.weight"].t()
+    return h if hidden else h @ W["wte.weight"].t()
 
 
 def naive_forward(w, cfg, ids):

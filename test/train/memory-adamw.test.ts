@@ -25,8 +25,7 @@ import { validateTrainConfig } from '../../src/train/config.js';
 import { MemoryAdamW, type HeapTensor } from '../../src/train/memory-adamw.js';
 import { AdamW, type AdamWState } from '../../src/train/optimizer.js';
 import { PassTrainer } from '../../src/train/pass-trainer.js';
-import { trainStep } from '../../src/train/step.js';
-import { fixture, tempDir } from '../helpers.js';
+import { fixture, lmTrainStep, tempDir } from '../helpers.js';
 
 type Values = Record<string, number[]>;
 type Step = { lr: number; grads: Values; grad_norm: number; clipped_grads: Values; params: Values; exp_avg: Values; exp_avg_sq: Values };
@@ -193,7 +192,7 @@ describe('checkpoints resume on either path', () => {
     const model = GPT2.fromValues(tf, saved.modelConfig, saved.values, { trainable: true });
     const optimizer = new AdamW(tf, model.params as Map<string, tfjs.Variable>, trainSpec);
     optimizer.load(saved.optimizer);
-    await trainStep(model, optimizer, micro(2), { ...options(2), seed: 1, step: 2 });
+    await lmTrainStep(model, optimizer, micro(2), { ...options(2), seed: 1, step: 2 });
     expectTorch(await model.values());
     optimizer.dispose();
     model.dispose();
@@ -202,7 +201,7 @@ describe('checkpoints resume on either path', () => {
   it('tfjs → checkpoint → PassTrainer: step 3 gives PyTorch’s weights', async () => {
     const model = GPT2.fromValues(tf, start.config, start.values, { trainable: true });
     const optimizer = new AdamW(tf, model.params as Map<string, tfjs.Variable>, trainSpec);
-    for (const k of [0, 1]) await trainStep(model, optimizer, micro(k), { ...options(k), seed: 1, step: k });
+    for (const k of [0, 1]) await lmTrainStep(model, optimizer, micro(k), { ...options(k), seed: 1, step: k });
     const saved = await roundTrip(await model.values(), await optimizer.state());
     optimizer.dispose();
     model.dispose();

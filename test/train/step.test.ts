@@ -31,8 +31,7 @@ import { GPT2 } from '../../src/model/gpt2.js';
 import { lmHeadLoss } from '../../src/train/lm-loss.js';
 import { crossEntropySum } from '../../src/train/loss.js';
 import { AdamW } from '../../src/train/optimizer.js';
-import { trainStep } from '../../src/train/step.js';
-import { fixture } from '../helpers.js';
+import { fixture, lmTrainStep, normDiffRatio } from '../helpers.js';
 
 const LOSS_REL = 1e-5;
 const GRAD_REL = 1e-4;
@@ -71,16 +70,6 @@ function tagged(file: Map<string, Tensor32>, tag: string): Map<string, Tensor32>
 
 const relErr = (got: number, want: number) => Math.abs(got - want) / Math.abs(want);
 
-function normDiffRatio(got: ArrayLike<number>, want: Float32Array): number {
-  expect(got.length).toBe(want.length);
-  let diff = 0;
-  let ref = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff += (got[i] - want[i]) ** 2;
-    ref += want[i] ** 2;
-  }
-  return Math.sqrt(diff / ref);
-}
 
 /** Stands in for AdamW: keeps the (unclipped, with gradClip 0) gradients trainStep hands it, changes nothing. */
 class RecordingOptimizer {
@@ -107,7 +96,7 @@ for (const backendName of ['wasm', 'cpu'] as const) {
     async function gradientsOf(microBatches: FixtureRecord[][]) {
       const m = await model();
       const recorder = new RecordingOptimizer();
-      const result = await trainStep(m, recorder as unknown as AdamW, microBatches.map(records), { lr: 0, gradClip: 0, seed: 1, step: 0 });
+      const result = await lmTrainStep(m, recorder as unknown as AdamW, microBatches.map(records), { lr: 0, gradClip: 0, seed: 1, step: 0 });
       m.dispose();
       return { result, grads: recorder.grads };
     }
@@ -142,7 +131,7 @@ for (const backendName of ['wasm', 'cpu'] as const) {
       const { betas, eps, weight_decay, grad_clip } = fx.adamw;
       const optimizer = new AdamW(tf, m.params as Map<string, tfjs.Variable>, { betas, eps, weight_decay });
       for (const [k, s] of fx.adamw.steps.entries()) {
-        const result = await trainStep(m, optimizer, s.micro_batches.map(records), { lr: s.lr, gradClip: grad_clip, seed: 1, step: k });
+        const result = await lmTrainStep(m, optimizer, s.micro_batches.map(records), { lr: s.lr, gradClip: grad_clip, seed: 1, step: k });
         expect(s.grad_norm).toBeGreaterThan(grad_clip); // clipping is active in every step
         expect(result.tokens, `tokens at step ${k + 1}`).toBe(s.tokens);
         expect(relErr(result.loss, s.loss), `loss at step ${k + 1}`).toBeLessThan(LOSS_REL);

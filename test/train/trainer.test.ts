@@ -7,7 +7,9 @@ import { presetConfig } from '../../src/model/config.js';
 import { GPT2 } from '../../src/model/gpt2.js';
 import { initialParameters } from '../../src/model/params.js';
 import { AdamW } from '../../src/train/optimizer.js';
-import { mixSeed, shiftBatch, trainStep } from '../../src/train/step.js';
+import { shiftBatch } from '../../src/train/lm-loss.js';
+import { mixSeed } from '../../src/train/step.js';
+import { lmTrainStep } from '../helpers.js';
 
 const config = { ...presetConfig('gpt2-tiny'), vocab_size: 97, n_positions: 8, n_embd: 8, n_layer: 1, n_head: 2 };
 const batch = (step: number): TokenRecord[] =>
@@ -25,7 +27,7 @@ describe('trainStep', () => {
     let first = 0;
     let last = 0;
     for (let step = 0; step < 200; step++) {
-      const r = await trainStep(model, optimizer, [batch(step % 5), batch((step + 1) % 5)], { lr: 3e-3, gradClip: 1, seed: 7, step });
+      const r = await lmTrainStep(model, optimizer, [batch(step % 5), batch((step + 1) % 5)], { lr: 3e-3, gradClip: 1, seed: 7, step });
       if (step === 0) first = r.loss;
       last = r.loss;
       if (step === 1) after2 = tf.memory().numTensors;
