@@ -5,12 +5,13 @@
  * what a classification checkpoint's config.json holds beside GPT-2's keys.
  *
  * Pooling: we read the last position whose attention_mask is 1, so right and left padding give the
- * same logits. HF reads the rightmost token that is not pad_token_id ((arange(T) · (ids ≠ pad)).argmax,
- * position 0 for a row of pads only), and the last position when pad_token_id is None (batches of
- * one only); releases before 4.4x took (ids ≠ pad).sum(-1) − 1, right for right padding only. The
- * rules agree whenever a record's last real token is not pad_token_id. GPT-2 has no pad token and
- * pads with <|endoftext|> (the seed's and our pad_token_id): a text that itself ends in
- * <|endoftext|> is pooled one token earlier by HF than by us.
+ * same logits. HF (since transformers PR #35911, early 2025) reads the rightmost token that is not
+ * pad_token_id: (arange(T) · (ids ≠ pad)).argmax(-1), position 0 for a row of pads only; with
+ * pad_token_id None, the last position (batches of one only). Earlier releases took the position
+ * before the first pad token (PR #24979, 2023) or the count of non-pad tokens − 1: right for right
+ * padding only. The current rule and ours agree whenever a record's last real token is not
+ * pad_token_id. GPT-2 has no pad token and pads with <|endoftext|> (the seed's and our
+ * pad_token_id): a text that itself ends in <|endoftext|> is pooled one token earlier by HF.
  *
  * Positions: a right-padded row counts 0, 1, … (HF's default); a left-padded row counts from its
  * first real token, which keeps each row's logits those it has alone. HF gives the same for left

@@ -13,7 +13,7 @@ Writes fixtures/models/tiny-cls/:
 The model is make_model_fixtures.py's float64 reference forward pass (HF GPT2Model, checked there against a loop
 implementation) with `hidden=True`, then what GPT2ForSequenceClassification.forward does: score applied to every
 position's hidden state, the logits of each row read at HF's pooling index, and CrossEntropyLoss over the
-pooled logits. The pooling index is computed with HF's current rule (transformers >= 4.4x):
+pooled logits. The pooling index is computed with HF's current rule (since transformers PR #35911, early 2025):
     non_pad = (input_ids != pad_token_id); index = (arange(T) * non_pad).argmax(-1)
 i.e. the rightmost token that is not pad_token_id. Both batches hold the same four records (lengths 5, 8, 3, 6;
 one with the pad id 319 inside its text, not at its end, where HF's rule and "last position whose
@@ -23,8 +23,8 @@ attention_mask is 1" agree, which the script asserts):
   left    left-padded with 319, attention mask, position_ids = (mask.cumsum(-1) - 1).clamp(min=0) (as HF's generate)
 
 Each batch's pooled logits are checked against each record alone (batch of one, pad_token_id None: the last
-position) to 1e-12, so left and right padding give the same logits. The script also shows that the rule of older
-transformers releases, (input_ids != pad).sum(-1) - 1, pools the left-padded batch at the wrong place.
+position) to 1e-12, so left and right padding give the same logits. The script also shows that an older rule,
+(input_ids != pad).sum(-1) - 1, pools the left-padded batch at the wrong place (and the record with 319 inside).
 
 expected.json:
   {"pad_token_id", "labels": [names], "records": [[ids]...], "targets": [label ids],
@@ -69,7 +69,7 @@ def hf_pool_index(ids, pad):
 
 
 def old_hf_pool_index(ids, pad):
-    """Older transformers releases: the count of non-pad tokens minus one (right padding only)."""
+    """An older transformers rule: the count of non-pad tokens minus one (right padding only)."""
     return (ids != pad).sum(-1) - 1
 
 
@@ -115,7 +115,7 @@ def main():
         assert index.tolist() == last_real, (side, index.tolist(), last_real)
         assert torch.allclose(pooled, alone, rtol=0, atol=1e-12), side
         old = old_hf_pool_index(torch.tensor(ids), PAD).tolist()
-        print(f"{side}: pool index {index.tolist()} (older transformers' rule: {old}), max|logit| {pooled.abs().max():.4f}")
+        print(f"{side}: pool index {index.tolist()} (the older count rule: {old}), max|logit| {pooled.abs().max():.4f}")
         entry = OrderedDict([("ids", ids), ("attention_mask", mask)])
         if side == "left":
             assert old != last_real, "the old rule should fail on left padding"
