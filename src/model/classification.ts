@@ -172,11 +172,17 @@ export class SequenceClassifier {
     return new SequenceClassifier(gpt2, variable, head);
   }
 
+  /** Wraps a GPT-2 whose score is read from `sources`; the GPT-2 is disposed if that fails. */
   static async fromSources(gpt2: GPT2, head: ClassificationHead, sources: ParameterSources): Promise<SequenceClassifier> {
-    const source = sourceOf(sources, SCORE, scoreShape(gpt2.config, head));
-    const data = new Float32Array(source.shape[0] * source.shape[1]);
-    await source.readInto(data);
-    return new SequenceClassifier(gpt2, gpt2.tf.tensor(data, source.shape, 'float32'), head);
+    try {
+      const source = sourceOf(sources, SCORE, scoreShape(gpt2.config, head));
+      const data = new Float32Array(source.shape[0] * source.shape[1]);
+      await source.readInto(data);
+      return new SequenceClassifier(gpt2, gpt2.tf.tensor(data, source.shape, 'float32'), head);
+    } catch (err) {
+      gpt2.dispose();
+      throw err;
+    }
   }
 
   get tf(): TF {
