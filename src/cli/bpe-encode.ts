@@ -33,7 +33,7 @@ interface Flags {
   chunkBytes?: number;
   quiet?: boolean;
   inputFormat: 'text' | LabelledFormat;
-  textColumn: string[];
+  textColumn?: string[];
   labelColumn?: string;
   textSeparator: string;
   header: boolean;
@@ -75,12 +75,12 @@ that order, else the distinct values sorted (numerically if all are numbers: 1..
 A bad row (ragged, missing column, empty text or label, label not in --labels, invalid JSON) is
 an error naming file and line; --skip-bad leaves such rows out and counts them.`,
 })
-  .argument('[files...]', 'documents, one per line; "-" or none reads standard input')
+  .argument('[files...]', 'documents, one per line, or labelled rows; "-" or none reads standard input')
   .option('-o, --out <path>', 'output directory for shards (with --ids/--decode: output file, default stdout)')
   .option('--block-size <n>', 'tokens per record', intArg('--block-size', 2, 2 ** 31 - 1), 1024)
   .addOption(choiceOption('--doc-separator <kind>', 'what goes between documents', ['eos', 'newline', 'none'], 'eos'))
   .option('--keep-tail', 'keep the last partial block, padded with --pad-id and masked')
-  .option('--pad-id <id>', 'padding token for --keep-tail (default: <|endoftext|>)', intArg('--pad-id', 0))
+  .option('--pad-id <id>', 'padding token for --keep-tail, and for a classifier\'s batches (default: <|endoftext|>)', intArg('--pad-id', 0))
   .option('--num-shards <n>', 'write n shards, records spread evenly (fewer, with a warning, if there are fewer records)', intArg('--num-shards', 1))
   .option('--shard-records <n>', 'records per shard (default: about 64 MiB a shard)', intArg('--shard-records', 1))
   .option('-j, --workers <n>', 'encoding threads (output is identical for any n)', intArg('--workers', 1, 256), availableParallelism())
@@ -93,7 +93,7 @@ an error naming file and line; --skip-bad leaves such rows out and counts them.`
   .option('--inspect <dir>', 'verify a shard directory and print its summary and first records')
   .option('--records <n>', 'records to show with --inspect', intArg('--records', 0), 3)
   .addOption(choiceOption('--input-format <format>', 'text: documents, one per line (a causal LM\'s blocks); tsv, csv, jsonl: labelled rows (classification)', ['text', 'tsv', 'csv', 'jsonl'], 'text'))
-  .option('--text-column <col>', 'labelled: a text column (name or 0-based index; repeat to join several)', (v: string, all: string[]) => [...all, v], [])
+  .option('--text-column <col>', 'labelled: a text column (name or 0-based index; repeat to join several)', (v: string, all: string[] | undefined) => [...(all ?? []), v])
   .option('--label-column <col>', 'labelled: the label column (name or 0-based index)')
   .option('--text-separator <str>', 'labelled: what joins several text columns (the seed\'s AG-News join)', '. ')
   .option('--no-header', 'labelled TSV/CSV: the first line is a row, not column names')
@@ -169,7 +169,7 @@ an error naming file and line; --skip-bad leaves such rows out and counts them.`
         encodeLabelled({
           ...common,
           format: flags.inputFormat as LabelledFormat,
-          textColumns: flags.textColumn,
+          textColumns: flags.textColumn ?? [],
           labelColumn: flags.labelColumn!,
           textSeparator: flags.textSeparator,
           header: flags.header,

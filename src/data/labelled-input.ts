@@ -30,6 +30,7 @@ export type LabelledRow = { source: string; line: number; text: string; label: s
 /** Checks the column flags before any input is read. */
 export function checkColumnOptions(o: ColumnOptions): void {
   if (o.textColumns.length === 0) throw new UsageError(`--input-format ${o.format} needs --text-column NAME|INDEX`);
+  if (o.format === 'jsonl' && !o.header) throw new UsageError('--no-header is for tsv and csv (JSON Lines has no header)');
   for (const c of [...o.textColumns, o.labelColumn]) {
     if (c === '') throw new UsageError('a column name must not be empty');
     if (o.format !== 'jsonl' && !o.header && !/^\d+$/.test(c)) {

@@ -3,7 +3,8 @@
  * csv module for CSV fields (fixtures/labelled/csv-cases.json), a plain tab split for TSV, and the
  * seed's rules for labels (AG-News: label − 1) and joined columns (title + ". " + description).
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tiktoken } from 'js-tiktoken/lite';
 import gpt2Ranks from 'js-tiktoken/ranks/gpt2';
@@ -228,6 +229,7 @@ describe('bad labelled input: one line naming file and line, nothing written', (
     fails([...TSV, '--no-header', SENTIMENT], /column "sentence": with --no-header, columns are given by index/, 2);
     fails([...TSV, '--labels', 'a,a', SENTIMENT], /--labels "a,a": "a" is named twice/, 2);
     fails(['--input-format', 'xml', SENTIMENT], /argument 'xml' is invalid/, 2);
+    fails(['--input-format', 'jsonl', '--no-header', '--text-column', 't', '--label-column', 'l', SENTIMENT], /--no-header is for tsv and csv/, 2);
     expectOneLineError(runCli('bpe-encode', [...TSV, '--ids', SENTIMENT]), 'bpe-encode', /--ids reads text lines, not --input-format tsv/, 2);
   });
 
@@ -246,6 +248,14 @@ describe('bad labelled input: one line naming file and line, nothing written', (
 describe('classification data and the tools that read it', () => {
   const cls = join(dir, 'cls');
   const encoded = () => existsSync(join(cls, 'manifest.json')) || encodeOk([...TSV, '--out', cls, SENTIMENT]);
+
+  it('--overwrite replaces a labelled data set; without it the directory is refused', async () => {
+    encoded();
+    expectOneLineError(runCli('bpe-encode', [...TSV, '--out', cls, SENTIMENT]), 'bpe-encode', /exists and is not empty \(use --overwrite/);
+    encodeOk([...TSV, '--overwrite', '--max-length', '4', '--out', cls, SENTIMENT]);
+    expect((await read(cls)).manifest.max_length).toBe(4);
+    encodeOk([...TSV, '--overwrite', '--out', cls, SENTIMENT]);
+  });
 
   it('--inspect shows the task, labels and records with their label', () => {
     encoded();
@@ -282,5 +292,22 @@ describe.skipIf(!existsSync(SST2_DEV))(`SST-2 dev (${SST2_DEV}; skipped when abs
     expect(labels).toEqual(rows.map((r) => Number(r.label)));
     expect(ids).toEqual(rows.map((r) => encode(r.sentence)));
     expect(manifest.totals.label_counts).toEqual([0, 1].map((l) => rows.filter((r) => Number(r.label) === l).length));
+  });
+});
+
+describe('README', () => {
+  it('the labelled-data block under bpe-encode runs as written', async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const section = readme.split(/^### /m).find((s) => s.startsWith('bpe-encode\n'))!;
+    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(block, 'README.md: no ```sh block under "### bpe-encode"').toContain('--input-format tsv');
+    const cwd = tempDir('gpt2tc-readme-labelled-');
+    symlinkSync(join(ROOT, 'fixtures'), join(cwd, 'fixtures'));
+    const script = ['set -euo pipefail', `npx() { local tool=$1; shift; node ${JSON.stringify(ROOT)}/bin/$tool.js "$@"; }`, block!].join('\n');
+    const r = spawnSync('bash', ['-c', script], { cwd, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('task        classification, 2 labels: 0="negative"');
+    const dev = await read(join(cwd, 'data', 'sentiment-dev'));
+    expect(dev.ids).toEqual(tsvRows(fixture('labelled', 'sentiment-dev.tsv')).map((x) => encode(x.sentence)));
   });
 });
