@@ -112,7 +112,10 @@ export async function* readLabelledRows(files: readonly string[], o: ColumnOptio
 
   const tableRow = (r: CsvRow): LabelledRow | undefined => {
     const at = { source, line: r.line };
-    if ('problem' in r) return { ...at, problem: r.problem };
+    if ('problem' in r) {
+      if (columns === undefined && o.header) throw new ToolError(`${source}:${r.line}: ${r.problem} (in the header)`);
+      return { ...at, problem: r.problem };
+    }
     if (columns === undefined) {
       columns = columnIndices(o, r.fields, `${source}:${r.line}`);
       width = r.fields.length;
@@ -126,21 +129,23 @@ export async function* readLabelledRows(files: readonly string[], o: ColumnOptio
   const endOfFile = () => (csv?.end() ?? []).map(tableRow).filter((r) => r !== undefined);
 
   for await (const chunk of readTextChunks(files, read)) {
+    let text = chunk.text;
     if (chunk.firstLine === 1) {
       // A new input has its own header, and never continues the last one's quoted field.
       yield* endOfFile();
       source = chunk.source;
       csv = o.format === 'csv' ? new CsvParser() : undefined;
       columns = undefined;
+      if (text.startsWith('\ufeff')) text = text.slice(1); // a byte-order mark (spreadsheets write one) is not text
     }
     if (o.format === 'jsonl') {
-      const lines = chunkLines(chunk.text);
+      const lines = chunkLines(text);
       for (let k = 0; k < lines.length; k++) {
         const line = lines[k].endsWith('\r') ? lines[k].slice(0, -1) : lines[k];
         if (line.trim() !== '') yield { source, line: chunk.firstLine + k, ...jsonRow(line, o) };
       }
     } else {
-      for (const r of tableRows(chunk.text, chunk.firstLine, csv)) {
+      for (const r of tableRows(text, chunk.firstLine, csv)) {
         const row = tableRow(r);
         if (row) yield row;
       }

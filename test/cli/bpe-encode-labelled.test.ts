@@ -131,9 +131,9 @@ describe('bpe-encode --input-format csv / jsonl', () => {
     expect((await read(sep)).ids).toEqual(rows.map((r) => encode(`${r[1]}\n${r[2]}`)));
   });
 
-  it('a header line names the columns; each input file has its own', async () => {
+  it('a header line names the columns; each input file has its own (a byte-order mark before it is dropped)', async () => {
     const f = join(dir, 'with-header.csv');
-    writeFileSync(f, `label,title,description\n${readFileSync(TOPICS, 'utf8')}`);
+    writeFileSync(f, `\ufefflabel,title,description\n${readFileSync(TOPICS, 'utf8')}`);
     const o = out();
     encodeOk(['--input-format', 'csv', '--text-column', 'title', '--text-column', 'description', '--label-column', 'label', '--out', o, f, f]);
     const rows = pythonTopics();
@@ -203,6 +203,7 @@ describe('bad labelled input: one line naming file and line, nothing written', (
     fails(['--input-format', 'jsonl', '--text-column', 'text', '--label-column', 'label', missing], /missing\.jsonl:3: no field "text"/);
     const array = file('array.jsonl', '["ok", 1]\n');
     fails(['--input-format', 'jsonl', '--text-column', 'text', '--label-column', 'label', array], /array\.jsonl:1: not a JSON object/);
+    fails(['--input-format', 'csv', '--skip-bad', '--text-column', 't', '--label-column', 'l', file('head.csv', '"t,l\nfine,1\n')], /head\.csv:1: a quoted field is not closed before the end of the input \(in the header\)$/);
     const csv = file('open.csv', 't,l\nfine,1\n"never closed,1\nmore,0\n');
     fails(['--input-format', 'csv', '--text-column', 't', '--label-column', 'l', csv], /open\.csv:3: a quoted field is not closed before the end of the input/);
     fails(['--input-format', 'tsv', '--text-column', 'sentence', '--label-column', 'label', '-'], /<stdin>:2: 1 field, the header has 2/, 1, 'sentence\tlabel\njust text\n');
