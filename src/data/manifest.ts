@@ -122,6 +122,10 @@ export function validateManifest(value: unknown, where: string): Manifest {
     }
     if (new Set(labels).size !== labels.length) throw fail('labels must not repeat a name');
     if (!Array.isArray(m.fields) || !m.fields.includes('label')) throw fail('fields must list label');
+    const counts = (m.totals as Record<string, unknown> | undefined)?.label_counts;
+    if (!Array.isArray(counts) || counts.length !== m.num_labels || !counts.every((c) => Number.isSafeInteger(c) && c >= 0)) {
+      throw fail(`totals.label_counts must be a list of num_labels (${m.num_labels}) counts`);
+    }
   }
   int(m.pad_id, 'pad_id');
   if (m.id_dtype !== 'uint16' && m.id_dtype !== 'int32') throw fail(`id_dtype must be "uint16" or "int32", found ${JSON.stringify(m.id_dtype)}`);

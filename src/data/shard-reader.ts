@@ -92,7 +92,7 @@ async function checkSizes(dir: string, manifest: Manifest): Promise<void> {
 }
 
 /** What each task's data is and how it is made, for requireTask's message. */
-function describe(dataset: ShardDataset<Task>): string {
+function holds(dataset: ShardDataset<Task>): string {
   const m = dataset.manifest;
   return m.task === 'classification'
     ? `classification records (${m.num_labels} labels: ${m.labels.slice(0, 4).join(', ')}${m.num_labels > 4 ? ', …' : ''})`
@@ -110,7 +110,7 @@ const MADE_BY: Record<Task, string> = {
  */
 export function requireTask<T extends Task>(dataset: ShardDataset<Task>, task: T, what: string): ShardDataset<T> {
   if (dataset.task === task) return dataset as unknown as ShardDataset<T>;
-  throw new ToolError(`${dataset.dir} holds ${describe(dataset)}; ${what} needs ${MADE_BY[task]}`);
+  throw new ToolError(`${dataset.dir} holds ${holds(dataset)}; ${what} needs ${MADE_BY[task]}`);
 }
 
 export class ShardDataset<T extends Task = 'causal_lm'> {

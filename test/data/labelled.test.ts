@@ -126,6 +126,8 @@ describe('the reader refuses bad classification records, naming shard, record an
     await expect(openShards(fewer)).rejects.toThrow(/manifest\.json: labels must be a list of num_labels \(3\) names$/);
     const twice = await tampered('twice', () => {}, (m) => void (m.labels = ['a', 'b', 'a']));
     await expect(openShards(twice)).rejects.toThrow(/labels must not repeat a name$/);
+    const counts = await tampered('counts', () => {}, (m) => void ((m.totals as { label_counts: number[] }).label_counts = [1, 2]));
+    await expect(openShards(counts)).rejects.toThrow(/totals\.label_counts must be a list of num_labels \(3\) counts$/);
     const task = await tampered('task', () => {}, (m) => void (m.task = 'regression'));
     await expect(openShards(task)).rejects.toThrow(/task must be "causal_lm" or "classification", found "regression"$/);
   });
