@@ -12,6 +12,9 @@ import { prepareWikitext } from '../data/wikitext.js';
 import { writeDataset } from '../data/shard-writer.js';
 import { innerSize, type GPT2Config } from '../model/config.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
+import { KernelPool } from '../backend/kernel-pool.js';
+import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';
+import { GEMM_SCRATCH_BYTES } from '../backend/wasm-gemm.js';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
@@ -200,4 +203,28 @@ export async function writeRecords(dir: string, ids: Int32Array, blockSize: numb
   });
   writeFileSync(`${dir}.i32`, new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength));
   return `${dir}.i32`;
+}
+
+/**
+ * Our GEMM alone on a 1024³ product (operands out of cache between calls, as in a pass), on
+ * `threads` threads, GFLOPS, median of 5 after a warm-up: what a pass's products can reach here,
+ * now, to set a benchmark's GFLOPS beside.
+ */
+export function gemmGflops(threads: number): number {
+  const n = 1024;
+  const bytes = 4 * n * n;
+  const memory = new wasmApi.Memory({ initial: Math.ceil((3 * bytes + threads * GEMM_SCRATCH_BYTES) / 65536), maximum: MAX_PAGES, shared: true });
+  new Float32Array(memory.buffer, 0, 2 * n * n).fill(0.5);
+  const pool = new KernelPool(memory, threads);
+  try {
+    const times: number[] = [];
+    for (let r = 0; r < 6; r++) {
+      const t0 = performance.now();
+      pool.gemm({ m: n, n, k: n, a: 0, lda: n, b: bytes, ldb: n, c: 2 * bytes, ldc: n }, 3 * bytes);
+      if (r > 0) times.push(performance.now() - t0);
+    }
+    return (2 * n ** 3) / median(times) / 1e6;
+  } finally {
+    pool.close();
+  }
 }

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { saveCheckpoint } from '../formats/checkpoint.js';
 import { presetConfig, type GPT2Config } from '../model/config.js';
 import { initialParameters } from '../model/params.js';
-import { benchIds, firstErrorLine, fixed, flag, FLOPS_FORMULA, forwardFlopsPerToken, describeAnchor, median, reportAnchor, ROW, runAnchor, runTool, scratch, writeRecords } from './harness.js';
+import { benchIds, firstErrorLine, fixed, flag, FLOPS_FORMULA, forwardFlopsPerToken, describeAnchor, gemmGflops, median, reportAnchor, ROW, runAnchor, runTool, scratch, writeRecords } from './harness.js';
 
 interface Case {
   name: string;
@@ -39,6 +39,9 @@ const cases: Case[] = [
 const which = flag('--case', 'all');
 const work = scratch('bench-train-');
 
+// What our products reach here now, to set a step's GFLOPS beside (bench:matmul has the detail).
+const peak = [1, 2].map(gemmGflops);
+console.log(`our GEMM alone (1024³): ${peak[0].toFixed(1)} GFLOPS on 1 thread, ${peak[1].toFixed(1)} on 2\n`);
 for (const c of cases.filter((c) => which === 'all' || which === c.name)) {
   const { config, batch, accumulation, steps, warmup } = c;
   const T = config.n_positions;
@@ -78,7 +81,7 @@ for (const c of cases.filter((c) => which === 'all' || which === c.name)) {
     const stepsLogged = metrics.filter((m) => m.tokens_per_s !== undefined);
     const tokensPerS = median(stepsLogged.slice(warmup).map((m) => m.tokens_per_s!));
     ours = { tokensPerS, firstLoss: stepsLogged[0].loss! };
-    console.log(`${ROW('ours: gpt2-train CLI')}${fixed(tokensPerS)} tokens/s ${fixed((tokensPerS * stepFlops) / tokensPerStep / 1e9)} GFLOPS   ${rss}  (whole command ${run.wallS.toFixed(1)} s)`);
+    console.log(`${ROW('ours: gpt2-train CLI')}${fixed(tokensPerS)} tokens/s ${fixed((tokensPerS * stepFlops) / tokensPerStep / 1e9)} GFLOPS (${((100 * (tokensPerS * stepFlops)) / tokensPerStep / 1e9 / peak[1]).toFixed(0)}% of the GEMM's)   ${rss}  (whole command ${run.wallS.toFixed(1)} s)`);
   } else {
     console.log(`${ROW('ours: gpt2-train CLI')}fails: ${firstErrorLine(run.stderr)}   ${rss} (after ${run.wallS.toFixed(1)} s)`);
   }

@@ -9,7 +9,7 @@ import { createEncoderPool } from '../tokenizer/pool.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { UsageError } from '../util/errors.js';
 import { readTextChunks, STDIN } from '../util/input.js';
-import { dtypeForVocab, replaceableRecords, type IdDtype, type Manifest } from './manifest.js';
+import { dtypeForVocab, replaceableRecords, type CausalLmManifest, type IdDtype } from './manifest.js';
 import type { ShardPlan } from './shard-writer.js';
 import { checkOutputDir } from '../util/atomic-dir.js';
 
@@ -74,7 +74,7 @@ export function checkPadId(tokenizer: Tokenizer, padId: number | undefined): num
   return id;
 }
 
-export async function encodeDataset(options: EncodeDatasetOptions): Promise<Manifest> {
+export async function encodeDataset(options: EncodeDatasetOptions): Promise<CausalLmManifest> {
   checkBlockSize(options.blockSize);
   const inputs = [...options.files.filter((f) => f !== STDIN), ...(options.tokenizerDir ? [options.tokenizerDir] : [])];
   const overwrite = options.overwrite ? replaceableRecords(inputs) : undefined;

@@ -1,8 +1,9 @@
 /**
- * One training record: a block of token ids. On disk a record is a msgpack map; typed arrays use
- * msgpackr's typed-array extension (ext type 0x74: one byte naming the array type, then the
- * little-endian elements). attention_mask is stored only for padded records and labels only when
- * they differ from input_ids; readers fill in the defaults.
+ * One training record. On disk a record is a msgpack map; typed arrays use msgpackr's typed-array
+ * extension (ext type 0x74: one byte naming the array type, then the little-endian elements).
+ * A causal LM's record is a block of token ids: attention_mask is stored only for padded records
+ * and labels only when they differ from input_ids; readers fill in the defaults. A classifier's
+ * record is a text's ids, unpadded, and its label id.
  */
 import { Packr, Unpackr } from 'msgpackr';
 import type { IdDtype } from './manifest.js';
@@ -13,7 +14,13 @@ export interface StoredRecord {
   labels?: Uint16Array | Int32Array;
 }
 
-/** A record with every field present. */
+/** A labelled text: 1 to max_length ids, no padding, and a label in 0 … num_labels − 1. */
+export interface LabelledRecord {
+  input_ids: Uint16Array | Int32Array;
+  label: number;
+}
+
+/** A causal LM's record with every field present. */
 export interface TokenRecord {
   input_ids: Uint16Array | Int32Array;
   attention_mask: Uint8Array;
@@ -65,6 +72,26 @@ export function recordProblem(r: StoredRecord | undefined, shape: RecordShape): 
   if (mask.length !== blockSize) return `attention_mask has ${mask.length} values, block_size is ${blockSize}`;
   const t = mask.findIndex((m) => m > 1);
   return t < 0 ? undefined : `attention_mask[${t}] is ${mask[t]}, must be 0 or 1`;
+}
+
+export interface LabelledShape {
+  maxLength: number;
+  dtype: IdDtype;
+  vocabSize: number;
+  numLabels: number;
+}
+
+/** Why a decoded classification record is unusable (undefined when it is fine). */
+export function labelledProblem(r: LabelledRecord | undefined, shape: LabelledShape): string | undefined {
+  const { maxLength, dtype, vocabSize, numLabels } = shape;
+  const ids = r?.input_ids;
+  if (!(ids instanceof (dtype === 'uint16' ? Uint16Array : Int32Array))) return `input_ids is not a ${dtype} array`;
+  if (ids.length === 0 || ids.length > maxLength) return `input_ids has ${ids.length} tokens, must have 1 to max_length ${maxLength}`;
+  const t = ids.findIndex((id) => id < 0 || id >= vocabSize);
+  if (t >= 0) return `input_ids[${t}] is ${ids[t]}, outside the vocabulary of ${vocabSize} ids (0 to ${vocabSize - 1})`;
+  const label = r!.label;
+  if (!Number.isInteger(label) || label < 0 || label >= numLabels) return `label is ${JSON.stringify(label)}, must be an integer in 0 … ${numLabels - 1} (num_labels ${numLabels})`;
+  return undefined;
 }
 
 export function withDefaults(r: StoredRecord): TokenRecord {

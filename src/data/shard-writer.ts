@@ -1,7 +1,8 @@
 /**
- * Token stream → record shards + manifest. Blocks are non-overlapping slices of block_size tokens;
- * the tail is dropped or, with keepTail, padded and masked. Shards and manifest are written into a
- * staged directory (see atomic-dir.ts), each file under a temporary name first, the manifest last.
+ * Records → shards + manifest. A causal LM's token stream becomes non-overlapping blocks of
+ * block_size tokens (the tail dropped or, with keepTail, padded and masked); a classifier's
+ * labelled records are written as they come. Shards and manifest are written into a staged
+ * directory (see atomic-dir.ts), each file under a temporary name first, the manifest last.
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -9,8 +10,8 @@ import { stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { writeFileAtomic } from '../util/output.js';
 import { VERSION } from '../version.js';
 import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
-import { MANIFEST_FILE, RECORDS_FORMAT, RECORDS_VERSION, type IdDtype, type Manifest, type ShardInfo } from './manifest.js';
-import { idArray, packer, type StoredRecord } from './records.js';
+import { MANIFEST_FILE, RECORDS_FORMAT, RECORDS_VERSION, type CausalLmManifest, type ClassificationManifest, type IdDtype, type Manifest, type ShardInfo } from './manifest.js';
+import { idArray, packer, type LabelledRecord, type StoredRecord } from './records.js';
 
 export interface ShardPlan {
   /** Records per shard (the last may hold fewer). */
@@ -82,51 +83,35 @@ export function shardSizes(records: number, plan: ShardPlan, blockSize: number, 
   return sizes;
 }
 
-/** Writes the dataset into dir (see stageDir for overwrite rules); returns its manifest. */
-export async function writeDataset(dir: string, ids: ArrayLike<number>, spec: DatasetSpec, overwrite?: Replaceable): Promise<Manifest> {
+/**
+ * Writes records into dir as shards of the given sizes, then the manifest that `finish` makes
+ * from the shard list (see stageDir for overwrite rules). `tokens` counts a record's real tokens.
+ */
+export async function writeShards<R extends object, M extends Manifest>(
+  dir: string,
+  records: Iterator<R>,
+  sizes: readonly number[],
+  tokens: (record: R) => number,
+  finish: (shards: ShardInfo[]) => M,
+  overwrite?: Replaceable,
+): Promise<M> {
   const staged = await stageDir(dir, { overwrite });
   try {
-    const records = blockRecords(ids, spec);
-    const sizes = shardSizes(countRecords(ids.length, spec.blockSize, spec.keepTail), spec.plan, spec.blockSize, spec.dtype);
     const shards: ShardInfo[] = [];
-    let padded = false;
     for (let k = 0; k < sizes.length; k++) {
       const parts: Uint8Array[] = [];
-      let tokens = 0;
+      let count = 0;
       for (let r = 0; r < sizes[k]; r++) {
-        const record = records.next().value as StoredRecord;
-        if (record.attention_mask) {
-          padded = true;
-          tokens += record.attention_mask.reduce((a, b) => a + b, 0);
-        } else {
-          tokens += record.input_ids.length;
-        }
+        const record = records.next().value as R;
+        count += tokens(record);
         parts.push(packer.pack(record));
       }
       const data = Buffer.concat(parts);
       const file = shardName(k);
       await writeFileAtomic(join(staged.path, file), data, { shownAs: join(dir, file) });
-      shards.push({ file, records: sizes[k], tokens, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+      shards.push({ file, records: sizes[k], tokens: count, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
     }
-    const manifest: Manifest = {
-      format: RECORDS_FORMAT,
-      version: RECORDS_VERSION,
-      tokenizer: spec.tokenizer,
-      block_size: spec.blockSize,
-      id_dtype: spec.dtype,
-      fields: padded ? ['input_ids', 'attention_mask'] : ['input_ids'],
-      doc_separator: spec.docSeparator,
-      pad_id: spec.padId,
-      shards,
-      totals: {
-        records: shards.reduce((a, s) => a + s.records, 0),
-        tokens: shards.reduce((a, s) => a + s.tokens, 0),
-        bytes: shards.reduce((a, s) => a + s.bytes, 0),
-        documents: spec.documents,
-        input_bytes: spec.inputBytes,
-      },
-      created_by: { tool: 'bpe-encode', version: VERSION, command: spec.command },
-    };
+    const manifest = finish(shards);
     await writeFileAtomic(join(staged.path, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { shownAs: join(dir, MANIFEST_FILE) });
     await staged.commit();
     return manifest;
@@ -134,4 +119,80 @@ export async function writeDataset(dir: string, ids: ArrayLike<number>, spec: Da
     await staged.abort();
     throw err;
   }
+}
+
+const sum = (shards: ShardInfo[], key: 'records' | 'tokens' | 'bytes') => shards.reduce((a, s) => a + s[key], 0);
+const createdBy = (command: string[]) => ({ tool: 'bpe-encode', version: VERSION, command });
+
+/** Writes a causal LM's token stream into dir as blocks; returns its manifest. */
+export async function writeDataset(dir: string, ids: ArrayLike<number>, spec: DatasetSpec, overwrite?: Replaceable): Promise<CausalLmManifest> {
+  const sizes = shardSizes(countRecords(ids.length, spec.blockSize, spec.keepTail), spec.plan, spec.blockSize, spec.dtype);
+  let padded = false;
+  const tokens = (record: StoredRecord) => {
+    if (!record.attention_mask) return record.input_ids.length;
+    padded = true;
+    return record.attention_mask.reduce((a, b) => a + b, 0);
+  };
+  const finish = (shards: ShardInfo[]): CausalLmManifest => ({
+    format: RECORDS_FORMAT,
+    version: RECORDS_VERSION,
+    task: 'causal_lm',
+    tokenizer: spec.tokenizer,
+    block_size: spec.blockSize,
+    id_dtype: spec.dtype,
+    fields: padded ? ['input_ids', 'attention_mask'] : ['input_ids'],
+    doc_separator: spec.docSeparator,
+    pad_id: spec.padId,
+    shards,
+    totals: { records: sum(shards, 'records'), tokens: sum(shards, 'tokens'), bytes: sum(shards, 'bytes'), documents: spec.documents, input_bytes: spec.inputBytes },
+    created_by: createdBy(spec.command),
+  });
+  return writeShards(dir, blockRecords(ids, spec), sizes, tokens, finish, overwrite);
+}
+
+export interface LabelledSpec {
+  maxLength: number;
+  truncationSide: 'right' | 'left';
+  labels: string[];
+  dtype: IdDtype;
+  padId: number;
+  tokenizer: TokenizerIdentity;
+  plan: ShardPlan;
+  inputBytes: number;
+  /** Records cut to maxLength, and bad rows left out. */
+  truncated: number;
+  skipped: number;
+  command: string[];
+}
+
+/** Writes labelled records (unpadded) into dir; returns its manifest. */
+export async function writeLabelledDataset(dir: string, records: readonly LabelledRecord[], spec: LabelledSpec, overwrite?: Replaceable): Promise<ClassificationManifest> {
+  const sizes = shardSizes(records.length, spec.plan, spec.maxLength, spec.dtype);
+  const counts = spec.labels.map(() => 0);
+  for (const r of records) counts[r.label]++;
+  const finish = (shards: ShardInfo[]): ClassificationManifest => ({
+    format: RECORDS_FORMAT,
+    version: RECORDS_VERSION,
+    task: 'classification',
+    tokenizer: spec.tokenizer,
+    max_length: spec.maxLength,
+    truncation_side: spec.truncationSide,
+    num_labels: spec.labels.length,
+    labels: spec.labels,
+    id_dtype: spec.dtype,
+    fields: ['input_ids', 'label'],
+    pad_id: spec.padId,
+    shards,
+    totals: {
+      records: sum(shards, 'records'),
+      tokens: sum(shards, 'tokens'),
+      bytes: sum(shards, 'bytes'),
+      input_bytes: spec.inputBytes,
+      label_counts: counts,
+      truncated: spec.truncated,
+      skipped: spec.skipped,
+    },
+    created_by: createdBy(spec.command),
+  });
+  return writeShards(dir, records[Symbol.iterator](), sizes, (r) => r.input_ids.length, finish, overwrite);
 }

@@ -9,6 +9,7 @@
 import { availableParallelism } from 'node:os';
 import { MAX_PAGES, wasmApi, type WasmMemory } from '../backend/wasm-asm.js';
 import { KernelPool } from '../backend/kernel-pool.js';
+import { RowKernels } from '../backend/wasm-rows.js';
 import type { GPT2Config } from './config.js';
 import { parameterShapes, PREFIX, sourceOf, type ParameterSources } from './params.js';
 import { WasmDecoder, type DecodeHeap } from './wasm-decoder.js';
@@ -18,6 +19,7 @@ const PAGE = 65536;
 
 export class DecodeModel implements DecodeHeap {
   readonly kernels: KernelPool;
+  readonly rows: RowKernels;
   /** Live buffers after the weights: float offset → end. */
   private readonly buffers = new Map<number, number>();
 
@@ -25,11 +27,13 @@ export class DecodeModel implements DecodeHeap {
     readonly config: GPT2Config,
     readonly memory: WasmMemory,
     threads: number,
-    /** Float offset of each parameter (16-byte aligned), and where buffers start after them. */
+    /** Float offset of each parameter (16-byte aligned); the row kernels' results; where buffers start. */
     private readonly offsets: Map<string, number>,
+    results: number,
     private readonly base: number,
   ) {
     this.kernels = new KernelPool(memory, threads);
+    this.rows = new RowKernels(memory, results);
   }
 
   private static empty(config: GPT2Config, threads: number): DecodeModel {
@@ -39,10 +43,11 @@ export class DecodeModel implements DecodeHeap {
       offsets.set(name, floats);
       floats += Math.ceil(shape.reduce((a, b) => a * b, 1) / 4) * 4;
     }
+    const results = Math.ceil(floats / 16) * 16; // 16 floats, 64-byte aligned (RowKernels)
     const pages = Math.ceil((floats * 4) / PAGE) + 1;
     if (pages > MAX_PAGES) throw new ToolError(`the model's ${((floats * 4) / 2 ** 30).toFixed(1)} GiB of weights exceed wasm's 4 GiB memory; use the tensorflow backend`);
     const memory = new wasmApi.Memory({ initial: pages, maximum: MAX_PAGES, shared: true });
-    return new DecodeModel(config, memory, threads, offsets, floats);
+    return new DecodeModel(config, memory, threads, offsets, results, results + 16);
   }
 
   /** Reads each parameter from `sources` straight into the shared memory. */

@@ -15,12 +15,16 @@
 import type { WasmMemory } from '../backend/wasm-asm.js';
 import type { KernelPool } from '../backend/kernel-pool.js';
 import { GEMM_SCRATCH_BYTES } from '../backend/wasm-gemm.js';
+import type { RowKernels } from '../backend/wasm-rows.js';
 import { innerSize, type GPT2Config } from './config.js';
+import { activate } from './train-ops.js';
 
 /** A wasm memory holding a model's parameters, kernels over it, and room for buffers. */
 export interface DecodeHeap {
   readonly memory: WasmMemory;
   readonly kernels: KernelPool;
+  /** SIMD kernels for the elementwise steps and softmax (one module for every decoder). */
+  readonly rows: RowKernels;
   /** Float offset of a parameter, by HF name without the "transformer." prefix. */
   param(name: string): number;
   /** Float offset of `floats` zeroed floats (16-byte aligned), until `release`. */
@@ -157,15 +161,17 @@ export class WasmDecoder {
     }
     for (const [l, layer] of this.layers.entries()) {
       this.layerNorm(x, h, layer.ln1, R, d, eps);
-      product(h, layer.attn[0], qkv, d, 3 * d, (c0, c1) => addBias(heap, qkv, layer.attn[1], R, 3 * d, c0, c1));
+      product(h, layer.attn[0], qkv, d, 3 * d, (c0, c1) => this.columns(qkv, R, 3 * d, c0, c1, (at, rows, width) => this.dh.rows.addBias(at, layer.attn[1] + c0, rows, width)));
       this.attend(l, T);
-      product(ctx, layer.proj[0], tmp, d, d, (c0, c1) => addResidual(heap, x, tmp, layer.proj[1], R, d, c0, c1));
+      product(ctx, layer.proj[0], tmp, d, d, (c0, c1) => this.addResidual(layer.proj[1], R, c0, c1));
       this.layerNorm(x, h, layer.ln2, R, d, eps);
-      product(h, layer.fc[0], fc, d, inner, (c0, c1) => {
-        addBias(heap, fc, layer.fc[1], R, inner, c0, c1);
-        activate(heap, fc, R, inner, c0, c1, this.config.activation_function);
-      });
-      product(fc, layer.out[0], tmp, inner, d, (c0, c1) => addResidual(heap, x, tmp, layer.out[1], R, d, c0, c1));
+      product(h, layer.fc[0], fc, d, inner, (c0, c1) =>
+        this.columns(fc, R, inner, c0, c1, (at, rows, width) => {
+          this.dh.rows.addBias(at, layer.fc[1] + c0, rows, width);
+          activate(this.dh.rows, heap, at, at, rows * width, this.config.activation_function);
+        }),
+      );
+      product(fc, layer.out[0], tmp, inner, d, (c0, c1) => this.addResidual(layer.out[1], R, c0, c1));
     }
     for (let b = 0; b < B; b++) heap.copyWithin(x + b * d, x + (b * T + T - 1) * d, x + (b * T + T) * d); // last rows
     this.layerNorm(x, last, this.lnF, B, d, eps);
@@ -218,7 +224,7 @@ export class WasmDecoder {
           else kernels.gemm({ m: rows, n: seen, k: hd, a: q * 4, lda: 3 * d, b: keys * 4, ldb: ks, c: scores * 4, ldc: ks }, scratch * 4);
           for (let i = 0; i < rows; i++) {
             const sees = this.length + t0 + i + 1;
-            softmax(heap, scores + i * ks, this.padding[b], sees);
+            this.softmax(scores + i * ks, this.padding[b], sees);
             heap.fill(0, scores + i * ks + sees, scores + i * ks + seen);
           }
           if (rows === 1) kernels.nn(scores * 4, values * 4, out * 4, 1, seen, hd, hd);
@@ -226,6 +232,33 @@ export class WasmDecoder {
         }
       }
     }
+  }
+
+  /**
+   * f(at, rows, width) over columns [c0, c1) of `count` rows of `width` at `base`: all of them at
+   * once when they are whole rows, else row by row. A kernel computes each element on its own,
+   * so both give the same bits.
+   */
+  private columns(base: number, count: number, width: number, c0: number, c1: number, f: (at: number, rows: number, width: number) => void): void {
+    if (c0 === 0 && c1 === width) return f(base, count, width);
+    for (let r = 0; r < count; r++) f(base + r * width + c0, 1, c1 - c0);
+  }
+
+  /** x += tmp + bias over columns [c0, c1). */
+  private addResidual(bias: number, count: number, c0: number, c1: number): void {
+    const { x, tmp } = this.at;
+    const d = this.config.n_embd;
+    this.columns(0, count, d, c0, c1, (at, rows, width) => this.dh.rows.addBias(x + at, bias + c0, rows, width, tmp + at));
+  }
+
+  /** Softmax over scores [0, keys) at `at` in place; positions before `masked` get probability 0. */
+  private softmax(at: number, masked: number, keys: number): void {
+    const rows = this.dh.rows;
+    const [from, n] = [at + masked, keys - masked];
+    if (n <= 0) return void this.heap.fill(0, at, at + keys); // a padding row: it sees only padding
+    const sum = rows.expSum(from, n, 1, -rows.rowMax(from, n), true);
+    rows.scale(from, n, 1 / sum);
+    this.heap.fill(0, at, from);
   }
 
   /** Float offset of layer l's keys (which 0) or values (1) for one (sequence, head). */
@@ -252,49 +285,4 @@ export class WasmDecoder {
       for (let j = 0; j < d; j++) heap[dst + r * d + j] = (heap[s + j] - mean) * inv * heap[g + j] + heap[beta + j];
     }
   }
-}
-
-// Elementwise steps over columns [c0, c1) of `count` rows of `width` (each column on its own, so a
-// product's column blocks can be finished separately).
-
-function addBias(heap: Float32Array, rows: number, bias: number, count: number, width: number, c0: number, c1: number): void {
-  for (let r = 0; r < count; r++) for (let j = c0; j < c1; j++) heap[rows + r * width + j] += heap[bias + j];
-}
-
-/** x += y + bias. */
-function addResidual(heap: Float32Array, x: number, y: number, bias: number, count: number, width: number, c0: number, c1: number): void {
-  for (let r = 0; r < count; r++) for (let j = c0; j < c1; j++) heap[x + r * width + j] += heap[y + r * width + j] + heap[bias + j];
-}
-
-/** Softmax over scores[0, keys) in place; positions before `masked` get probability 0. */
-function softmax(heap: Float32Array, at: number, masked: number, keys: number): void {
-  let max = -Infinity;
-  for (let j = masked; j < keys; j++) max = Math.max(max, heap[at + j]);
-  let sum = 0;
-  for (let j = masked; j < keys; j++) sum += heap[at + j] = Math.exp(heap[at + j] - max);
-  for (let j = 0; j < masked; j++) heap[at + j] = 0;
-  for (let j = masked; j < keys; j++) heap[at + j] /= sum;
-}
-
-const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
-
-function activate(heap: Float32Array, at: number, count: number, width: number, c0: number, c1: number, fn: GPT2Config['activation_function']): void {
-  for (let r = 0; r < count; r++) {
-    for (let j = at + r * width + c0; j < at + r * width + c1; j++) {
-      const v = heap[j];
-      // ½v(1 + tanh z) as v·σ(2z): the same value, and Math.exp is ~1.5× faster than Math.tanh here
-      if (fn === 'gelu_new') heap[j] = v / (1 + Math.exp(-2 * SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
-      else if (fn === 'fast_gelu') heap[j] = v / (1 + Math.exp(-1.702 * v));
-      else heap[j] = 0.5 * v * (1 + erf(v * Math.SQRT1_2));
-    }
-  }
-}
-
-/** erf to ~1e-7 (Abramowitz & Stegun 7.1.26, the approximation tfjs's Erf kernels use). */
-function erf(x: number): number {
-  const sign = x < 0 ? -1 : 1;
-  const a = Math.abs(x);
-  const t = 1 / (1 + 0.3275911 * a);
-  const poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return sign * (1 - poly * Math.exp(-a * a));
 }
