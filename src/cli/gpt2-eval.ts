@@ -51,8 +51,8 @@ the preset's shape with random weights instead.`,
   .option('--seed <n>', 'seed for --random-init', intArg('--seed', 0), 0)
   .action(async (flags: Flags) => {
     const log = logger('gpt2-eval', !!flags.quiet);
-    const { ShardDataset } = await import('../data/shard-reader.js');
-    const dataset = await ShardDataset.open(flags.data);
+    const { openShards } = await import('../data/shard-reader.js');
+    const dataset = await openShards(flags.data);
     const { evaluateClassifierModel, evaluateModel, headOf } = await import('../train/eval-model.js');
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
     const evaluator = (await headOf(flags.model, flags)) ? evaluateClassifierModel : evaluateModel;

@@ -11,7 +11,7 @@
 import type { GPT2Config } from '../model/config.js';
 import type { ClassificationHead, SequenceClassifier } from '../model/classification.js';
 import { ToolError } from '../util/errors.js';
-import type { LabelledRecord } from './classify-loss.js';
+import type { LabelledRecord } from '../data/records.js';
 import { firstNonFiniteParameter } from './evaluate.js';
 
 export interface ClassCounts {

@@ -7,13 +7,8 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { TF } from '../model/gpt2.js';
 import type { SequenceClassifier } from '../model/classification.js';
+import type { LabelledRecord } from '../data/records.js';
 import type { TaskLoss } from './step.js';
-
-/** A labelled record as the data pipeline writes it (h-labelled's src/data/records.ts): no stored padding. */
-export interface LabelledRecord {
-  input_ids: Uint16Array | Int32Array;
-  label: number;
-}
 
 /** Mean over rows of −log softmax(logits)[label]. */
 export function classificationCrossEntropy(tf: TF, logits: tfjs.Tensor2D, labels: Int32Array): tfjs.Scalar {

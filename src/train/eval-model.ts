@@ -4,15 +4,14 @@
  * streamed into it. A classification checkpoint is evaluated as a classifier, a plain one as a
  * language model; data made for the other task is refused.
  */
-import type { ShardDataset } from '../data/shard-reader.js';
+import type { Task } from '../data/manifest.js';
+import { requireTask, type ShardDataset } from '../data/shard-reader.js';
 import { openCheckpoint } from '../formats/checkpoint.js';
 import type { ClassificationHead } from '../model/classification.js';
 import { loadModel, tokenizerIdentityOf, type OpenOptions } from '../model/open.js';
 import { resolveModelSource } from '../model/source.js';
 import { ToolError } from '../util/errors.js';
-import type { ClassifierScorer, ClassifyEvalOptions } from './classify-eval.js';
-import { evaluateClassifier } from './classify-eval.js';
-import { labelledRecords } from './classify-data.js';
+import { evaluateClassifier, type ClassifierScorer, type ClassifyEvalOptions } from './classify-eval.js';
 import { openClassifierEngine, openEvalEngine } from './engine.js';
 import { checkDataFitsModel, evaluate, type EvalOptions, type EvalResult } from './evaluate.js';
 
@@ -21,9 +20,6 @@ export interface EvalModelOptions extends OpenOptions, EvalOptions {
   /** Tensors in the checkpoint that are not GPT-2 parameters: reported, not loaded. */
   onIgnored?: (name: string) => void;
 }
-
-/** The task a shard directory's records are for (manifest task; older manifests are causal LM). */
-const dataTask = (dataset: ShardDataset): string => (dataset.manifest as unknown as { task?: string }).task ?? 'causal_lm';
 
 /** The classification head of the checkpoint `source` names; undefined for a language model or random weights. */
 export async function headOf(source: string, options: OpenOptions): Promise<ClassificationHead | undefined> {
@@ -34,8 +30,8 @@ export async function headOf(source: string, options: OpenOptions): Promise<Clas
   return ck.head;
 }
 
-export async function evaluateModel(source: string, dataset: ShardDataset, options: EvalModelOptions): Promise<EvalResult> {
-  if (dataTask(dataset) !== 'causal_lm') throw new ToolError(`${dataset.dir}: holds ${dataTask(dataset)} records, but ${source} is a language model (no classification head)`);
+export async function evaluateModel(source: string, data: ShardDataset<Task>, options: EvalModelOptions): Promise<EvalResult> {
+  const dataset = requireTask(data, 'causal_lm', `${source} (a language model)`);
   const batch = Math.min(options.batchSize ?? 8, dataset.numRecords || 1);
   const opened = await loadModel(source, options, async (config, params) => {
     checkDataFitsModel(dataset, config); // before reading any weights
@@ -80,14 +76,15 @@ export interface ClassifierEvalResult {
   records: number;
 }
 
-export async function evaluateClassifierModel(source: string, dataset: ShardDataset, options: EvalModelOptions & ClassifyEvalOptions): Promise<ClassifierEvalResult> {
-  if (dataTask(dataset) !== 'classification') throw new ToolError(`${dataset.dir}: holds ${dataTask(dataset)} records, but ${source} is a classifier (encode labelled input for it)`);
+export async function evaluateClassifierModel(source: string, data: ShardDataset<Task>, options: EvalModelOptions & ClassifyEvalOptions): Promise<ClassifierEvalResult> {
+  const dataset = requireTask(data, 'classification', `${source} (a classifier)`);
   const batch = Math.min(options.batchSize ?? 8, dataset.numRecords || 1);
   const opened = await openClassifierModel(source, { ...options, batch });
   try {
     for (const name of opened.ignored) options.onIgnored?.(name);
     dataset.requireTokenizer(await tokenizerIdentityOf(opened.tokenizerDir), "the model's tokenizer");
-    const r = await evaluateClassifier(opened.model, labelledRecords(dataset), { ...options, batchSize: batch });
+    checkDataFitsModel(dataset, opened.model.config);
+    const r = await evaluateClassifier(opened.model, dataset, { ...options, batchSize: batch });
     return { accuracy: r.accuracy, loss: r.loss, macro_f1: r.macro_f1, records: r.records };
   } finally {
     opened.model.dispose();

@@ -4,6 +4,7 @@
  * (attention_mask 1), with the seed's shift: inputs = ids[:-1], labels = ids[1:].
  * (MindFormers averages per-batch losses instead; that equals ours for equal, unpadded blocks.)
  */
+import type { Manifest, Task } from '../data/manifest.js';
 import type { ShardDataset } from '../data/shard-reader.js';
 import type { TokenRecord } from '../data/records.js';
 import type { GPT2Config } from '../model/config.js';
@@ -39,11 +40,18 @@ export interface Scorer {
   firstNonFinite(): Promise<string | undefined>;
 }
 
-/** Checks that a data set fits a model: block size within the context, ids within the vocabulary. */
-export function checkDataFitsModel(dataset: ShardDataset, c: GPT2Config): void {
-  const { block_size: block, tokenizer } = dataset.manifest;
-  if (block - 1 > c.n_positions) {
-    throw new ToolError(`${dataset.dir}: block size ${block} needs ${block - 1} positions; the model has ${c.n_positions} (use --block-size ≤ ${c.n_positions + 1})`);
+/**
+ * Checks that a data set fits a model: records within the context (an LM block's inputs, a labelled
+ * text's max_length), ids within the vocabulary.
+ */
+export function checkDataFitsModel(dataset: ShardDataset<Task>, c: GPT2Config): void {
+  const m = dataset.manifest as Manifest;
+  const { tokenizer } = m;
+  if (m.task === 'classification' && m.max_length > c.n_positions) {
+    throw new ToolError(`${dataset.dir}: records of up to ${m.max_length} tokens (max_length); the model has ${c.n_positions} positions (encode with --max-length ≤ ${c.n_positions})`);
+  }
+  if (m.task === 'causal_lm' && m.block_size - 1 > c.n_positions) {
+    throw new ToolError(`${dataset.dir}: block size ${m.block_size} needs ${m.block_size - 1} positions; the model has ${c.n_positions} (use --block-size ≤ ${c.n_positions + 1})`);
   }
   if (tokenizer.vocab_size > c.vocab_size) {
     throw new ToolError(`${dataset.dir}: tokenizer vocabulary (${tokenizer.vocab_size}) is larger than the model's (${c.vocab_size})`);

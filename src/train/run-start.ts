@@ -5,9 +5,10 @@
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ShardDataset } from '../data/shard-reader.js';
+import type { Task } from '../data/manifest.js';
+import { openShards, requireTask, type ShardDataset } from '../data/shard-reader.js';
 import { loadCheckpoint } from '../formats/checkpoint.js';
-import { initialScore, SCORE, type ClassificationHead, defaultLabels } from '../model/classification.js';
+import { initialScore, SCORE, type ClassificationHead } from '../model/classification.js';
 import type { GPT2Config } from '../model/config.js';
 import { initialParameters, type ParameterValues } from '../model/params.js';
 import { pretrainedDir } from '../model/source.js';
@@ -59,47 +60,46 @@ export async function initialModel(config: TrainConfig, info: (m: string) => voi
   return start;
 }
 
-/** A record-shard manifest's task fields (bpe-encode writes them for labelled input). */
-interface TaskManifest {
-  task?: string;
-  num_labels?: number;
-  labels?: string[];
+/** A run's data, of its task's kind. */
+export type TaskData =
+  | { task: 'causal_lm'; train: ShardDataset<'causal_lm'>; eval?: ShardDataset<'causal_lm'> }
+  | { task: 'classification'; train: ShardDataset<'classification'>; eval?: ShardDataset<'classification'> };
+
+/**
+ * The data as the task's: data made for the other task is refused, and for a classifier data with
+ * another number of labels than model.num_labels.
+ */
+export function taskData(config: TrainConfig, train: ShardDataset<Task>, evalData: ShardDataset<Task> | undefined): TaskData {
+  const what = (key: string) => `task ${config.task} (${key})`;
+  if (config.task === 'causal_lm') {
+    return { task: 'causal_lm', train: requireTask(train, 'causal_lm', what('train_dataset')), eval: evalData && requireTask(evalData, 'causal_lm', what('eval_dataset')) };
+  }
+  const data = { task: 'classification' as const, train: requireTask(train, 'classification', what('train_dataset')), eval: evalData && requireTask(evalData, 'classification', what('eval_dataset')) };
+  for (const d of [data.train, data.eval]) {
+    if (d && d.manifest.num_labels !== config.model.num_labels) {
+      throw new ToolError(`${d.dir}: ${d.manifest.num_labels} labels (manifest num_labels), but model.num_labels is ${config.model.num_labels}; set --set model.num_labels=${d.manifest.num_labels}`);
+    }
+  }
+  return data;
 }
 
-const DATA_TASK = { causal_lm: 'causal_lm', sequence_classification: 'classification' } as const;
-
-/** Refuses data made for another task, or with another number of labels than the model's. */
-export function checkDataTask(data: ShardDataset, config: TrainConfig, key: string): void {
-  const m = data.manifest as unknown as TaskManifest;
-  const has = m.task ?? 'causal_lm';
-  const want = DATA_TASK[config.task];
-  if (has !== want) {
-    const hint = want === 'classification' ? 'encode labelled input (bpe-encode --input-format tsv --label-column …)' : 'encode plain text (bpe-encode without --label-column)';
-    throw new ToolError(`${data.dir}: holds ${has} records (manifest task), but task is ${config.task}; ${hint} for ${key}`);
-  }
-  if (want === 'classification' && m.num_labels !== config.model.num_labels) {
-    throw new ToolError(`${data.dir}: ${m.num_labels} labels (manifest num_labels), but model.num_labels is ${config.model.num_labels}; set --set model.num_labels=${m.num_labels}`);
-  }
-}
-
-/** The head a classifier trains with: labels named by the data (or the starting checkpoint), GPT-2's pad = eos. */
-export function classificationHead(config: TrainConfig, start: Pick<StartingModel, 'head' | 'modelConfig'>, data: ShardDataset): ClassificationHead {
-  const named = (data.manifest as unknown as TaskManifest).labels;
+/** The head a classifier trains with: labels named by the data (they must be the starting checkpoint's), GPT-2's pad = eos. */
+export function classificationHead(config: TrainConfig, start: Pick<StartingModel, 'head' | 'modelConfig'>, data: ShardDataset<'classification'>): ClassificationHead {
+  const named = data.manifest.labels;
   const had = start.head?.labels;
-  if (named && had && named.join('\u0000') !== had.join('\u0000')) {
+  if (had && named.join('\u0000') !== had.join('\u0000')) {
     throw new ToolError(`${data.dir}: labels ${named.join(', ')}, but the model's head has ${had.join(', ')}`);
   }
-  const n = config.model.num_labels;
-  return { num_labels: n, labels: named ?? had ?? defaultLabels(n), pad_token_id: start.head?.pad_token_id ?? start.modelConfig.eos_token_id };
+  return { num_labels: config.model.num_labels, labels: named, pad_token_id: start.head?.pad_token_id ?? start.modelConfig.eos_token_id };
 }
 
 /**
- * Opens the shards a config key names; a failure says which key gave the path, from where, and
- * which flag overrides it.
+ * Opens the shards a config key names (either task's; see taskData); a failure says which key
+ * gave the path, from where, and which flag overrides it.
  */
-export async function openData(path: string, key: 'train_dataset' | 'eval_dataset', sourceOf: ((key: Path) => string) | undefined): Promise<ShardDataset> {
+export async function openData(path: string, key: 'train_dataset' | 'eval_dataset', sourceOf: ((key: Path) => string) | undefined): Promise<ShardDataset<Task>> {
   try {
-    return await ShardDataset.open(path);
+    return await openShards(path);
   } catch (err) {
     const source = sourceOf?.([key, 'path']);
     if (!(err instanceof ToolError) || source === undefined || source.startsWith('--')) throw err;

@@ -11,7 +11,6 @@ import { ToolError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/output.js';
 import { BatchStream, batchesPerEpoch, checkEnoughRecords, type BatchPlan, type OrderedRecords } from './batches.js';
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type SavedRun, type TrainerState } from './checkpoints.js';
-import { labelledRecords } from './classify-data.js';
 import { configToYaml, type Path, type TrainConfig } from './config.js';
 import { openClassifierTrainEngine, openTrainEngine, type TrainEngine } from './engine.js';
 import type { AdamWState } from './optimizer.js';
@@ -19,7 +18,7 @@ import { checkDataFitsModel } from './evaluate.js';
 import { lossPlotSvg, readMetrics } from './plot.js';
 import { resumeConfig, type ConfigChange } from './resume.js';
 import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, type PlanOptions } from './run-dir.js';
-import { checkDataTask, classificationHead, initialModel, keepTokenizer, openData } from './run-start.js';
+import { classificationHead, initialModel, keepTokenizer, openData, taskData } from './run-start.js';
 import { learningRate, warmupSteps, type ScheduleSpec } from './schedule.js';
 
 export interface TrainOptions {
@@ -79,10 +78,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   saved = undefined;
   const { modelConfig, tokenizerDir: tokenizerFrom } = start;
 
-  const trainData = await openData(config.train_dataset.path!, 'train_dataset', options.sourceOf);
-  const evalData = config.eval_dataset?.path ? await openData(config.eval_dataset.path, 'eval_dataset', options.sourceOf) : undefined;
-  checkDataTask(trainData, config, 'train_dataset');
-  if (evalData) checkDataTask(evalData, config, 'eval_dataset');
+  const data = taskData(
+    config,
+    await openData(config.train_dataset.path!, 'train_dataset', options.sourceOf),
+    config.eval_dataset?.path ? await openData(config.eval_dataset.path, 'eval_dataset', options.sourceOf) : undefined,
+  );
+  const { train: trainData, eval: evalData } = data;
   const tokenizer = await tokenizerIdentityOf(tokenizerFrom);
   for (const data of [trainData, evalData]) data?.requireTokenizer(tokenizer, "the model's tokenizer");
   const batchPlan: BatchPlan = {
@@ -106,14 +107,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const common = { config, changes, resumed, batchPlan, total, tokenizerFrom };
   // The task picks the engine and the records; the loop is the same for every task.
   const task =
-    config.task === 'sequence_classification'
+    data.task === 'classification'
       ? {
-          engine: await openClassifierTrainEngine(modelConfig, classificationHead(config, start, trainData), start.values!, adamw, engineOptions),
-          trainData: labelledRecords(trainData),
-          evalData: evalData && labelledRecords(evalData),
-          records: `labelled records of up to ${trainData.blockSize} tokens`,
+          engine: await openClassifierTrainEngine(modelConfig, classificationHead(config, start, data.train), start.values!, adamw, engineOptions),
+          trainData: data.train,
+          evalData: data.eval,
+          records: `labelled records of up to ${data.train.manifest.max_length} tokens`,
         }
-      : { engine: await openTrainEngine(modelConfig, start.values!, adamw, engineOptions), trainData, evalData, records: `records of ${trainData.blockSize - 1} tokens` };
+      : { engine: await openTrainEngine(modelConfig, start.values!, adamw, engineOptions), trainData: data.train, evalData: data.eval, records: `records of ${data.train.blockSize - 1} tokens` };
   const engine: { loadOptimizer(state: AdamWState): void; dispose(): void } = task.engine;
   try {
     if (start.optimizer) engine.loadOptimizer(start.optimizer);

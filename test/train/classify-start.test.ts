@@ -5,18 +5,19 @@
  * sending classification to tfjs with its reason.
  */
 import { describe, expect, it } from 'vitest';
-import type { ShardDataset } from '../../src/data/shard-reader.js';
+import type { Manifest, Task } from '../../src/data/manifest.js';
+import { ShardDataset } from '../../src/data/shard-reader.js';
 import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { initialScore, SCORE } from '../../src/model/classification.js';
 import { PRESETS } from '../../src/model/config.js';
 import { validateTrainConfig } from '../../src/train/config.js';
 import { chooseSequenceEngine } from '../../src/train/engine.js';
-import { checkDataTask, classificationHead, initialModel } from '../../src/train/run-start.js';
+import { classificationHead, initialModel, taskData } from '../../src/train/run-start.js';
 import { fixture } from '../helpers.js';
 
 const config = (over: Record<string, unknown>) => validateTrainConfig({ task: 'sequence_classification', ...over }, 'test');
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('hex');
-const data = (manifest: Record<string, unknown>) => ({ dir: 'data/x', manifest }) as unknown as ShardDataset;
+const data = (manifest: Record<string, unknown>) => new ShardDataset<Task>('data/x', manifest as unknown as Manifest, 'none');
 
 describe('initialModel for sequence classification', () => {
   it('--init-from a language model: score.weight fresh from the seed, said in one line', async () => {
@@ -53,22 +54,26 @@ describe('initialModel for sequence classification', () => {
 
 describe('data for the task', () => {
   const cls = config({ model: { num_labels: 2 } });
-  it('refuses LM shards for classification and labelled shards for a causal LM, naming the fix', () => {
-    expect(() => checkDataTask(data({}), cls, 'train_dataset')).toThrow(/^data\/x: holds causal_lm records \(manifest task\), but task is sequence_classification; encode labelled input/);
-    expect(() => checkDataTask(data({ task: 'classification', num_labels: 2 }), config({ task: 'causal_lm' }), 'eval_dataset')).toThrow(
-      /^data\/x: holds classification records \(manifest task\), but task is causal_lm; encode plain text .* for eval_dataset$/,
+  const lm = data({ task: 'causal_lm', block_size: 17 });
+  const labelled = (labels: string[]) => data({ task: 'classification', num_labels: labels.length, labels });
+
+  it('refuses LM shards for classification and labelled shards for a causal LM, naming the key and the fix', () => {
+    expect(() => taskData(cls, lm, undefined)).toThrow(/^data\/x holds causal-LM records \(blocks of 17 tokens\); task sequence_classification \(train_dataset\) needs labelled rows/);
+    expect(() => taskData(config({ task: 'causal_lm' }), lm, labelled(['neg', 'pos']))).toThrow(
+      /^data\/x holds classification records \(2 labels: neg, pos\); task causal_lm \(eval_dataset\) needs text encoded without --label-column/,
     );
-    expect(() => checkDataTask(data({ task: 'classification', num_labels: 4 }), cls, 'train_dataset')).toThrow('data/x: 4 labels (manifest num_labels), but model.num_labels is 2; set --set model.num_labels=4');
-    expect(() => checkDataTask(data({ task: 'classification', num_labels: 2 }), cls, 'train_dataset')).not.toThrow();
+    expect(() => taskData(cls, labelled(['a', 'b', 'c', 'd']), undefined)).toThrow('data/x: 4 labels (manifest num_labels), but model.num_labels is 2; set --set model.num_labels=4');
+    expect(taskData(cls, labelled(['neg', 'pos']), labelled(['neg', 'pos'])).task).toBe('classification');
+    expect(taskData(config({ task: 'causal_lm' }), lm, lm).task).toBe('causal_lm');
   });
 
-  it('names the labels as the data does, else as the starting checkpoint, else LABEL_k; pads with eos', () => {
+  it('names the labels as the data does, which must be the starting checkpoint’s; pads with eos', () => {
     const modelConfig = PRESETS.gpt2;
-    expect(classificationHead(cls, { modelConfig }, data({ labels: ['neg', 'pos'] }))).toEqual({ num_labels: 2, labels: ['neg', 'pos'], pad_token_id: 50256 });
-    expect(classificationHead(cls, { modelConfig }, data({}))).toEqual({ num_labels: 2, labels: ['LABEL_0', 'LABEL_1'], pad_token_id: 50256 });
-    const head = { num_labels: 2, labels: ['no', 'yes'], pad_token_id: 7 };
-    expect(classificationHead(cls, { modelConfig, head }, data({}))).toEqual(head);
-    expect(() => classificationHead(cls, { modelConfig, head }, data({ labels: ['neg', 'pos'] }))).toThrow("data/x: labels neg, pos, but the model's head has no, yes");
+    const named = labelled(['neg', 'pos']) as ShardDataset<'classification'>;
+    expect(classificationHead(cls, { modelConfig }, named)).toEqual({ num_labels: 2, labels: ['neg', 'pos'], pad_token_id: 50256 });
+    const head = { num_labels: 2, labels: ['neg', 'pos'], pad_token_id: 7 };
+    expect(classificationHead(cls, { modelConfig, head }, named)).toEqual(head);
+    expect(() => classificationHead(cls, { modelConfig, head: { ...head, labels: ['no', 'yes'] } }, named)).toThrow("data/x: labels neg, pos, but the model's head has no, yes");
   });
 });
 
