@@ -32,6 +32,7 @@ const program = createProgram({
     'gpt2-train --config configs/gpt2/run_gpt2.yaml --train-data data/train --eval-data data/valid --output-dir runs/b',
     'gpt2-train --config configs/gpt2/run_gpt2_tiny.yaml --output-dir runs/a --resume      # continue from runs/a/checkpoints/latest',
     'gpt2-train --config run.yaml --init-from models/gpt2 --set lr_schedule.lr=1e-5 --set runner.max_steps=200',
+    'gpt2-train --config configs/gpt2/run_gpt2_txtcls_tiny.yaml --train-data data/sst2-train --eval-data data/sst2-dev --output-dir runs/cls',
     'gpt2-train plot runs/a                                                                # writes runs/a/loss.svg',
   ],
   notes: `The run directory gets run.json (marks it as gpt2-train's), config.yaml (the effective config),
@@ -46,6 +47,10 @@ ${RESUME_MAY_CHANGE.map(([key]) => key).join(', ').replace(/(.{1,90})(?:, |$)/g,
 (recorded in config.yaml and as an "event": "resume" line in metrics.jsonl); anything else (model,
 optimizer, the rest of lr_schedule, seed, batch size, data order) must match the run's, or it is refused.
 --overwrite replaces only a run directory gpt2-train made, and never one holding an input.
+task: sequence_classification (run_gpt2_txtcls*.yaml) trains a GPT2ForSequenceClassification on
+labelled shards (bpe-encode --label-column): checkpoints then say so in config.json and hold
+score.weight, and evaluation lines give eval_accuracy, eval_macro_f1 and eval_per_class; from a
+plain LM (--init-from) score.weight starts as N(0, initializer_range).
 SIGINT/SIGTERM finish the current step, save a checkpoint and exit with 130/143 (a second one stops
 at once). Flags override the config file; --set key.path=value sets anything else (e.g. --set
 optimizer.betas[1]=0.98).`,

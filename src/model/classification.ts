@@ -11,7 +11,8 @@
  * before the first pad token (PR #24979, 2023) or the count of non-pad tokens − 1: right for right
  * padding only. The current rule and ours agree whenever a record's last real token is not
  * pad_token_id. GPT-2 has no pad token and pads with <|endoftext|> (the seed's and our
- * pad_token_id): a text that itself ends in <|endoftext|> is pooled one token earlier by HF.
+ * pad_token_id): a record that itself ends in id 50256 is pooled one token earlier by HF. Text
+ * never does here: bpe-encode and gpt2-classify encode "<|endoftext|>" in text as ordinary text.
  *
  * Positions: a right-padded row counts 0, 1, … (HF's default); a left-padded row counts from its
  * first real token, which keeps each row's logits those it has alone. HF gives the same for left

@@ -1,7 +1,7 @@
 /**
  * GPT-2 training steps and evaluation on the full-sequence pass outside tfjs (src/model/train-*.ts)
  * with AdamW in the same memory (memory-adamw.ts): what the trainer takes from GPT2 + AdamW +
- * trainStep + evaluate, computing the same things (step.ts's masked mean loss with the seed's
+ * trainStep + evaluate, computing the same things (lm-loss.ts's masked mean loss with the seed's
  * shift, 1/N weighting of N micro-batches, global-norm clipping, AdamW; evaluate.ts's loss sum),
  * with dropout in training drawn from (seed, step, micro-batch) as step.ts seeds it, though with
  * masks of its own (train-dropout.ts), and none in evaluation. Weights, gradients, moments and activations live in one shared wasm memory
