@@ -4,8 +4,8 @@
  * input in input order whatever the batch size, both formats, inputs from arguments, a file or
  * stdin, lines printed as soon as their batch is done, and one-line errors for bad inputs.
  */
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { expectOneLineError, fixture, ROOT, runCli, tempDir } from '../helpers.js';
@@ -99,6 +99,16 @@ describe('gpt2-classify', () => {
     expectOneLineError(runCli('gpt2-classify', ['--model', MODEL, '--input-format', 'xml', '5']), 'gpt2-classify', /--input-format/, 2);
     expectOneLineError(classify(['--input-file', join(dir, 'missing.txt')]), 'gpt2-classify', /missing\.txt: no such file or directory$/);
     expectOneLineError(classify(['--input-file', join(dir, 'x'), '5']), 'gpt2-classify', /give inputs as arguments or with --input-file, not both$/, 2);
+  });
+
+  it('a failing stdout (a full disk) is a one-line error, not exit 0', () => {
+    const fd = openSync('/dev/full', 'w');
+    try {
+      const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'gpt2-classify.js'), '-q', '--model', MODEL, '--input-format', 'ids', ...lines], { stdio: ['ignore', fd, 'pipe'] });
+      expectOneLineError({ code: r.status ?? -1, stdout: '', stderr: r.stderr.toString('utf8'), stdoutBytes: Buffer.alloc(0) }, 'gpt2-classify', /<stdout>: no space left on device$/);
+    } finally {
+      closeSync(fd);
+    }
   });
 
   it('--help shows examples; the first one works as pasted', () => {
