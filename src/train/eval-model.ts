@@ -14,6 +14,7 @@ import { ToolError } from '../util/errors.js';
 import { evaluateClassifier, type ClassifierScorer, type ClassifyEvalOptions } from './classify-eval.js';
 import { openClassifierEngine, openEvalEngine } from './engine.js';
 import { checkDataFitsModel, evaluate, type EvalOptions, type EvalResult } from './evaluate.js';
+import { CLASSIFIER, LM } from './run-start.js';
 
 export interface EvalModelOptions extends OpenOptions, EvalOptions {
   threads?: number;
@@ -31,7 +32,7 @@ export async function headOf(source: string, options: OpenOptions): Promise<Clas
 }
 
 export async function evaluateModel(source: string, data: ShardDataset<Task>, options: EvalModelOptions): Promise<EvalResult> {
-  const dataset = requireTask(data, 'causal_lm', `${source} (a language model)`);
+  const dataset = requireTask(data, 'causal_lm', LM);
   const batch = Math.min(options.batchSize ?? 8, dataset.numRecords || 1);
   const opened = await loadModel(source, options, async (config, params) => {
     checkDataFitsModel(dataset, config); // before reading any weights
@@ -77,7 +78,7 @@ export interface ClassifierEvalResult {
 }
 
 export async function evaluateClassifierModel(source: string, data: ShardDataset<Task>, options: EvalModelOptions & ClassifyEvalOptions): Promise<ClassifierEvalResult> {
-  const dataset = requireTask(data, 'classification', `${source} (a classifier)`);
+  const dataset = requireTask(data, 'classification', CLASSIFIER);
   const batch = Math.min(options.batchSize ?? 8, dataset.numRecords || 1);
   const opened = await openClassifierModel(source, { ...options, batch });
   try {

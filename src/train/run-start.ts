@@ -60,6 +60,10 @@ export async function initialModel(config: TrainConfig, info: (m: string) => voi
   return start;
 }
 
+/** What needs the data, in requireTask's message ("<dir> holds …; a causal LM needs …"). */
+export const LM = 'a causal LM';
+export const CLASSIFIER = 'a classifier';
+
 /** A run's data, of its task's kind. */
 export type TaskData =
   | { task: 'causal_lm'; train: ShardDataset<'causal_lm'>; eval?: ShardDataset<'causal_lm'> }
@@ -70,11 +74,11 @@ export type TaskData =
  * another number of labels than model.num_labels.
  */
 export function taskData(config: TrainConfig, train: ShardDataset<Task>, evalData: ShardDataset<Task> | undefined): TaskData {
-  const what = (key: string) => `task ${config.task} (${key})`;
+  // The message names the directory, so it says which of the two is wrong.
   if (config.task === 'causal_lm') {
-    return { task: 'causal_lm', train: requireTask(train, 'causal_lm', what('train_dataset')), eval: evalData && requireTask(evalData, 'causal_lm', what('eval_dataset')) };
+    return { task: 'causal_lm', train: requireTask(train, 'causal_lm', LM), eval: evalData && requireTask(evalData, 'causal_lm', LM) };
   }
-  const data = { task: 'classification' as const, train: requireTask(train, 'classification', what('train_dataset')), eval: evalData && requireTask(evalData, 'classification', what('eval_dataset')) };
+  const data = { task: 'classification' as const, train: requireTask(train, 'classification', CLASSIFIER), eval: evalData && requireTask(evalData, 'classification', CLASSIFIER) };
   for (const d of [data.train, data.eval]) {
     if (d && d.manifest.num_labels !== config.model.num_labels) {
       throw new ToolError(`${d.dir}: ${d.manifest.num_labels} labels (manifest num_labels), but model.num_labels is ${config.model.num_labels}; set --set model.num_labels=${d.manifest.num_labels}`);

@@ -129,7 +129,7 @@ describe('gpt2-train task: sequence_classification', () => {
     );
     expectOneLineError(train(['--output-dir', join(dir, 'x3'), '--set', 'model.num_labels=3']), 'gpt2-train', /2 labels \(manifest num_labels\), but model\.num_labels is 3/);
     for (const x of ['x1', 'x2', 'x3']) expect(existsSync(join(dir, x)), x).toBe(false);
-    expectOneLineError(runCli('gpt2-eval', ['--model', join(run, 'checkpoints', 'latest'), '--data', lmData]), 'gpt2-eval', /holds causal-LM records .*\(a classifier\) needs labelled rows/);
-    expectOneLineError(runCli('gpt2-eval', ['--model', fixture('models', 'tiny'), '--data', clsValid]), 'gpt2-eval', /holds classification records .*\(a language model\) needs text encoded/);
+    expectOneLineError(runCli('gpt2-eval', ['--model', join(run, 'checkpoints', 'latest'), '--data', lmData]), 'gpt2-eval', /holds causal-LM records .*; a classifier needs labelled rows/);
+    expectOneLineError(runCli('gpt2-eval', ['--model', fixture('models', 'tiny'), '--data', clsValid]), 'gpt2-eval', /holds classification records .*; a causal LM needs text encoded/);
   });
 });

@@ -57,10 +57,10 @@ describe('data for the task', () => {
   const lm = data({ task: 'causal_lm', block_size: 17 });
   const labelled = (labels: string[]) => data({ task: 'classification', num_labels: labels.length, labels });
 
-  it('refuses LM shards for classification and labelled shards for a causal LM, naming the key and the fix', () => {
-    expect(() => taskData(cls, lm, undefined)).toThrow(/^data\/x holds causal-LM records \(blocks of 17 tokens\); task sequence_classification \(train_dataset\) needs labelled rows/);
+  it('refuses LM shards for classification and labelled shards for a causal LM (eval data too), naming the fix', () => {
+    expect(() => taskData(cls, lm, undefined)).toThrow(/^data\/x holds causal-LM records \(blocks of 17 tokens\); a classifier needs labelled rows/);
     expect(() => taskData(config({ task: 'causal_lm' }), lm, labelled(['neg', 'pos']))).toThrow(
-      /^data\/x holds classification records \(2 labels: neg, pos\); task causal_lm \(eval_dataset\) needs text encoded without --label-column/,
+      /^data\/x holds classification records \(2 labels: neg, pos\); a causal LM needs text encoded without --label-column/,
     );
     expect(() => taskData(cls, labelled(['a', 'b', 'c', 'd']), undefined)).toThrow('data/x: 4 labels (manifest num_labels), but model.num_labels is 2; set --set model.num_labels=4');
     expect(taskData(cls, labelled(['neg', 'pos']), labelled(['neg', 'pos'])).task).toBe('classification');
