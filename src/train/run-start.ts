@@ -7,7 +7,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Task } from '../data/manifest.js';
 import { openShards, requireTask, type ShardDataset } from '../data/shard-reader.js';
-import { loadCheckpoint } from '../formats/checkpoint.js';
+import { loadCheckpoint, readConfig } from '../formats/checkpoint.js';
 import { initialScore, SCORE, type ClassificationHead } from '../model/classification.js';
 import type { GPT2Config } from '../model/config.js';
 import { initialParameters, type ParameterValues } from '../model/params.js';
@@ -16,6 +16,7 @@ import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { copyFileAtomic } from '../util/output.js';
 import { resolveModelConfig, type Path, type TrainConfig } from './config.js';
+import { checkTrainingFits } from './fits.js';
 import { TOKENIZER } from './run-dir.js';
 
 export interface StartingModel {
@@ -41,10 +42,12 @@ export async function initialModel(config: TrainConfig, info: (m: string) => voi
   let start: StartingModel;
   if (from !== null) {
     const dir = await pretrainedDir(from, { flag: 'model.init_from (--init-from)', randomHint: `set model.preset: ${from} without init_from` });
+    checkTrainingFits((await readConfig(dir)).config, `model.init_from ${from}`);
     const ck = await loadCheckpoint(dir);
     start = { modelConfig: { ...ck.config, ...dropoutOverride(config) }, values: ck.values, tokenizerDir: ck.tokenizerDir, ...(ck.head ? { head: ck.head } : {}) };
   } else {
     const modelConfig = resolveModelConfig(config);
+    checkTrainingFits(modelConfig, config.model.preset === null ? 'the model' : `model.preset ${config.model.preset}`);
     start = { modelConfig, values: initialParameters(modelConfig, config.seed), tokenizerDir: builtinTokenizerDir() };
   }
   if (config.task !== 'sequence_classification') return start;

@@ -1,0 +1,31 @@
+/**
+ * Whether a training run can fit in this machine's memory at all, asked before any weight is made
+ * or read: the seed's gpt2-13b and gpt2-52b configs (and full training of gpt2-xl on a 24 GB
+ * machine) would otherwise fill the memory for minutes making random weights and then die.
+ * The floor counted here is what any of our engines holds in fp32 whatever the batch: the weights,
+ * and for each trained parameter its gradient and AdamW's two moments. Activations, the runtime and
+ * the system come on top, so the floor may take at most 3/4 of the memory: gpt2-xl's 24.9 GB on a
+ * 25 GB machine passed a plain comparison and then swapped the machine to a standstill.
+ */
+import { totalmem } from 'node:os';
+import { ToolError } from '../util/errors.js';
+import { parameterCount, type GPT2Config } from '../model/config.js';
+
+const GB = 1e9;
+
+/** Refuses a run whose weights, gradients and moments alone exceed `memory` bytes (default: this machine's). */
+export function checkTrainingFits(config: GPT2Config, what: string, options: { trainable?: number; memory?: number } = {}): void {
+  const params = parameterCount(config);
+  const trainable = options.trainable ?? params;
+  const memory = options.memory ?? totalmem();
+  const need = 4 * params + 12 * trainable;
+  if (need <= 0.75 * memory) return;
+  const held = trainable === params ? 'weights, gradients and two AdamW moments' : `weights, and gradients and two AdamW moments of ${(trainable / 1e6).toFixed(1)}M trained parameters`;
+  throw new ToolError(
+    `${what}: ${(params / 1e9).toFixed(2)}B parameters need ${(need / GB).toFixed(1)} GB in fp32 (${held}) before activations, ` +
+      `and this machine has ${(memory / GB).toFixed(1)} GB, of which a quarter is left for activations and the system; ` +
+      (params > 5e9
+        ? 'the seed trains such models across many accelerators with model and pipeline parallelism, which gpt2-toolchain does not do'
+        : 'train it on a machine with more memory (--backend tensorflow-gpu where installed), or fine-tune it with LoRA (a lora: section), which trains a few million parameters'),
+  );
+}
