@@ -17,7 +17,7 @@ import { fromMindformers, isMindformers, toMindformers } from './mindformers.js'
 import type { ParameterValues } from '../model/params.js';
 import { writeSafetensors } from './safetensors.js';
 import { checkBase, readLoraAdapter, type OpenedAdapter } from './peft.js';
-import { mergeInto } from '../model/lora.js';
+import { mergeInto } from '../model/lora-merge.js';
 
 export const MINDFORMERS_FILE = 'mindformers.safetensors';
 

@@ -17,15 +17,15 @@
  * slice's update, is unchanged. Reading our own export splits it back (adapter_base.json lists the
  * slices); any other PEFT LoRA of GPT-2 is read as the modules' updates it makes.
  */
-import { createReadStream } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import { basename, join, resolve } from 'node:path';
 import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, outOfSpace, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { innerSize, type GPT2Config } from '../model/config.js';
-import { checkLoraValues, loraNames, loraScale, loraUpdates, LORA_MODULES, LORA_TARGETS, orderedTargets, TARGET_MODULE, targetSite, type LoraModule, type LoraSpec, type LoraTarget, type LowRankUpdate } from '../model/lora.js';
+import { LORA_MODULES, LORA_TARGETS, orderedTargets, type LoraModule, type LoraSpec, type LoraTarget } from '../model/lora.js';
+import { loraModules, loraUpdates, loraValuesOf, specBlocks, type LowRankUpdate } from '../model/lora-merge.js';
 import { PREFIX, type ParameterValues } from '../model/params.js';
 import { weightsPathIn } from './checkpoint.js';
 import { openSafetensors, writeSafetensors, type Tensor32, type TensorToWrite } from './safetensors.js';
@@ -52,14 +52,26 @@ export interface BaseRef {
   sha256: string;
 }
 
-export async function sha256OfFile(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) hash.update(chunk as Buffer);
-  } catch (err) {
-    throw fsError(err, path);
-  }
-  return hash.digest('hex');
+/** Hashes a file on a thread of its own, so that checking a base overlaps loading it (0.4 s of 500 MB here). */
+const HASHER = `
+const { workerData, parentPort } = require('node:worker_threads');
+const hash = require('node:crypto').createHash('sha256');
+require('node:fs').createReadStream(workerData, { highWaterMark: 1 << 22 })
+  .on('data', (chunk) => hash.update(chunk))
+  .on('error', (err) => parentPort.postMessage({ code: err.code, message: err.message }))
+  .on('end', () => parentPort.postMessage({ sha256: hash.digest('hex') }));
+`;
+
+export function sha256OfFile(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(HASHER, { eval: true, workerData: path });
+    worker.once('message', (m: { sha256?: string; code?: string; message?: string }) => {
+      void worker.terminate();
+      if (m.sha256) resolve(m.sha256);
+      else reject(fsError(Object.assign(new Error(m.message), { code: m.code }), path));
+    });
+    worker.once('error', (err) => reject(fsError(err, path)));
+  });
 }
 
 /** The BaseRef of a checkpoint directory (hashes its weights file). */
@@ -84,37 +96,17 @@ export async function checkBase(adapterDir: string, base: BaseRef, weightsPath: 
 
 // ----------------------------------------------------------------------------------------- writing
 
-const peftName = (i: number, module: LoraModule, ab: 'A' | 'B') => `${PEFT_PREFIX}${PREFIX}h.${i}.${module}.lora_${ab}.weight`;
-
-/** What is adapted in each module, in LORA_MODULES order: the targets (several only on attn.c_attn). */
-function modulesOf(spec: LoraSpec): { module: LoraModule; targets: LoraTarget[] }[] {
-  const targets = orderedTargets(spec);
-  return LORA_MODULES.map((module) => ({ module, targets: targets.filter((t) => TARGET_MODULE[t] === module) })).filter((m) => m.targets.length > 0);
-}
-
 /** PEFT's adapter_config.json and tensors for an adapter of ours (see the file's comment for c_attn). */
 export function toPeft(c: GPT2Config, spec: LoraSpec, values: ParameterValues, base: BaseRef, taskType = 'CAUSAL_LM'): { config: Record<string, unknown>; tensors: TensorToWrite[] } {
-  checkLoraValues(c, spec, values);
   const r = spec.rank;
-  const modules = modulesOf(spec);
-  const tensors: TensorToWrite[] = [];
-  for (let i = 0; i < c.n_layer; i++) {
-    for (const { module, targets } of modules) {
-      const first = targetSite(c, targets[0]);
-      const rank = targets.length * r;
-      const a = new Float32Array(rank * first.in); // [rank, in]
-      const b = new Float32Array(first.out * rank); // [out, rank]
-      targets.forEach((t, s) => {
-        const site = targetSite(c, t);
-        const names = loraNames(i, t);
-        const A = values.get(names.a)!.data; // [in, r]
-        const B = values.get(names.b)!.data; // [r, width]
-        for (let k = 0; k < r; k++) for (let x = 0; x < site.in; x++) a[(s * r + k) * site.in + x] = A[x * r + k];
-        for (let j = 0; j < site.width; j++) for (let k = 0; k < r; k++) b[(site.offset + j) * rank + s * r + k] = B[k * site.width + j];
-      });
-      tensors.push({ name: peftName(i, module, 'A'), shape: [rank, first.in], data: a }, { name: peftName(i, module, 'B'), shape: [first.out, rank], data: b });
-    }
-  }
+  const modules = loraModules(spec);
+  const tensors = loraUpdates(c, spec, values).flatMap((u): TensorToWrite[] => {
+    const name = `${PEFT_PREFIX}${u.param.slice(0, -'.weight'.length)}`;
+    return [
+      { name: `${name}.lora_A.weight`, shape: [u.rank, u.a.length / u.rank], data: u.a },
+      { name: `${name}.lora_B.weight`, shape: [u.b.length / u.rank, u.rank], data: u.b },
+    ];
+  });
   // One rank for every module unless attn.c_attn holds several slices next to other modules.
   const ranks = new Map(modules.map((m) => [m.module, m.targets.length * r]));
   const uniform = new Set(ranks.values()).size === 1;
@@ -196,9 +188,8 @@ export interface OpenedAdapter {
   updates: LowRankUpdate[];
   /** The recorded base (adapters of ours); undefined for PEFT adapters from elsewhere. */
   base?: BaseRef;
-  /** Our spec and per-target values, when the adapter is ours and still has its block structure. */
+  /** Our spec, when the adapter is ours and still has its block structure (then adapterValues gives the per-target A and B). */
   spec?: LoraSpec;
-  values?: ParameterValues;
   /** Tensors that are not LoRA weights of GPT-2's Conv1D layers (modules_to_save, …), PEFT's prefix removed. */
   extra: Map<string, Tensor32>;
   /** For a log line: "rank 4, alpha 8 on query, value" (ours), "rank 8 on attn.c_attn" (PEFT's view). */
@@ -255,6 +246,7 @@ export async function readLoraAdapter(dir: string, c: GPT2Config): Promise<Opene
   if (pairs.size === 0) throw new ToolError(`${weightsPath}: no LoRA weights of GPT-2's layers (base_model.model.transformer.h.<i>.<module>.lora_A.weight)`);
 
   const updates: LowRankUpdate[] = [];
+  const modules: LoraModule[] = [];
   const ranks = new Set<number>();
   for (const [key, { layer, module, A, B }] of pairs) {
     if (!A || !B) throw new ToolError(`${weightsPath}: ${key} has lora_${A ? 'A' : 'B'} but no lora_${A ? 'B' : 'A'}`);
@@ -269,13 +261,15 @@ export async function readLoraAdapter(dir: string, c: GPT2Config): Promise<Opene
     if (rank !== wantRank) throw new ToolError(`${weightsPath}: ${key} has rank ${rank}, ${ADAPTER_CONFIG} says ${wantRank}`);
     const a = patternValue(cfg.alpha_pattern, moduleName) ?? alpha;
     ranks.add(rank);
-    updates.push({ param: `${moduleName}.weight`, offset: 0, width: outDim, rank, a: transpose(A.data, rank, inDim), b: transpose(B.data, outDim, rank), scale: cfg.use_rslora ? a / Math.sqrt(rank) : a / rank });
+    updates.push({ param: `${moduleName}.weight`, rank, a: A.data, b: B.data, scale: cfg.use_rslora ? a / Math.sqrt(rank) : a / rank });
+    modules.push(module);
   }
-  const description = `rank ${[...ranks].join('/')} on ${[...new Set([...pairs.values()].map((p) => p.module))].join(', ')}`;
-  const opened: OpenedAdapter = { dir, updates, extra, description };
   const ours = await readOurs(dir);
-  if (ours) Object.assign(opened, ourAdapter(ours, c, updates));
-  return opened;
+  const spec = ours && ourSpec(ours, c, modules, updates);
+  const description = spec
+    ? `rank ${spec.rank}, alpha ${spec.alpha} on ${orderedTargets(spec).join(', ')}`
+    : `rank ${[...ranks].join('/')} on ${[...new Set(modules)].join(', ')}`;
+  return { dir, updates, base: ours?.base, spec, extra, description };
 }
 
 interface Ours {
@@ -312,47 +306,29 @@ async function readAdapterTensors(path: string): Promise<Map<string, Tensor32>> 
   }
 }
 
-function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = x[i * cols + j];
-  return out;
+/**
+ * Our spec from adapter_base.json, when the updates are still what our export wrote (every layer
+ * and target, b zero outside each target's block): their blocks are then set, so a merge computes
+ * only the targets' own products (a third of the work for query + value on c_attn), and the
+ * per-target values come back (adapterValues). An adapter trained further by PEFT as whole
+ * modules is merged as it is, without a spec.
+ */
+function ourSpec(ours: Ours, c: GPT2Config, modules: LoraModule[], updates: LowRankUpdate[]): LoraSpec | undefined {
+  const l = ours.lora;
+  if (!l || !Array.isArray(l.target_modules) || !l.target_modules.every((t) => LORA_TARGETS.includes(t))) return undefined;
+  const spec: LoraSpec = { rank: l.rank, alpha: l.alpha, dropout: l.dropout, targets: l.target_modules };
+  if (updates.length !== c.n_layer * loraModules(spec).length) return undefined;
+  const blocks = updates.map((u, k) => specBlocks(c, spec, modules[k], u));
+  if (blocks.some((b) => b === undefined)) return undefined;
+  updates.forEach((u, k) => (u.blocks = blocks[k]));
+  // loraValuesOf takes them layer by layer in LORA_MODULES order; a file may list them otherwise ("h.10" before "h.2")
+  const order = updates.map((u, k) => Number(/^transformer\.h\.(\d+)\./.exec(u.param)![1]) * LORA_MODULES.length + LORA_MODULES.indexOf(modules[k]));
+  const sorted = updates.map((u, k) => ({ u, at: order[k] })).sort((x, y) => x.at - y.at);
+  sorted.forEach(({ u }, k) => (updates[k] = u));
+  return spec;
 }
 
-/**
- * adapter_base.json: the base, and our spec. When every module's update still has the block
- * structure our export wrote (B zero outside each slice's rows and rank columns), the per-target
- * A and B come back exactly, and the updates become per target (a third of the work to merge
- * query + value). An adapter trained further as one module (by PEFT) is merged as it is.
- */
-function ourAdapter({ base, lora: l }: Ours, c: GPT2Config, updates: LowRankUpdate[]): Partial<OpenedAdapter> {
-  if (!l || !Array.isArray(l.target_modules) || !l.target_modules.every((t) => LORA_TARGETS.includes(t))) return { base };
-  const spec: LoraSpec = { rank: l.rank, alpha: l.alpha, dropout: l.dropout, targets: l.target_modules };
-  const r = spec.rank;
-  const values: ParameterValues = new Map();
-  for (const u of updates) {
-    const [, layer, module] = /^transformer\.h\.(\d+)\.(.+)\.weight$/.exec(u.param)!;
-    const slices = orderedTargets(spec).filter((t) => TARGET_MODULE[t] === module);
-    if (slices.length * r !== u.rank || Math.abs(u.scale - loraScale(spec)) > 1e-9 * loraScale(spec)) return { base };
-    const inDim = u.a.length / u.rank;
-    const sites = slices.map((t) => targetSite(c, t));
-    const As = sites.map(() => new Float32Array(inDim * r));
-    const Bs = sites.map((site) => new Float32Array(r * site.width));
-    for (let x = 0; x < inDim; x++) for (let k = 0; k < u.rank; k++) As[Math.floor(k / r)][x * r + (k % r)] = u.a[x * u.rank + k];
-    for (let k = 0; k < u.rank; k++) {
-      const s = Math.floor(k / r);
-      const { offset, width } = sites[s];
-      for (let j = 0; j < u.width; j++) {
-        const v = u.b[k * u.width + j];
-        if (j >= offset && j < offset + width) Bs[s][(k % r) * width + (j - offset)] = v;
-        else if (v !== 0) return { base };
-      }
-    }
-    slices.forEach((t, s) => {
-      const names = loraNames(Number(layer), t);
-      values.set(names.a, { shape: [inDim, r], data: As[s] });
-      values.set(names.b, { shape: [r, sites[s].width], data: Bs[s] });
-    });
-  }
-  if (values.size !== 2 * c.n_layer * spec.targets.length) return { base }; // not every layer and target: merge what is there
-  return { base, spec, values, updates: loraUpdates(c, spec, values), description: `rank ${r}, alpha ${spec.alpha} on ${orderedTargets(spec).join(', ')}` };
+/** The separate per-target A and B of an adapter of ours (undefined for others): what training resumes from. */
+export function adapterValues(adapter: OpenedAdapter, c: GPT2Config): ParameterValues | undefined {
+  return adapter.spec && loraValuesOf(c, adapter.spec, adapter.updates);
 }

@@ -9,16 +9,16 @@
  * Initialisation is PEFT's default (`init_lora_weights=True`): A by kaiming_uniform_(a=√5) of a
  * [rank, in] weight, i.e. U(−1/√in, 1/√in), B zero, so a new adapter changes nothing.
  *
- * Used two ways: unmerged, as the LinearAdapter GPT2 adds to its Conv1D outputs (training), and
- * merged at load time as low-rank updates added to the base weights while they are read
- * (mergedSources), after which every engine runs a plain GPT-2 at full speed.
+ * Used two ways: unmerged, as the LinearAdapter GPT2 adds to its Conv1D outputs (training, here),
+ * and merged at load time as low-rank updates added to the base weights while they are read
+ * (lora-merge.ts), after which every engine runs a plain GPT-2 at full speed.
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import { ToolError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { innerSize, type GPT2Config } from './config.js';
 import type { ForwardOptions, LinearAdapter, TF } from './gpt2.js';
-import { PREFIX, tensorValues, type ParameterSources, type ParameterValues } from './params.js';
+import { tensorValues, type ParameterValues } from './params.js';
 
 export const LORA_TARGETS = ['query', 'key', 'value', 'attn_proj', 'mlp_fc', 'mlp_proj'] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
@@ -134,100 +134,6 @@ export function checkLoraValues(c: GPT2Config, spec: LoraSpec, values: Parameter
     if (v.shape.join(',') !== shape.join(',')) throw new ToolError(`LoRA tensor ${name} has shape [${v.shape.join(', ')}], expected [${shape.join(', ')}]`);
   }
 }
-
-// ------------------------------------------------------------------------------------------ merged
-
-/** One low-rank update of a Conv1D weight [in, out]: W[:, offset : offset + width] += scale · a · b. */
-export interface LowRankUpdate {
-  /** The weight's parameter name ("transformer.h.0.attn.c_attn.weight"). */
-  param: string;
-  offset: number;
-  width: number;
-  rank: number;
-  /** [in, rank], row-major. */
-  a: Float32Array;
-  /** [rank, width], row-major. */
-  b: Float32Array;
-  scale: number;
-}
-
-/** The updates an adapter of ours makes (one per layer and target). */
-export function loraUpdates(c: GPT2Config, spec: LoraSpec, values: ParameterValues): LowRankUpdate[] {
-  checkLoraValues(c, spec, values);
-  const updates: LowRankUpdate[] = [];
-  for (let i = 0; i < c.n_layer; i++) {
-    for (const t of orderedTargets(spec)) {
-      const site = targetSite(c, t);
-      const { a, b } = loraNames(i, t);
-      updates.push({ param: `${PREFIX}h.${i}.${site.module}.weight`, offset: site.offset, width: site.width, rank: spec.rank, a: values.get(a)!.data, b: values.get(b)!.data, scale: loraScale(spec) });
-    }
-  }
-  return updates;
-}
-
-/**
- * Adds u to w ([rows, out] row-major). Each row of scale·a·b is summed in float64 (JavaScript's
- * numbers) and added to the float32 weight with one rounding. PEFT merges in float32 (B·A rounded,
- * then scaled, then added): the two agree to a few float32 ulps.
- */
-export function addUpdate(w: Float32Array, out: number, u: LowRankUpdate): void {
-  const rows = u.a.length / u.rank;
-  const acc = new Float64Array(u.width);
-  for (let i = 0; i < rows; i++) {
-    acc.fill(0);
-    for (let k = 0; k < u.rank; k++) {
-      const aik = u.a[i * u.rank + k];
-      if (aik === 0) continue;
-      const bk = k * u.width;
-      for (let j = 0; j < u.width; j++) acc[j] += aik * u.b[bk + j];
-    }
-    const row = i * out + u.offset;
-    for (let j = 0; j < u.width; j++) w[row + j] += u.scale * acc[j];
-  }
-}
-
-function updatesByParam(shapes: Map<string, number[]>, updates: LowRankUpdate[]): Map<string, LowRankUpdate[]> {
-  const byParam = new Map<string, LowRankUpdate[]>();
-  for (const u of updates) {
-    const shape = shapes.get(u.param);
-    if (!shape || shape.length !== 2) throw new ToolError(`LoRA update for ${u.param}: the model has no such matrix`);
-    if (u.a.length !== shape[0] * u.rank || u.b.length !== u.rank * u.width || u.offset + u.width > shape[1]) {
-      throw new ToolError(`LoRA update for ${u.param} [${shape.join(', ')}] does not fit: A has ${u.a.length} values for rank ${u.rank}, B ${u.b.length} for columns ${u.offset}–${u.offset + u.width - 1}`);
-    }
-    byParam.set(u.param, [...(byParam.get(u.param) ?? []), u]);
-  }
-  return byParam;
-}
-
-/**
- * Sources that read each base weight and add its updates in place before handing it on: the
- * merge streams with the load, tensor by tensor, and never holds a second copy of the model.
- */
-export function mergedSources(sources: ParameterSources, updates: LowRankUpdate[]): ParameterSources {
-  const byParam = updatesByParam(new Map([...sources].map(([n, s]) => [n, s.shape])), updates);
-  const merged: ParameterSources = new Map(sources);
-  for (const [name, list] of byParam) {
-    const source = sources.get(name)!;
-    merged.set(name, {
-      shape: source.shape,
-      async readInto(dest: Float32Array) {
-        await source.readInto(dest);
-        for (const u of list) addUpdate(dest, source.shape[1], u);
-      },
-    });
-  }
-  return merged;
-}
-
-/** Adds the updates to weights in memory, in place. */
-export function mergeInto(values: ParameterValues, updates: LowRankUpdate[]): void {
-  for (const [name, list] of updatesByParam(new Map([...values].map(([n, v]) => [n, v.shape])), updates)) {
-    const v = values.get(name)!;
-    for (const u of list) addUpdate(v.data, v.shape[1], u);
-  }
-}
-
-// ---------------------------------------------------------------------------------------- unmerged
 
 /** Salt of a layer's LoRA dropout (clear of GPT2's own: 0, 1 + 2i, 2 + 2i, 1000 + i). */
 const DROPOUT_SALT = 3000;

@@ -18,7 +18,7 @@ import { openCheckpoint, weightsPathIn, type StreamedCheckpoint } from '../forma
 import { ADAPTER_BASE, checkBase, isAdapterDir, readAdapterBase, readLoraAdapter } from '../formats/peft.js';
 import { presetConfig, type GPT2Config } from './config.js';
 import { GPT2 } from './gpt2.js';
-import { mergedSources } from './lora.js';
+import { mergedSources } from './lora-merge.js';
 import { initialParameters, sourcesOf, type ParameterSources } from './params.js';
 import { pretrainedDir, resolveModelSource } from './source.js';
 
@@ -71,7 +71,7 @@ export interface LoadedModel<M> {
  * read) into the model `build` makes from the config, one tensor at a time, with options.lora's
  * (or the source's) adapter merged in: `build` sees the config before any weight is read.
  */
-export async function loadModel<M>(source: string, options: OpenOptions, build: (config: GPT2Config, params: ParameterSources) => Promise<M>): Promise<LoadedModel<M>> {
+export async function loadModel<M extends { dispose(): void }>(source: string, options: OpenOptions, build: (config: GPT2Config, params: ParameterSources) => Promise<M>): Promise<LoadedModel<M>> {
   const { base, adapter } = await baseAndAdapter(source, options);
   const resolved = await resolveModelSource(base, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
   if (resolved.kind === 'random') {
@@ -82,8 +82,17 @@ export async function loadModel<M>(source: string, options: OpenOptions, build: 
   }
   const ck = await openCheckpoint(resolved.dir);
   try {
-    const params = adapter === undefined ? ck.params : await withAdapter(adapter, resolved.dir, ck, options.log);
+    if (adapter === undefined) return { model: await build(ck.config, ck.params), tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
+    const { params, checked, description } = await withAdapter(adapter, resolved.dir, ck, options.log);
+    checked.catch(() => {}); // awaited once the model is built
     const model = await build(ck.config, params);
+    try {
+      await checked;
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+    options.log?.(`LoRA adapter ${adapter} (${description}) merged into ${resolved.dir} as it loaded`);
     return { model, tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
   } finally {
     await ck.close();
@@ -106,13 +115,16 @@ async function baseAndAdapter(source: string, options: OpenOptions): Promise<{ b
   throw new ToolError(`${source}: its base model ${recorded.path} (recorded in ${ADAPTER_BASE}) is not there; give it: --model BASE --lora ${source}`);
 }
 
-/** The checkpoint's parameters with the adapter merged in as each is read, once the adapter is known to belong to this base. */
-async function withAdapter(dir: string, baseDir: string, ck: StreamedCheckpoint, log?: (m: string) => void): Promise<ParameterSources> {
+/**
+ * The checkpoint's parameters with the adapter merged in as each is read, and the check that the
+ * adapter belongs to this base (the sha256 of its weights, on a thread of its own while the model
+ * loads: the caller awaits it before using the model).
+ */
+async function withAdapter(dir: string, baseDir: string, ck: StreamedCheckpoint, log?: (m: string) => void): Promise<{ params: ParameterSources; checked: Promise<void>; description: string }> {
   const adapter = await readLoraAdapter(dir, ck.config);
   const extra = [...adapter.extra.keys()];
   if (extra.length > 0) throw new ToolError(`${dir}: tensor ${extra[0]} is not a LoRA weight of GPT-2's layers (${extra.length} such; modules_to_save are not supported here)`);
-  if (adapter.base) await checkBase(dir, adapter.base, await weightsPathIn(baseDir));
-  else log?.(`${dir}: no ${ADAPTER_BASE}, so nothing says which model this adapter belongs to; applying it to ${baseDir} unchecked`);
-  log?.(`LoRA adapter ${dir} (${adapter.description}) merged into ${baseDir} as it loads`);
-  return mergedSources(ck.params, adapter.updates);
+  const checked = adapter.base ? weightsPathIn(baseDir).then((path) => checkBase(dir, adapter.base!, path)) : Promise.resolve();
+  if (!adapter.base) log?.(`${dir}: no ${ADAPTER_BASE}, so nothing says which model this adapter belongs to; applying it to ${baseDir} unchecked`);
+  return { params: mergedSources(ck.params, adapter.updates), checked, description: adapter.description };
 }

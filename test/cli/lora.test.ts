@@ -49,7 +49,7 @@ describe('gpt2-generate --lora', () => {
     const r = runCli('gpt2-generate', ['--backend', 'wasm', '--input-format', 'ids', '--format', 'ids', '-n', '12', '--model', adapter], { input });
     expect(r.code, r.stderr).toBe(0);
     expect(ids(r.stdout)).toEqual(greedy.continuations);
-    expect(r.stderr).toContain(`gpt2-generate: LoRA adapter ${adapter} (rank 4, alpha 8 on query, value) merged into ${tiny} as it loads`);
+    expect(r.stderr).toContain(`gpt2-generate: LoRA adapter ${adapter} (rank 4, alpha 8 on query, value) merged into ${tiny} as it loaded`);
   });
 
   it('refuses the adapter on another base, with random weights, twice, or a directory that is no adapter', () => {

@@ -9,9 +9,10 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint, type LoadedCheckpoint } from '../../src/formats/checkpoint.js';
-import { ADAPTER_BASE, ADAPTER_CONFIG, ADAPTER_WEIGHTS, baseRefOf, checkBase, readLoraAdapter, saveLoraAdapter, toPeft, type BaseRef } from '../../src/formats/peft.js';
-import { parseSafetensors } from '../../src/formats/safetensors.js';
-import { loraUpdates, mergeInto, type LoraSpec, type LoraTarget, type LowRankUpdate } from '../../src/model/lora.js';
+import { ADAPTER_BASE, ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterValues, baseRefOf, checkBase, readLoraAdapter, saveLoraAdapter, toPeft, type BaseRef } from '../../src/formats/peft.js';
+import { encodeSafetensors, parseSafetensors } from '../../src/formats/safetensors.js';
+import type { LoraSpec, LoraTarget } from '../../src/model/lora.js';
+import { mergeInto, type LowRankUpdate } from '../../src/model/lora-merge.js';
 import type { ParameterValues } from '../../src/model/params.js';
 import { fixture, maxAbsDiff, tempDir } from '../helpers.js';
 
@@ -86,22 +87,25 @@ describe('PEFT export', () => {
     const back = await readLoraAdapter(out, tiny.config);
     expect(back.base).toEqual(base);
     expect(back.spec).toEqual({ ...spec, targets: ['query', 'value'] });
-    expect([...back.values!.keys()].sort()).toEqual([...values.keys()].sort());
-    for (const [name, v] of values) expect(back.values!.get(name)!.data, name).toEqual(v.data);
+    expect(back.updates.map((u) => u.blocks)).toEqual(Array(2).fill([{ offset: 0, width: 32, from: 0, count: 4 }, { offset: 64, width: 32, from: 4, count: 4 }]));
+    const backValues = adapterValues(back, tiny.config)!;
+    expect([...backValues.keys()].sort()).toEqual([...values.keys()].sort());
+    for (const [name, v] of values) expect(backValues.get(name)!.data, name).toEqual(v.data);
     // the rank-8 c_attn adapter as PEFT sees it (no adapter_base.json): the same merged weights
     const peftOnly = join(dir, 'qv-peft-only');
     mkdirSync(peftOnly);
     for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) copyFileSync(join(out, f), join(peftOnly, f));
     const fused = await readLoraAdapter(peftOnly, tiny.config);
     expect(fused.spec).toBeUndefined();
-    expect(fused.updates.map((u) => [u.param, u.rank, u.width])).toEqual([
-      ['transformer.h.0.attn.c_attn.weight', 8, 96],
-      ['transformer.h.1.attn.c_attn.weight', 8, 96],
+    expect(fused.updates.map((u) => [u.param, u.rank, u.blocks])).toEqual([
+      ['transformer.h.0.attn.c_attn.weight', 8, undefined],
+      ['transformer.h.1.attn.c_attn.weight', 8, undefined],
     ]);
-    const separate = merged(loraUpdates(tiny.config, spec, values));
-    const viaPeft = merged(fused.updates);
-    for (const [name, v] of separate) expect(viaPeft.get(name)!.data, name).toEqual(v.data);
-    expectMergedAsPeft(separate, fixture('lora', 'merged-qv.safetensors'));
+    // merged by blocks (the targets' own products) and whole (rank 8 over all 96 columns): the same bits
+    const byBlocks = merged(back.updates);
+    const whole = merged(fused.updates);
+    for (const [name, v] of byBlocks) expect(whole.get(name)!.data, name).toEqual(v.data);
+    expectMergedAsPeft(byBlocks, fixture('lora', 'merged-qv.safetensors'));
   });
 
   it('all targets: rank_pattern for c_attn beside rank-2 modules reads back to the same merged model', async () => {
@@ -109,13 +113,40 @@ describe('PEFT export', () => {
     const out = join(dir, 'all');
     await saveLoraAdapter(out, tiny.config, spec, values, base);
     const back = await readLoraAdapter(out, tiny.config);
-    for (const [name, v] of values) expect(back.values!.get(name)!.data, name).toEqual(v.data);
+    expect(back.spec).toBeDefined();
+    const backValues = adapterValues(back, tiny.config)!;
+    for (const [name, v] of values) expect(backValues.get(name)!.data, name).toEqual(v.data);
     expectMergedAsPeft(merged(back.updates), fixture('lora', 'merged-all.safetensors'));
     expect(readFileSync(join(out, ADAPTER_BASE), 'utf8')).toContain(base.sha256);
   });
 });
 
 describe('PEFT adapters from elsewhere', () => {
+  it('ours trained further by PEFT as one c_attn adapter (B no longer zero off its blocks) merges whole, as PEFT does', async () => {
+    const { spec, values } = adapterCase('qv');
+    const out = join(dir, 'qv-further');
+    await saveLoraAdapter(out, tiny.config, spec, values, base);
+    const file = parseSafetensors(readFileSync(join(out, ADAPTER_WEIGHTS)), out);
+    const name = 'base_model.model.transformer.h.1.attn.c_attn.lora_B.weight';
+    const B = file.tensors.get(name)!.data; // [96, 8]
+    B[40 * 8 + 2] = 0.5; // a key row, a query rank
+    writeFileSync(join(out, ADAPTER_WEIGHTS), encodeSafetensors([...file.tensors].map(([n, t]) => ({ name: n, shape: t.shape, data: t.data }))));
+    const adapter = await readLoraAdapter(out, tiny.config);
+    expect(adapter.spec).toBeUndefined();
+    expect(adapter.description).toBe('rank 8 on attn.c_attn');
+    // PEFT's merge in float64: W + scale·(B·A)ᵀ, scale = 16 / 8
+    const A = file.tensors.get(name.replace('lora_B', 'lora_A'))!.data; // [8, 32]
+    const W = tiny.values.get('transformer.h.1.attn.c_attn.weight')!.data; // [32, 96]
+    const want = Float64Array.from(W, (w, idx) => {
+      const [x, j] = [Math.floor(idx / 96), idx % 96];
+      let sum = 0;
+      for (let k = 0; k < 8; k++) sum += B[j * 8 + k] * A[k * 32 + x];
+      return w + 2 * sum;
+    });
+    expect(maxAbsDiff(merged(adapter.updates).get('transformer.h.1.attn.c_attn.weight')!.data, want)).toBeLessThan(2e-6);
+    expect(Math.abs(want[3 * 96 + 40] - W[3 * 96 + 40])).toBeGreaterThan(1e-3); // the key column moved
+  });
+
   it.each([
     ['peft-qv', 'merged-qv.safetensors'],
     ['peft-all', 'merged-all.safetensors'],

@@ -11,7 +11,8 @@ import { loadCheckpoint, type LoadedCheckpoint } from '../../src/formats/checkpo
 import { parseSafetensors } from '../../src/formats/safetensors.js';
 import type { GPT2Config } from '../../src/model/config.js';
 import { GPT2 } from '../../src/model/gpt2.js';
-import { checkLoraSpec, initialLora, LoraAdapter, loraUpdates, mergedSources, mergeInto, type LoraSpec, type LoraTarget } from '../../src/model/lora.js';
+import { checkLoraSpec, initialLora, LoraAdapter, type LoraSpec, type LoraTarget } from '../../src/model/lora.js';
+import { loraUpdates, mergedSources, mergeInto } from '../../src/model/lora-merge.js';
 import { sourcesOf, type ParameterValues } from '../../src/model/params.js';
 import { fixture, maxAbsDiff } from '../helpers.js';
 
