@@ -52,14 +52,23 @@ export interface BaseRef {
   sha256: string;
 }
 
-/** Hashes a file on a thread of its own, so that checking a base overlaps loading it (0.4 s of 500 MB here). */
+/**
+ * Hashes a file on a thread of its own, so that checking a base overlaps loading it: synchronous
+ * reads into one 16 MiB buffer (a read stream's chunks cost ~0.2 s of allocation and GC on 500 MB).
+ */
 const HASHER = `
 const { workerData, parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
 const hash = require('node:crypto').createHash('sha256');
-require('node:fs').createReadStream(workerData, { highWaterMark: 1 << 22 })
-  .on('data', (chunk) => hash.update(chunk))
-  .on('error', (err) => parentPort.postMessage({ code: err.code, message: err.message }))
-  .on('end', () => parentPort.postMessage({ sha256: hash.digest('hex') }));
+const buffer = Buffer.allocUnsafe(1 << 24);
+try {
+  const fd = fs.openSync(workerData, 'r');
+  for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash.update(buffer.subarray(0, n));
+  fs.closeSync(fd);
+  parentPort.postMessage({ sha256: hash.digest('hex') });
+} catch (err) {
+  parentPort.postMessage({ code: err.code, message: err.message });
+}
 `;
 
 export function sha256OfFile(path: string): Promise<string> {

@@ -84,7 +84,6 @@ export async function loadModel<M extends { dispose(): void }>(source: string, o
   try {
     if (adapter === undefined) return { model: await build(ck.config, ck.params), tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
     const { params, checked, description } = await withAdapter(adapter, resolved.dir, ck, options.log);
-    checked.catch(() => {}); // awaited once the model is built
     const model = await build(ck.config, params);
     try {
       await checked;
@@ -121,10 +120,12 @@ async function baseAndAdapter(source: string, options: OpenOptions): Promise<{ b
  * loads: the caller awaits it before using the model).
  */
 async function withAdapter(dir: string, baseDir: string, ck: StreamedCheckpoint, log?: (m: string) => void): Promise<{ params: ParameterSources; checked: Promise<void>; description: string }> {
+  const base = await readAdapterBase(dir);
+  const checked = base ? weightsPathIn(baseDir).then((path) => checkBase(dir, base, path)) : Promise.resolve();
+  checked.catch(() => {}); // awaited by the caller, unless reading the adapter fails first
   const adapter = await readLoraAdapter(dir, ck.config);
   const extra = [...adapter.extra.keys()];
   if (extra.length > 0) throw new ToolError(`${dir}: tensor ${extra[0]} is not a LoRA weight of GPT-2's layers (${extra.length} such; modules_to_save are not supported here)`);
-  const checked = adapter.base ? weightsPathIn(baseDir).then((path) => checkBase(dir, adapter.base!, path)) : Promise.resolve();
-  if (!adapter.base) log?.(`${dir}: no ${ADAPTER_BASE}, so nothing says which model this adapter belongs to; applying it to ${baseDir} unchecked`);
+  if (!base) log?.(`${dir}: no ${ADAPTER_BASE}, so nothing says which model this adapter belongs to; applying it to ${baseDir} unchecked`);
   return { params: mergedSources(ck.params, adapter.updates), checked, description: adapter.description };
 }
