@@ -7,6 +7,7 @@ interface Flags {
   config?: string;
   to: 'hf' | 'mindformers';
   dtype: 'f32' | 'f16';
+  lora?: string;
   quiet?: boolean;
 }
 
@@ -25,7 +26,13 @@ pytorch_model.bin is read in both PyTorch formats (zip, and the legacy one of th
 by a restricted unpickler that refuses anything a state dict does not need: nothing executes.
 Names with or without "transformer." are accepted, attention-mask buffers are dropped, and a
 file with MindFormers names (backbone.*) is converted back. vocab.json and merges.txt are copied
-from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
+from SRC when present, else GPT-2's built-in files. DST is written atomically.
+
+--lora DIR merges a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) into the
+weights: DST is then a plain model that runs without the adapter:
+  convert-weights models/gpt2 models/gpt2-tuned --lora runs/lora/checkpoints/latest An adapter this toolchain wrote
+records the base it was trained on (adapter_base.json: path, size, sha256 of its weights file) and
+is refused for any other SRC.`,
 })
   .argument('<src>', 'HF model directory, or a .safetensors / .bin weights file')
   .argument('<dst>', 'checkpoint directory to write')
@@ -33,6 +40,7 @@ from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
   .option('--config <preset|file>', "model config when SRC has none (or to override it): a preset name or a config.json")
   .addOption(choiceOption('--to <format>', 'also write MindFormers names (mindformers.safetensors in DST)', ['hf', 'mindformers'], 'hf'))
   .addOption(choiceOption('--dtype <dtype>', 'float type of the written weights', ['f32', 'f16'], 'f32'))
+  .option('--lora <dir>', 'merge this LoRA adapter (PEFT format) into the weights')
   .action(async (src: string, dst: string, flags: Flags) => {
     const log = logger('convert-weights', !!flags.quiet);
     const { convertWeights } = await import('../formats/convert.js');
@@ -44,6 +52,7 @@ from SRC when present, else GPT-2's built-in files. DST is written atomically.`,
         to: flags.to,
         dtype: flags.dtype,
         overwrite: flags.overwrite,
+        lora: flags.lora,
         onInfo: log.info,
         onWarning: log.warn,
         onProgress: (done, total) => {

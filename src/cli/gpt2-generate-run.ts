@@ -15,6 +15,7 @@ import type { Logger } from './common.js';
 
 export interface RunFlags {
   model: string;
+  lora?: string;
   randomInit?: boolean;
   backend?: string;
   threads?: number;
@@ -42,7 +43,7 @@ export interface RunFlags {
 }
 
 export async function runGeneration(prompts: string[], flags: RunFlags, ctx: { started: number; log: Logger }): Promise<void> {
-  const opened = await openGenerationModel(flags.model, { backend: flags.backend, log: ctx.log.info, randomInit: flags.randomInit, seed: flags.seed, cache: flags.cache, threads: flags.threads });
+  const opened = await openGenerationModel(flags.model, { backend: flags.backend, log: ctx.log.info, randomInit: flags.randomInit, lora: flags.lora, seed: flags.seed, cache: flags.cache, threads: flags.threads });
   try {
     const tokenizer = tokenizerFor(opened.tokenizerDir, opened.model.config, flags, ctx.log);
     await run(opened.model, tokenizer, prompts, flags, ctx.started);

@@ -46,11 +46,18 @@ are taken as they are, one per line.
 --model takes a checkpoint directory or a preset name (gpt2, gpt2-medium, ...). A preset name means
 its pretrained weights, found in $GPT2_TOOLCHAIN_HOME/models/<name> (default
 ~/.cache/gpt2-toolchain/models/<name>; fill it once with convert-weights); --random-init asks for
-the preset's shape with random weights instead (seeded by --seed).`,
+the preset's shape with random weights instead (seeded by --seed).
+
+--lora DIR merges a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) into the
+weights as they load, so generation runs at full speed on every engine:
+  gpt2-generate --model gpt2 --lora runs/lora/checkpoints/latest "The meaning of life is"
+An adapter this toolchain wrote records its base, so --model may also be the adapter directory
+alone; applying it to any other base is refused.`,
 })
   .argument('[prompts...]', 'prompts (text, or ids with --input-format ids)')
   .requiredOption('-m, --model <dir|preset>', 'checkpoint directory or preset name')
   .option('--random-init', 'with a preset name: random weights (from --seed) instead of its pretrained ones')
+  .option('--lora <dir>', 'merge this LoRA adapter (PEFT format) into the model as it loads')
   .option('--prompt-file <file>', 'read prompts from a file, one per line')
   .addOption(choiceOption('--input-format <format>', 'prompts as text or as space-separated token ids', ['text', 'ids'], 'text'))
   .option('-n, --max-new-tokens <n>', 'tokens to generate', intArg('--max-new-tokens', 0), 50)

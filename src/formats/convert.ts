@@ -1,7 +1,8 @@
 /**
  * convert-weights as a library function: a Hugging Face GPT-2 (directory or weights file:
  * model.safetensors, or pytorch_model.bin in the zip or the legacy format) or a MindFormers
- * safetensors file → our checkpoint directory; optionally also the MindFormers names. A
+ * safetensors file → our checkpoint directory; optionally also the MindFormers names, and
+ * optionally with a LoRA adapter merged in (a plain model that needs no adapter afterwards). A
  * GPT2ForSequenceClassification (its config.json says so) keeps its head: score.weight and the
  * labels.
  */
@@ -18,6 +19,8 @@ import { readWeightsFile } from './weights-file.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
 import type { ParameterValues } from '../model/params.js';
 import { writeSafetensors } from './safetensors.js';
+import { checkBase, readLoraAdapter, type OpenedAdapter } from './peft.js';
+import { mergeInto } from '../model/lora-merge.js';
 
 export const MINDFORMERS_FILE = 'mindformers.safetensors';
 
@@ -27,6 +30,8 @@ export interface ConvertOptions {
   to?: 'hf' | 'mindformers';
   dtype?: 'f32' | 'f16';
   overwrite?: boolean;
+  /** A LoRA adapter directory (PEFT's format) to merge into the weights. */
+  lora?: string;
   onProgress?: (done: number, total: number) => void;
   onInfo?: (message: string) => void;
   onWarning?: (message: string) => void;
@@ -62,9 +67,10 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
   const { config, head } = await configFor(options.config, srcDir);
-  const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : [])];
+  const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
   await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
+  const adapter = options.lora === undefined ? undefined : await adapterFor(options.lora, config, weightsPath, options);
   options.onInfo?.(`reading ${weightsPath}`);
   const tensors = await readWeightsFile(weightsPath, options.onProgress);
   let values: ParameterValues;
@@ -75,6 +81,10 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     values = fromMindformers(config, tensors, weightsPath);
   } else {
     ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, head));
+  }
+  if (adapter) {
+    mergeInto(values, adapter.updates);
+    options.onInfo?.(`merged LoRA adapter ${adapter.dir} (${adapter.description})`);
   }
   const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
   if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
@@ -91,4 +101,14 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
         : undefined,
   });
   return { config, ...(head ? { head } : {}), source, weightsPath, ignored };
+}
+
+/** The adapter, once it is known to belong to the weights at weightsPath (checked before they are read). */
+async function adapterFor(dir: string, config: GPT2Config, weightsPath: string, options: ConvertOptions): Promise<OpenedAdapter> {
+  const adapter = await readLoraAdapter(dir, config);
+  const extra = [...adapter.extra.keys()];
+  if (extra.length > 0) throw new ToolError(`${dir}: tensor ${extra[0]} is not a LoRA weight of GPT-2's layers (${extra.length} such; modules_to_save are not supported here)`);
+  if (adapter.base) await checkBase(dir, adapter.base, weightsPath);
+  else options.onWarning?.(`${dir} does not record its base model: merging it into ${weightsPath} unchecked`);
+  return adapter;
 }

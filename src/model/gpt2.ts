@@ -11,7 +11,7 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { tensorFromReader } from '../backend/tensor-from-reader.js';
 import { ToolError } from '../util/errors.js';
 import type { GPT2Config } from './config.js';
-import { parameterShapes, PREFIX, sourceOf, type ParameterSources, type ParameterValues } from './params.js';
+import { parameterShapes, PREFIX, sourceOf, tensorValues, type ParameterSources, type ParameterValues } from './params.js';
 
 export type TF = typeof import('@tensorflow/tfjs');
 type Tensor = tfjs.Tensor;
@@ -37,6 +37,15 @@ export interface ForwardOptions {
   seed?: number;
 }
 
+/**
+ * Something that adds to a Conv1D's output (LoRA, src/model/lora.ts): the delta [N, out] for the
+ * layer `name` (e.g. "h.0.attn.c_attn") given its input rows x2d [N, in], or undefined to add
+ * nothing. Called inside the model's tidy scopes; `options` says whether this is training.
+ */
+export interface LinearAdapter {
+  delta(name: string, x2d: tfjs.Tensor2D, options: ForwardOptions): tfjs.Tensor2D | undefined;
+}
+
 const NEG = -1e9; // "minus infinity" that stays finite when two masks add up (no NaN rows)
 const SCORE_ELEMENTS = 1 << 20; // attention scores computed at once in inference (4 MB)
 const MLP_ROWS = 256; // rows through the MLP at once in inference
@@ -48,6 +57,9 @@ export class GPT2 {
     /** Parameters by HF name (with the "transformer." prefix). */
     readonly params: Map<string, Tensor>,
   ) {}
+
+  /** Adds to the Conv1D outputs (an unmerged LoRA); unset, the model is plain GPT-2. */
+  adapter: LinearAdapter | undefined;
 
   /** A model over tensors made from values (checked against the config's shapes). */
   static fromValues(tf: TF, config: GPT2Config, values: ParameterValues, options: { trainable?: boolean } = {}): GPT2 {
@@ -89,10 +101,8 @@ export class GPT2 {
   }
 
   /** Values of every parameter, read back from the backend (for saving). */
-  async values(): Promise<ParameterValues> {
-    const out: ParameterValues = new Map();
-    for (const [name, t] of this.params) out.set(name, { shape: t.shape, data: (await t.data()) as Float32Array });
-    return out;
+  values(): Promise<ParameterValues> {
+    return tensorValues(this.params);
   }
 
   dispose(): void {
@@ -200,13 +210,15 @@ export class GPT2 {
     return tf.add(tf.mul(normed, this.param(`${name}.weight`)), this.param(`${name}.bias`)) as tfjs.Tensor3D;
   }
 
-  /** x [B, T, in] · W [in, out] + b, as HF's Conv1D. */
-  private conv1d(x: tfjs.Tensor3D, name: string): tfjs.Tensor3D {
+  /** x [B, T, in] · W [in, out] + b, as HF's Conv1D, plus the adapter's delta if there is one. */
+  private conv1d(x: tfjs.Tensor3D, name: string, options: ForwardOptions): tfjs.Tensor3D {
     const tf = this.tf;
     const [b, t, d] = x.shape;
     const w = this.param(`${name}.weight`) as tfjs.Tensor2D;
-    const y = tf.add(tf.matMul(tf.reshape(x, [b * t, d]), w), this.param(`${name}.bias`));
-    return tf.reshape(y, [b, t, w.shape[1]]);
+    const x2d = tf.reshape(x, [b * t, d]) as tfjs.Tensor2D;
+    const y = tf.add(tf.matMul(x2d, w), this.param(`${name}.bias`));
+    const delta = this.adapter?.delta(name, x2d, options);
+    return tf.reshape(delta ? tf.add(y, delta) : y, [b, t, w.shape[1]]);
   }
 
   private attention(i: number, x: tfjs.Tensor3D, bias: Tensor, past: { k: Tensor; v: Tensor } | undefined, options: ForwardOptions) {
@@ -215,7 +227,7 @@ export class GPT2 {
     const hd = d / heads;
     const [b, t] = x.shape;
     const [q, k, v] = tf.tidy(() => {
-      const qkv = this.conv1d(x, `h.${i}.attn.c_attn`);
+      const qkv = this.conv1d(x, `h.${i}.attn.c_attn`, options);
       const [qh, kNew, vNew] = tf.split(qkv, 3, 2).map((part) => tf.transpose(tf.reshape(part, [b, t, heads, hd]), [0, 2, 1, 3]));
       return [tf.mul(qh, 1 / Math.sqrt(hd)), past ? tf.concat([past.k, kNew], 2) : kNew, past ? tf.concat([past.v, vNew], 2) : vNew];
     });
@@ -244,7 +256,7 @@ export class GPT2 {
     const out = tf.tidy(() => {
       const ctx = parts.length === 1 ? parts[0] : tf.concat(parts, 0);
       const merged = tf.reshape(tf.transpose(tf.reshape(ctx, [b, heads, t, hd]), [0, 2, 1, 3]), [b, t, d]) as tfjs.Tensor3D;
-      return this.dropout(this.conv1d(merged, `h.${i}.attn.c_proj`), this.config.resid_pdrop, options, 2 + 2 * i);
+      return this.dropout(this.conv1d(merged, `h.${i}.attn.c_proj`, options), this.config.resid_pdrop, options, 2 + 2 * i);
     });
     return { out, k, v };
   }
@@ -269,8 +281,8 @@ export class GPT2 {
   }
 
   private mlp(i: number, x: tfjs.Tensor3D, options: ForwardOptions): tfjs.Tensor3D {
-    const h = this.activation(this.conv1d(x, `h.${i}.mlp.c_fc`));
-    return this.dropout(this.conv1d(h, `h.${i}.mlp.c_proj`), this.config.resid_pdrop, options, 1000 + i);
+    const h = this.activation(this.conv1d(x, `h.${i}.mlp.c_fc`, options));
+    return this.dropout(this.conv1d(h, `h.${i}.mlp.c_proj`, options), this.config.resid_pdrop, options, 1000 + i);
   }
 
   private activation(x: tfjs.Tensor3D): tfjs.Tensor3D {

@@ -2,18 +2,25 @@
  * A model ready to run: a checkpoint directory (or a preset's weights, or with randomInit a preset
  * with random weights; see source.ts) loaded onto the selected backend, with the identity of its
  * tokenizer. Generation opens its models through src/generate/choose.ts, with loadModel.
+ *
+ * A LoRA adapter (PEFT's format, src/formats/peft.ts) is merged into the base weights here, while
+ * they are read, so every tool and engine that loads through loadModel takes `lora` and then runs
+ * a plain GPT-2 at full speed. An adapter directory of ours given as the source finds its base by
+ * the path it records.
  */
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { selectBackend, type BackendName, type SelectedBackend } from '../backend/select.js';
 import { tokenizerSha256 } from '../tokenizer/vocab-files.js';
 import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, GPT2_VOCAB_SIZE, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
-import { fsError } from '../util/errors.js';
-import { openCheckpoint } from '../formats/checkpoint.js';
+import { fsError, ToolError, UsageError } from '../util/errors.js';
+import { openCheckpoint, weightsPathIn, type StreamedCheckpoint } from '../formats/checkpoint.js';
+import { ADAPTER_BASE, checkBase, isAdapterDir, readAdapterBase, readLoraAdapter } from '../formats/peft.js';
 import { presetConfig, type GPT2Config } from './config.js';
 import { GPT2 } from './gpt2.js';
+import { mergedSources } from './lora-merge.js';
 import { initialParameters, sourcesOf, type ParameterSources } from './params.js';
-import { resolveModelSource } from './source.js';
+import { pretrainedDir, resolveModelSource } from './source.js';
 
 
 export interface OpenedModel extends LoadedModel<GPT2> {
@@ -45,6 +52,8 @@ export interface OpenOptions {
   /** A preset name means random weights (drawn from `seed`) rather than the preset's pretrained ones. */
   randomInit?: boolean;
   seed?: number;
+  /** A LoRA adapter directory (PEFT's format) to merge into the weights as they load. */
+  lora?: string;
 }
 
 /** A model `build` makes from the weights `source` names, and what came with them. */
@@ -58,21 +67,65 @@ export interface LoadedModel<M> {
 
 /**
  * Reads the weights `source` names (a checkpoint directory, a preset's installed weights, or with
- * randomInit a preset's random ones) into the model `build` makes from the config, one tensor at a
- * time: `build` sees the config before any weight is read.
+ * randomInit a preset's random ones; or a LoRA adapter directory of ours, whose recorded base is
+ * read) into the model `build` makes from the config, one tensor at a time, with options.lora's
+ * (or the source's) adapter merged in: `build` sees the config before any weight is read.
  */
-export async function loadModel<M>(source: string, options: OpenOptions, build: (config: GPT2Config, params: ParameterSources) => Promise<M>): Promise<LoadedModel<M>> {
-  const resolved = await resolveModelSource(source, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
+export async function loadModel<M extends { dispose(): void }>(source: string, options: OpenOptions, build: (config: GPT2Config, params: ParameterSources) => Promise<M>): Promise<LoadedModel<M>> {
+  const { base, adapter } = await baseAndAdapter(source, options);
+  const resolved = await resolveModelSource(base, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
   if (resolved.kind === 'random') {
+    if (adapter !== undefined) throw new UsageError(`--lora ${adapter}: an adapter is merged into the weights it was trained on, not into random ones`);
     const config = presetConfig(resolved.preset);
     const model = await build(config, sourcesOf(initialParameters(config, options.seed ?? 0)));
     return { model, tokenizerDir: builtinTokenizerDir(), ignored: [] };
   }
   const ck = await openCheckpoint(resolved.dir);
   try {
-    const model = await build(ck.config, ck.params);
+    if (adapter === undefined) return { model: await build(ck.config, ck.params), tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
+    const { params, checked, description } = await withAdapter(adapter, resolved.dir, ck, options.log);
+    const model = await build(ck.config, params);
+    try {
+      await checked;
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+    options.log?.(`LoRA adapter ${adapter} (${description}) merged into ${resolved.dir} as it loaded`);
     return { model, tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
   } finally {
     await ck.close();
   }
+}
+
+/** The base model and the adapter (if any) that `source` and options.lora name. */
+async function baseAndAdapter(source: string, options: OpenOptions): Promise<{ base: string; adapter?: string }> {
+  const sourceIsAdapter = !options.randomInit && (await isAdapterDir(source));
+  if (options.lora !== undefined) {
+    if (!(await isAdapterDir(options.lora))) throw new ToolError(`--lora ${options.lora}: not a LoRA adapter directory (no adapter_config.json)`);
+    if (sourceIsAdapter) throw new UsageError(`--model ${source} is a LoRA adapter too: give the base model with --model and the adapter with --lora, or the adapter alone with --model`);
+    return { base: source, adapter: options.lora };
+  }
+  if (!sourceIsAdapter) return { base: source };
+  const recorded = await readAdapterBase(source);
+  if (!recorded) throw new ToolError(`${source}: a PEFT adapter without ${ADAPTER_BASE}, so its base model is not known; give it: --model BASE --lora ${source}`);
+  if (await stat(recorded.path).then(() => true, () => false)) return { base: recorded.path, adapter: source };
+  if (recorded.name) return { base: await pretrainedDir(recorded.name, { flag: `${source}'s base` }), adapter: source };
+  throw new ToolError(`${source}: its base model ${recorded.path} (recorded in ${ADAPTER_BASE}) is not there; give it: --model BASE --lora ${source}`);
+}
+
+/**
+ * The checkpoint's parameters with the adapter merged in as each is read, and the check that the
+ * adapter belongs to this base (the sha256 of its weights, on a thread of its own while the model
+ * loads: the caller awaits it before using the model).
+ */
+async function withAdapter(dir: string, baseDir: string, ck: StreamedCheckpoint, log?: (m: string) => void): Promise<{ params: ParameterSources; checked: Promise<void>; description: string }> {
+  const base = await readAdapterBase(dir);
+  const checked = base ? weightsPathIn(baseDir).then((path) => checkBase(dir, base, path)) : Promise.resolve();
+  checked.catch(() => {}); // awaited by the caller, unless reading the adapter fails first
+  const adapter = await readLoraAdapter(dir, ck.config);
+  const extra = [...adapter.extra.keys()];
+  if (extra.length > 0) throw new ToolError(`${dir}: tensor ${extra[0]} is not a LoRA weight of GPT-2's layers (${extra.length} such; modules_to_save are not supported here)`);
+  if (!base) log?.(`${dir}: no ${ADAPTER_BASE}, so nothing says which model this adapter belongs to; applying it to ${baseDir} unchecked`);
+  return { params: mergedSources(ck.params, adapter.updates), checked, description: adapter.description };
 }

@@ -55,6 +55,13 @@ export function sourceOf(sources: ParameterSources, name: string, shape: number[
   return source;
 }
 
+/** Values of tensors read back from the backend (for saving); any tfjs tensor fits. */
+export async function tensorValues(tensors: Map<string, { shape: number[]; data(): Promise<unknown> }>): Promise<ParameterValues> {
+  const out: ParameterValues = new Map();
+  for (const [name, t] of tensors) out.set(name, { shape: t.shape, data: (await t.data()) as Float32Array });
+  return out;
+}
+
 /** Values in memory as sources. */
 export function sourcesOf(values: ParameterValues): ParameterSources {
   return new Map([...values].map(([name, v]) => [name, { shape: v.shape, readInto: async (dest: Float32Array) => dest.set(v.data) }]));

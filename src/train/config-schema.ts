@@ -5,14 +5,15 @@
  */
 import { BACKEND_NAMES, type BackendName } from '../backend/select.js';
 import { ACTIVATIONS, PRESETS, type GPT2Config } from '../model/config.js';
+import { LORA_TARGETS, type LoraTarget } from '../model/lora.js';
+
+export { LORA_TARGETS, type LoraTarget };
 
 export type Task = 'causal_lm' | 'sequence_classification';
 export type LrScheduleType = 'constant' | 'linear' | 'polynomial' | 'cosine';
-export type LoraTarget = 'query' | 'key' | 'value' | 'projection' | 'mapping' | 'output';
 
 export const TASKS: readonly Task[] = ['causal_lm', 'sequence_classification'];
 export const LR_SCHEDULE_TYPES: readonly LrScheduleType[] = ['constant', 'linear', 'polynomial', 'cosine'];
-export const LORA_TARGETS: readonly LoraTarget[] = ['query', 'key', 'value', 'projection', 'mapping', 'output'];
 /** HF GPT2Config keys that model.config may set (config files should be exact, so others are errors). */
 export const MODEL_CONFIG_KEYS = [
   'vocab_size', 'n_positions', 'n_embd', 'n_layer', 'n_head', 'n_inner', 'activation_function', 'resid_pdrop',

@@ -142,9 +142,10 @@ def layer_norm(x, g, b, eps):
     return (x - mean) / torch.sqrt(var + eps) * g + b
 
 
-def forward(w, cfg, ids, attention_mask=None, position_ids=None, dtype=torch.float64, hidden=False):
+def forward(w, cfg, ids, attention_mask=None, position_ids=None, dtype=torch.float64, hidden=False, delta=None):
     """HF GPT2LMHeadModel.forward in eval mode, computed in `dtype`. Returns logits [B, T, V] (with `hidden`: the final
-    hidden states after ln_f [B, T, D], what GPT2Model returns)."""
+    hidden states after ln_f [B, T, D], what GPT2Model returns). `delta(i, module, x)`, when given, is added to the
+    output of block i's Conv1D `module` ("attn.c_attn", …) for its input x (an unmerged LoRA: make_lora_fixtures.py)."""
     W = {k: v.to(dtype) for k, v in w.items()}
     D, H, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
     hd = D // H
@@ -163,10 +164,14 @@ def forward(w, cfg, ids, attention_mask=None, position_ids=None, dtype=torch.flo
     def heads(x):
         return x.view(B, T, H, hd).permute(0, 2, 1, 3)
 
+    def conv1d(x, i, module):
+        y = x @ W[f"h.{i}.{module}.weight"] + W[f"h.{i}.{module}.bias"]
+        return y if delta is None else y + delta(i, module, x)
+
     for i in range(cfg["n_layer"]):
         p = f"h.{i}."
         a = layer_norm(h, W[p + "ln_1.weight"], W[p + "ln_1.bias"], eps)
-        qkv = a @ W[p + "attn.c_attn.weight"] + W[p + "attn.c_attn.bias"]
+        qkv = conv1d(a, i, "attn.c_attn")
         q, k, v = (heads(x) for x in qkv.split(D, dim=-1))
         s = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
         s = torch.where(causal, s, minv)
@@ -174,9 +179,9 @@ def forward(w, cfg, ids, attention_mask=None, position_ids=None, dtype=torch.flo
             s = s + ext
         probs = torch.softmax(s, dim=-1)
         o = (probs @ v).permute(0, 2, 1, 3).reshape(B, T, D)
-        h = h + (o @ W[p + "attn.c_proj.weight"] + W[p + "attn.c_proj.bias"])
+        h = h + conv1d(o, i, "attn.c_proj")
         m = layer_norm(h, W[p + "ln_2.weight"], W[p + "ln_2.bias"], eps)
-        m = act(m @ W[p + "mlp.c_fc.weight"] + W[p + "mlp.c_fc.bias"]) @ W[p + "mlp.c_proj.weight"] + W[p + "mlp.c_proj.bias"]
+        m = conv1d(act(conv1d(m, i, "mlp.c_fc")), i, "mlp.c_proj")
         h = h + m
     h = layer_norm(h, W["ln_f.weight"], W["ln_f.bias"], eps)
     return h if hidden else h @ W["wte.weight"].t()
