@@ -86,6 +86,7 @@ bench: $(BUILT)
 	npm run --silent bench:train
 	npm run --silent bench:eval
 	npm run --silent bench:generate
+	npm run --silent bench:lora-train
 	npm run --silent bench:matmul
 
 clean:

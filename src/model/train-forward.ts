@@ -2,7 +2,8 @@
  * GPT-2's forward pass over whole sequences on a wasm heap laid out by train-memory.ts, llm.c
  * style: a list of calls, every product through the Gemm interface, everything else a row kernel
  * (src/backend/wasm-rows.ts) or a short loop (train-ops.ts, train-attention.ts). Computes what
- * GPT2.hidden computes, with dropout where the input carries a draw (train-dropout.ts); a
+ * GPT2.hidden computes, with dropout where the input carries a draw (train-dropout.ts) and LoRA's
+ * additions where the layout has adapters (train-lora.ts); a
  * training layout keeps what train-backward.ts needs, a forward-only one reuses one layer's slots.
  */
 import type { Gemm } from '../backend/gemm.js';
@@ -11,6 +12,7 @@ import { innerSize } from './config.js';
 import { attentionForward, type AttentionShape } from './train-attention.js';
 import type { DropoutDraw, SiteDropout } from './train-dropout.js';
 import { headLoss, type Head, type HeadGradient } from './train-head.js';
+import { loraForward, type LoraDraw } from './train-lora.js';
 import type { PassLayout } from './train-memory.js';
 import { activate, embed } from './train-ops.js';
 
@@ -28,6 +30,8 @@ export interface PassInput {
   T: number;
   /** The micro-batch's dropout masks (training); none: no dropout. */
   dropout?: DropoutDraw;
+  /** Its LoRA dropout masks (training with lora dropout); none: no LoRA dropout. */
+  lora?: LoraDraw;
 }
 
 /** Float offsets of a block's parameters (add layout.grads for their gradients). */
@@ -71,13 +75,17 @@ export function forward(ctx: PassContext, input: PassInput): void {
     const next = l + 1 < config.n_layer ? layers[l + 1].input : final.input;
     rows.layerNorm(a.input, a.ln1, w.ln1[0], w.ln1[1], norm, R, C, eps);
     mm(norm, w.attn[0], a.qkv, C, 3 * C, w.attn[1]);
+    loraForward(ctx, input, l, 'attn.c_attn', norm, a.qkv);
     attentionForward(attentionShape(ctx, input), a.qkv, a.ctx, a.lse, scores, input.dropout?.at('attn', l));
     mm(a.ctx, w.proj[0], a.mid, C, C);
+    loraForward(ctx, input, l, 'attn.c_proj', a.ctx, a.mid);
     residual(a.mid, w.proj[1], a.input, input.dropout?.at('proj', l));
     rows.layerNorm(a.mid, a.ln2, w.ln2[0], w.ln2[1], norm, R, C, eps);
     mm(norm, w.fc[0], a.fc, C, I, w.fc[1]);
+    loraForward(ctx, input, l, 'mlp.c_fc', norm, a.fc);
     activate(rows, heap, a.fc, inner, R * I, config.activation_function);
     mm(inner, w.out[0], next, I, C); // forward-only: next is this block's input, no longer needed
+    loraForward(ctx, input, l, 'mlp.c_proj', inner, next);
     residual(next, w.out[1], a.mid, input.dropout?.at('mlp', l));
   }
   rows.layerNorm(final.input, final.stats, topParam(layout, 'ln_f.weight'), topParam(layout, 'ln_f.bias'), final.hidden, R, C, eps);

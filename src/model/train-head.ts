@@ -4,8 +4,8 @@
  * train-memory.ts). Per chunk: logits = h·wteᵀ; each row's log-sum-exp and −log p(label) (row
  * kernels, one exp a logit); in training the logits become their gradient in place,
  * coef·(softmax − one-hot), and two products
- * finish the chunk: dh = dlogits·wte and dwte += dlogitsᵀ·h. wte is read where it is, never
- * transposed.
+ * finish the chunk: dh = dlogits·wte and dwte += dlogitsᵀ·h (not when wte is frozen, as under
+ * LoRA: a third of the head's products). wte is read where it is, never transposed.
  */
 import type { Gemm } from '../backend/gemm.js';
 import type { RowKernels } from '../backend/wasm-rows.js';
@@ -27,9 +27,9 @@ export interface Head {
 export interface HeadGradient {
   /** Gradient coefficient of each row: its loss weight / the micro-batch's weight total / micro-batches. */
   coef: Float64Array;
-  /** Where dh [rows, C] goes (overwritten) and dwte [V, C] (added to). */
+  /** Where dh [rows, C] goes (overwritten) and dwte [V, C] (added to; none when wte is frozen). */
   dhidden: number;
-  dwte: number;
+  dwte?: number;
 }
 
 /**
@@ -67,7 +67,7 @@ export function headLoss(h: Head, labels: Int32Array, weights: ArrayLike<number>
     }
     if (!grad) continue;
     gemm.gemm({ m: n, n: C, k: V, a: logits, lda: V, b: h.wte, ldb: C, c: grad.dhidden + r0 * C, ldc: C });
-    gemm.gemm({ m: V, n: C, k: n, a: logits, lda: V, transA: true, b: hidden, ldb: C, c: grad.dwte, ldc: C, accumulate: true });
+    if (grad.dwte !== undefined) gemm.gemm({ m: V, n: C, k: n, a: logits, lda: V, transA: true, b: hidden, ldb: C, c: grad.dwte, ldc: C, accumulate: true });
   }
   return sum;
 }

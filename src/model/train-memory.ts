@@ -39,10 +39,26 @@
  *   - gradients of activations reuse four scratch buffers, whatever the depth.
  * Forward + loss only (gpt2-eval, periodic evaluation): parameters, one layer's slots (reused by
  * every layer), the scratch and one logits chunk: 124M at 8 × 1024 is 0.85 GiB.
+ *
+ * LoRA (train-lora.ts) freezes the base: gradients and moments mirror only the adapters' A and B.
+ * The same run with the seed's LoRA, rank 64 on query + value (MiB):
+ *
+ *   parameters             124,439,808 floats, HF layout, frozen                        474.7
+ *   LoRA A, B              2,359,296 floats (12 layers × 2 targets × (768×64 + 64×768))    9.0
+ *   gradients, AdamW m, v  as LoRA A, B (none for the base)                         3 ×    9.0
+ *   per layer ×12, saved   as above                                                      360.8
+ *   LoRA per layer ×12     u = scale·drop(x)·A [1024×64] per target                        6.0
+ *   ln_f, scratch, attention block, logits chunk: as above                               68.3
+ *   LoRA scratch           drop(x) [1024×768] (LoRA dropout), frozen LayerNorm gradients   3.0
+ *   total                                                                            948.8 (0.93 GiB)
+ *
+ * against 2,327.9 MiB for full fine-tuning (the table above, with its dropout scratch): the three
+ * 474.7 MiB copies of the parameters are what LoRA saves; activations are the same.
  */
 import { ToolError } from '../util/errors.js';
 import { MAX_PAGES } from '../backend/wasm-asm.js';
 import { innerSize, type GPT2Config } from './config.js';
+import { loraShapes, orderedTargets, targetSite, type LoraSpec } from './lora.js';
 import { parameterShapes } from './params.js';
 
 export interface PassShape {
@@ -58,6 +74,8 @@ export interface PassShape {
   queryBlock?: number;
   /** Floats of scratch the GEMM kernel needs (GemmProvider.scratchFloats; default 0). */
   gemmScratch?: number;
+  /** LoRA adapters (lora.ts): their A and B are then what trains, and the base is frozen. */
+  lora?: LoraSpec;
 }
 
 /** A layer's saved activations, [rows, width] row-major. */
@@ -78,16 +96,39 @@ export interface LayerSlots {
   ln2: number;
   /** c_fc's output before the activation [R, n_inner]. */
   fc: number;
+  /**
+   * Per LoRA target (orderedTargets order): u = scale·drop(x)·A [R, rank], kept from the forward
+   * for B's gradient, then its gradient du in the backward. Empty without LoRA.
+   */
+  lora: number[];
+}
+
+/** Where the LoRA parameters and buffers are. */
+export interface LoraLayout {
+  spec: LoraSpec;
+  /** Float offset of each A and B by lora.ts's names (loraNames). */
+  params: Map<string, number>;
+  /** drop(x) of an adapted layer's input [R, widest input] (training with LoRA dropout; else −1). */
+  dropped: number;
+  /** Where a frozen LayerNorm's γ and β gradients go, to be thrown away [2, C] (training; else −1). */
+  sink: number;
 }
 
 export interface PassLayout {
   readonly config: GPT2Config;
-  readonly shape: Required<PassShape>;
+  readonly shape: Required<Omit<PassShape, 'lora'>>;
   /** Float offset of each parameter by HF name (with "transformer."); the region starts at 0. */
   readonly params: Map<string, number>;
-  /** Floats in the parameter region (alignment included); gradients and moments mirror it. */
+  /** Floats in the parameter region (alignment included). */
   readonly paramFloats: number;
-  /** Starts of the gradient and moment regions: a parameter's gradient is at grads + its offset. */
+  /** LoRA's A and B (after the parameters) and buffers; then the base is frozen. */
+  readonly lora?: LoraLayout;
+  /**
+   * What trains: the parameter region, or with LoRA only its A and B. The gradient and moment
+   * regions mirror it: a trainable tensor at offset o has its gradient at grads + o − start.
+   */
+  readonly trainable: { start: number; floats: number };
+  /** Starts of the gradient and moment regions (−1 without training). */
   readonly grads: number;
   readonly m: number;
   readonly v: number;
@@ -133,7 +174,7 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
   const I = innerSize(config);
   const { batch: B, length: T, training } = shape;
   const R = B * T;
-  const s: Required<PassShape> = {
+  const s: Required<Omit<PassShape, 'lora'>> = {
     batch: B,
     length: T,
     training,
@@ -149,13 +190,24 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
     return at;
   };
 
+  const size = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
   const params = new Map<string, number>();
-  for (const [name, dims] of parameterShapes(config)) params.set(name, take(dims.reduce((a, b) => a * b, 1)));
+  for (const [name, dims] of parameterShapes(config)) params.set(name, take(size(dims)));
   const paramFloats = next;
-  const count = [...parameterShapes(config)].reduce((sum, [, dims]) => sum + dims.reduce((a, b) => a * b, 1), 0);
-  regions.push(['parameters', `${count.toLocaleString('en-US')} floats, HF layout`, paramFloats]);
-  const [grads, m, v] = training ? [take(paramFloats), take(paramFloats), take(paramFloats)] : [-1, -1, -1];
-  if (training) regions.push(['gradients', 'same layout', paramFloats], ['AdamW first moments', 'same layout', paramFloats], ['AdamW second moments', 'same layout', paramFloats]);
+  const count = [...parameterShapes(config)].reduce((sum, [, dims]) => sum + size(dims), 0);
+  regions.push(['parameters', `${count.toLocaleString('en-US')} floats, HF layout${shape.lora ? ', frozen' : ''}`, paramFloats]);
+  const loraParams = new Map<string, number>();
+  const spec = shape.lora;
+  if (spec) {
+    const shapes = loraShapes(config, spec);
+    for (const [name, dims] of shapes) loraParams.set(name, take(size(dims)));
+    const what = `${shapes.reduce((sum, [, dims]) => sum + size(dims), 0).toLocaleString('en-US')} floats, rank ${spec.rank} on ${orderedTargets(spec).join(', ')}`;
+    regions.push(['LoRA A, B', what, next - paramFloats]);
+  }
+  const trainable = spec ? { start: paramFloats, floats: next - paramFloats } : { start: 0, floats: paramFloats };
+  const [grads, m, v] = training ? [take(trainable.floats), take(trainable.floats), take(trainable.floats)] : [-1, -1, -1];
+  const mirror = spec ? 'as LoRA A, B (none for the frozen base)' : 'same layout';
+  if (training) regions.push(['gradients', mirror, trainable.floats], ['AdamW first moments', mirror, trainable.floats], ['AdamW second moments', mirror, trainable.floats]);
 
   const args = take(16);
   const layerStart = next;
@@ -168,10 +220,16 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
     mid: take(R * C),
     ln2: take(2 * R),
     fc: take(R * I),
+    lora: [],
   });
   const first = slots();
   const layers = training ? [first, ...Array.from({ length: L - 1 }, slots)] : new Array<LayerSlots>(L).fill(first);
   regions.push([training ? `per layer ×${L}, saved` : 'one layer (reused)', `input, mid, ctx [${R}×${C}], qkv [${R}×${3 * C}], fc [${R}×${I}], stats, lse`, next - layerStart]);
+  if (spec) {
+    const loraStart = next;
+    for (const slot of new Set(layers)) slot.lora = orderedTargets(spec).map(() => take(R * spec.rank));
+    regions.push([training ? `LoRA per layer ×${L}, saved` : 'LoRA, one layer', `scale·drop(x)·A [${R}×${spec.rank}] per target`, next - loraStart]);
+  }
 
   const finalStart = next;
   const finalInput = training ? take(R * C) : first.input;
@@ -186,6 +244,13 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
   const dqkv = training ? take(R * 3 * C) : -1;
   const dropped = training && config.resid_pdrop > 0 ? take(R * C) : -1;
   regions.push(['scratch', `LayerNorm out/grad [${R}×${C}], MLP act/grad [${R}×${I}]${training ? ', dx, dqkv' : ''}${dropped >= 0 ? ', dx dropped' : ''}`, next - scratchStart]);
+  let lora: LoraLayout | undefined;
+  if (spec) {
+    const loraStart = next;
+    const widest = Math.max(...orderedTargets(spec).map((t) => targetSite(config, t).in));
+    lora = { spec, params: loraParams, dropped: training && spec.dropout > 0 ? take(R * widest) : -1, sink: training ? take(2 * C) : -1 };
+    if (training) regions.push(['LoRA scratch', `${lora.dropped >= 0 ? `drop(x) [${R}×${widest}], ` : ''}frozen LayerNorm gradients`, next - loraStart]);
+  }
   const scores = take(s.queryBlock * T);
   const dscores = training ? take(s.queryBlock * T) : -1;
   regions.push(['attention block', `${training ? 'scores and gradient' : 'scores'}, ${s.queryBlock}×${T}`, next - scores]);
@@ -199,6 +264,8 @@ export function passLayout(config: GPT2Config, shape: PassShape): PassLayout {
     shape: s,
     params,
     paramFloats,
+    lora,
+    trainable,
     grads,
     m,
     v,

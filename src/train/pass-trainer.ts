@@ -7,16 +7,29 @@
  * masks of its own (train-dropout.ts), and none in evaluation. Weights, gradients, moments and activations live in one shared wasm memory
  * laid out once (train-memory.ts), so the products can run on helper threads over it: the Gemm
  * kernel is the caller's choice (the reference one by default).
+ *
+ * With LoRA adapters (options.lora) only their A and B train: the base is frozen, with no
+ * gradients or moments in the memory and none of its weight-gradient products in the backward
+ * (train-backward.ts); clipping and AdamW (the same settings and decay rule: A and B are 2-D
+ * weights and decay, as HF Trainer's get_decay_parameter_names decays PEFT's lora_A/lora_B, which
+ * are no bias and no LayerNorm) run over A and B alone. LoRA dropout is drawn per (seed, step,
+ * micro-batch) as the model's (train-lora.ts); evaluation applies the adapters unmerged, without
+ * dropout: merging would change the base weights, which must stay as they are bit for bit, and
+ * costs the same few rank-r products. The adapter and its moments go out and come back by lora.ts's
+ * names (loraValues, optimizerState, and create/fromSources with options.lora), so a LoRA run
+ * resumes bit for bit.
  */
 import { referenceGemm, type Gemm, type GemmProvider } from '../backend/gemm.js';
 import { MAX_PAGES, wasmApi } from '../backend/wasm-asm.js';
 import { RowKernels } from '../backend/wasm-rows.js';
 import type { TokenRecord } from '../data/records.js';
 import { innerSize, type GPT2Config } from '../model/config.js';
+import { checkLoraValues, loraShapes, type LoraSpec } from '../model/lora.js';
 import { parameterShapes, type ParameterSources, type ParameterValues } from '../model/params.js';
 import { backward } from '../model/train-backward.js';
 import { DropoutDraw } from '../model/train-dropout.js';
 import { forward, lossOf, topParam, type PassContext, type PassInput } from '../model/train-forward.js';
+import { LoraDraw } from '../model/train-lora.js';
 import { describeLayout, passLayout, type PassLayout, type PassShape } from '../model/train-memory.js';
 import { ToolError } from '../util/errors.js';
 import type { Scorer } from './evaluate.js';
@@ -36,6 +49,8 @@ export interface PassTrainerOptions {
   gemm?: GemmProvider;
   headRows?: number;
   queryBlock?: number;
+  /** LoRA adapters to train on a frozen base: the spec and A and B to start from (lora.ts's names and shapes). */
+  lora?: { spec: LoraSpec; values: ParameterValues };
 }
 
 /**
@@ -98,10 +113,13 @@ export class PassTrainer implements Scorer {
       headRows: options.headRows,
       queryBlock: options.queryBlock,
       gemmScratch: gemm.scratchFloats,
+      lora: options.lora?.spec,
     };
     if (!(Number.isSafeInteger(shape.batch) && shape.batch >= 1 && Number.isSafeInteger(shape.length) && shape.length >= 1)) {
       throw new RangeError(`PassTrainer: batch and length must be positive integers, got ${shape.batch} and ${shape.length}`);
     }
+    const lora = options.lora;
+    if (lora) checkLoraValues(config, lora.spec, lora.values);
     const limit = passLimit(config, shape);
     if (limit) throw new ToolError(limit);
     const layout = passLayout(config, shape);
@@ -109,35 +127,42 @@ export class PassTrainer implements Scorer {
     const memory = new wasmApi.Memory({ initial: pages, maximum: MAX_PAGES, shared: true });
     const heap = new Float32Array(memory.buffer);
     const rows = new RowKernels(memory, layout.scratch.args);
-    const tensors = parameterShapes(config).map(([name, shape]) => ({ name, shape, at: layout.params.get(name)! }));
-    const optimizer = options.optimizer && new MemoryAdamW(rows, heap, tensors, { grad: layout.grads, m: layout.m, v: layout.v }, options.optimizer);
-    return new PassTrainer(config, layout, heap, gemm.create(memory, layout.scratch.gemm), rows, optimizer);
+    const start = layout.trainable.start;
+    const optimizer = options.optimizer && new MemoryAdamW(rows, heap, trainableTensors(layout), { grad: layout.grads - start, m: layout.m - start, v: layout.v - start }, options.optimizer);
+    const trainer = new PassTrainer(config, layout, heap, gemm.create(memory, layout.scratch.gemm), rows, optimizer);
+    if (lora) for (const [name, view] of trainer.loraValues()) view.data.set(lora.values.get(name)!.data);
+    return trainer;
   }
 
   /**
    * One optimizer step over micro-batches (as step.ts's trainStep): each micro-batch's masked mean
    * loss, gradients summed with weight 1/N, clipped to a global norm of gradClip (0: no clipping),
-   * one AdamW update at lr. With dropout, micro-batch m draws the masks of (seed, step, m): seed
-   * and step are needed then, and the same ones give the same step bit for bit.
+   * one AdamW update at lr. With dropout (the model's or LoRA's), micro-batch m draws the masks of
+   * (seed, step, m): seed and step are needed then, and the same ones give the same step bit for bit.
    */
   trainStep(microBatches: TokenRecord[][], options: { lr: number; gradClip: number; seed?: number; step?: number }): StepResult {
     const optimizer = this.trainable();
     if (microBatches.length === 0) throw new RangeError('trainStep: no micro-batches');
     const { heap, layout } = this;
-    heap.fill(0, layout.grads, layout.grads + layout.paramFloats);
+    heap.fill(0, layout.grads, layout.grads + layout.trainable.floats);
+    const lora = layout.lora?.spec;
     const N = microBatches.length;
     let lossSum = 0;
     let tokens = 0;
     for (const [m, records] of microBatches.entries()) {
       sameLength(records);
       const { inputs, labels, weights } = shiftBatch(records);
-      const input = { ...this.input(inputs.map((r) => Int32Array.from(r)), labels, weights), dropout: DropoutDraw.of(this.config, options.seed, options.step, m) };
+      const input: PassInput = {
+        ...this.input(inputs.map((r) => Int32Array.from(r)), labels, weights),
+        dropout: DropoutDraw.of(this.config, options.seed, options.step, m),
+        lora: lora && LoraDraw.of(lora, options.seed, options.step, m),
+      };
       const total = weights.reduce((a, b) => a + b, 0);
       tokens += total;
       if (total === 0) continue; // no target counts: loss 0 and no gradient, as step.ts
       forward(this.ctx, input);
       const coef = Float64Array.from(weights, (w) => w / total / N);
-      const sum = lossOf(this.ctx, labels, weights, { coef, dhidden: layout.scratch.dx, dwte: layout.grads + topParam(layout, 'wte.weight') });
+      const sum = lossOf(this.ctx, labels, weights, { coef, dhidden: layout.scratch.dx, dwte: lora ? undefined : layout.grads + topParam(layout, 'wte.weight') });
       backward(this.ctx, input);
       lossSum += sum / total;
     }
@@ -176,25 +201,32 @@ export class PassTrainer implements Scorer {
   }
 
   async firstNonFinite(): Promise<string | undefined> {
-    for (const [name, { data }] of this.values()) {
+    for (const [name, { data }] of [...this.values(), ...this.loraValues()]) {
       const k = data.findIndex((v) => !Number.isFinite(v));
       if (k >= 0) return `${name} holds ${data[k]} (element ${k} of ${data.length})`;
     }
     return undefined;
   }
 
-  /** The parameters by HF name: views of the memory (no copy), valid until the next step. */
+  /** The base parameters by HF name: views of the memory (no copy), valid until the next step. */
   values(): ParameterValues {
-    return this.views(0);
+    return views(this.heap, parameterShapes(this.config), this.layout.params, 0);
   }
 
-  /** The last step's gradients, clipped (views, as values()). */
+  /** LoRA's A and B by lora.ts's names (views, as values()); empty without LoRA. */
+  loraValues(): ParameterValues {
+    const lora = this.layout.lora;
+    return lora ? views(this.heap, loraShapes(this.config, lora.spec), lora.params, 0) : new Map();
+  }
+
+  /** The last step's gradients, clipped, of what trains: the parameters, or LoRA's A and B (views, as values()). */
   gradients(): ParameterValues {
     this.trainable();
-    return this.views(this.layout.grads);
+    const tensors = trainableTensors(this.layout);
+    return views(this.heap, tensors.map((t) => [t.name, t.shape]), new Map(tensors.map((t) => [t.name, t.at])), this.layout.grads - this.layout.trainable.start);
   }
 
-  /** AdamW's moments and step as the checkpoint code saves them (views, valid until the next step). */
+  /** AdamW's moments (of what trains, by the names gradients() uses) and step as the checkpoint code saves them (views, valid until the next step). */
   optimizerState(): AdamWState {
     return this.trainable().state();
   }
@@ -210,15 +242,6 @@ export class PassTrainer implements Scorer {
 
   dispose(): void {
     this.kernel.close();
-  }
-
-  private views(shift: number): ParameterValues {
-    return new Map(
-      parameterShapes(this.config).map(([name, shape]) => {
-        const at = shift + this.layout.params.get(name)!;
-        return [name, { shape, data: this.heap.subarray(at, at + shape.reduce((a, b) => a * b, 1)) }];
-      }),
-    );
   }
 
   private trainable(): MemoryAdamW {
@@ -241,6 +264,23 @@ export class PassTrainer implements Scorer {
     if (bad !== undefined) throw new ToolError(`token id ${bad} is outside the vocabulary (vocab_size ${V})`);
     return { ids, B, T };
   }
+}
+
+/** Name, shape and offset of each tensor that trains: LoRA's A and B when there are adapters, else every parameter. */
+function trainableTensors(layout: PassLayout): { name: string; shape: number[]; at: number }[] {
+  const { config, lora } = layout;
+  if (lora) return loraShapes(config, lora.spec).map(([name, shape]) => ({ name, shape, at: lora.params.get(name)! }));
+  return parameterShapes(config).map(([name, shape]) => ({ name, shape, at: layout.params.get(name)! }));
+}
+
+/** Views of tensors at `shift` + their offsets. */
+function views(heap: Float32Array, shapes: [string, number[]][], offsets: Map<string, number>, shift: number): ParameterValues {
+  return new Map(
+    shapes.map(([name, shape]) => {
+      const at = shift + offsets.get(name)!;
+      return [name, { shape, data: heap.subarray(at, at + shape.reduce((a, b) => a * b, 1)) }];
+    }),
+  );
 }
 
 /** A parameter's entry in `values`, checked against the config's shape. */

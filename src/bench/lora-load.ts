@@ -1,12 +1,12 @@
 /**
- * npm run bench:lora — what a LoRA adapter costs at load time: `gpt2-generate` on the `gpt2`
+ * npm run bench:lora-load — what a LoRA adapter costs at load time: `gpt2-generate` on the `gpt2`
  * preset (124M, fp32, random weights from a checkpoint this benchmark writes) with and without
  * `--lora` (query + value, rank 64, alpha 128: run_gpt2_lora.yaml's adapter, B nonzero), one new
  * token, each a fresh process, alternating so that the machine's mood affects both alike. The
  * anchor is the same load without the adapter in the same run; decoding afterwards runs the same
  * merged weights on the same engine, so its speed is the plain model's (shown).
  *
- *   node dist/bench/lora.js [--backend wasm] [--runs 5]
+ *   node dist/bench/lora-load.js [--backend wasm] [--runs 5]
  */
 import { join } from 'node:path';
 import { saveCheckpoint } from '../formats/checkpoint.js';
