@@ -6,8 +6,12 @@
  * "\r" not followed by "\n". A line with nothing on it is no row. The oracle is Python's csv
  * module (test/oracle/make_csv_cases.py → fixtures/labelled/csv-cases.json).
  *
- * Hand-written because the project has no CSV dependency and this grammar is small; csv-parse
- * (npm) could replace it behind the same push/end interface.
+ * Hand-written, against the rule of preferring a well-kept library, because the library measured
+ * worse on both counts that matter here: csv-parse 6 behind this same interface (tried on a
+ * branch, 2026-11-29) read 20 MB of AG-News-style rows at 4.0 MB/s against this parser's 75 MB/s
+ * (6.9 MB/s for csv-parse alone on the whole text), and it cannot read a quote inside an unquoted
+ * field (`5" screen`) as Python's csv module and GLUE-style files do without also accepting
+ * `"a"b` as text (relax_quotes), which must stay an error.
  */
 
 /** A row and the 1-based line it starts on, or why the text from that line is not a row. */
