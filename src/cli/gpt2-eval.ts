@@ -1,6 +1,7 @@
 /** gpt2-eval: perplexity of a language model, or accuracy of a classifier, on record shards, as one JSON line. */
 import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
+import { UsageError } from '../util/errors.js';
 import { writeStdout } from '../util/output.js';
 
 interface Flags {
@@ -11,6 +12,7 @@ interface Flags {
   backend?: string;
   threads?: number;
   randomInit?: boolean;
+  lora?: string;
   seed: number;
   quiet?: boolean;
 }
@@ -24,6 +26,7 @@ const program = createProgram({
     'gpt2-eval --model gpt2 --data data/valid             # OpenAI\'s GPT-2, once converted into $GPT2_TOOLCHAIN_HOME/models/gpt2',
     'gpt2-eval --model gpt2-tiny --random-init --data data/valid   # a preset\'s shape with random weights (a baseline)',
     'gpt2-eval --model runs/cls/checkpoints/latest --data data/sst2-dev      # a classifier on labelled shards',
+    'gpt2-eval --model models/gpt2 --lora runs/lora/checkpoints/latest --data data/valid   # a LoRA adapter merged at load',
   ],
   notes: `Prints {"loss", "perplexity", "tokens", "records"} on stdout: the token-weighted mean cross-entropy
 of every predicted position whose target is real (attention_mask 1), inputs = ids[:-1] and
@@ -48,6 +51,7 @@ the preset's shape with random weights instead.`,
   .option('--max-records <n>', 'evaluate only the first n records', intArg('--max-records', 1))
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
   .option('--threads <n>', 'threads on wasm (default: one per core)', intArg('--threads', 1, 64))
+  .option('--lora <dir>', 'a LoRA adapter (PEFT directory) to merge into the model as it loads (language models)')
   .option('--seed <n>', 'seed for --random-init', intArg('--seed', 0), 0)
   .action(async (flags: Flags) => {
     const log = logger('gpt2-eval', !!flags.quiet);
@@ -55,7 +59,9 @@ the preset's shape with random weights instead.`,
     const dataset = await openShards(flags.data);
     const { evaluateClassifierModel, evaluateModel, headOf } = await import('../train/eval-model.js');
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
-    const evaluator = (await headOf(flags.model, flags)) ? evaluateClassifierModel : evaluateModel;
+    const classifier = !!(await headOf(flags.model, flags));
+    if (classifier && flags.lora !== undefined) throw new UsageError('--lora is for language models; a classifier with an adapter is not supported yet');
+    const evaluator = classifier ? evaluateClassifierModel : evaluateModel;
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items', rateUnit: 'records' });
     let result;
     try {
@@ -64,6 +70,7 @@ the preset's shape with random weights instead.`,
         threads: flags.threads,
         log: log.info,
         randomInit: flags.randomInit,
+        lora: flags.lora,
         seed: flags.seed,
         batchSize: flags.batchSize,
         maxRecords: flags.maxRecords,

@@ -6,7 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { writeDataset } from '../../src/data/shard-writer.js';
 import { loadCheckpoint } from '../../src/formats/checkpoint.js';
+import { initialLora } from '../../src/model/lora.js';
+import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { baseRefOf, saveLoraAdapter } from '../../src/formats/peft.js';
 import { parseSafetensors } from '../../src/formats/safetensors.js';
 import type { LoraSpec, LoraTarget } from '../../src/model/lora.js';
@@ -89,5 +92,42 @@ describe('convert-weights --lora', () => {
 
   it('refuses an adapter trained on another base before reading the weights', () => {
     expectOneLineError(runCli('convert-weights', [gelu, join(dir, 'nope'), '--lora', adapter]), 'convert-weights', /this adapter was trained on .* refusing to apply it$/);
+  });
+});
+
+describe('gpt2-eval --lora', () => {
+  // GPT-2's vocabulary (gpt2-eval checks the shards' tokenizer against the model's): the gpt2vocab
+  // fixture, an adapter on it with B drawn too (a fresh adapter changes nothing), and its records.
+  const ev = JSON.parse(readFileSync(fixture('models', 'gpt2vocab', 'eval.json'), 'utf8')) as { block_size: number; blocks: number[][] };
+  const [base, other, lora, merged, data] = ['gv', 'gv-other', 'gv-adapter', 'gv-merged', 'gv-data'].map((n) => join(dir, n));
+  beforeAll(async () => {
+    expect(runCli('convert-weights', ['-q', fixture('models', 'gpt2vocab'), base]).code).toBe(0);
+    const ck = await loadCheckpoint(base);
+    const spec: LoraSpec = { rank: 2, alpha: 4, dropout: 0, targets: ['query', 'value', 'mlp_fc'] };
+    const values = initialLora(ck.config, spec, 1);
+    const b = initialLora(ck.config, spec, 2); // B from another draw's A: nonzero
+    for (const [name, v] of values) if (name.endsWith('lora_B')) v.data.set(b.get(name.replace('lora_B', 'lora_A'))!.data.subarray(0, v.data.length));
+    await saveLoraAdapter(lora, ck.config, spec, values, await baseRefOf(base));
+    expect(runCli('convert-weights', ['-q', base, merged, '--lora', lora]).code).toBe(0);
+    expect(runCli('convert-weights', ['-q', base, other, '--dtype', 'f16']).code).toBe(0); // another file of the same shapes
+    await writeDataset(data, Uint16Array.from(ev.blocks.flat()), {
+      blockSize: ev.block_size, dtype: 'uint16', padId: 50256, keepTail: false, tokenizer: loadTokenizer().identity,
+      docSeparator: 'eos', plan: {}, documents: 1, inputBytes: 0, command: ['test'],
+    });
+  });
+  const evalOf = (args: string[]) => {
+    const r = runCli('gpt2-eval', ['-q', '--data', data, ...args]);
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as { loss: number }).loss;
+  };
+
+  it('evaluates the adapted model: the loss of convert-weights --lora’s merged weights (checked against PEFT above), not the base’s', () => {
+    const adapted = evalOf(['--model', base, '--lora', lora]);
+    expect(adapted).toBe(evalOf(['--model', merged]));
+    expect(Math.abs(adapted - evalOf(['--model', base]))).toBeGreaterThan(1e-4);
+  });
+
+  it('refuses the adapter on another base', () => {
+    expectOneLineError(runCli('gpt2-eval', ['--model', other, '--lora', lora, '--data', data]), 'gpt2-eval', /this adapter was trained on .* refusing to apply it$/);
   });
 });
