@@ -1,7 +1,8 @@
 # gpt2-toolchain: every pipeline stage on the embedded sample in fixtures/, as file targets, so
 # `make -j2` runs independent stages in parallel and reruns only what changed.
 #
-#   make demo    install if needed, build, run the pipeline on the sample, print a summary
+#   make demo    install if needed, build, run the pipeline on the sample (a language model and a
+#                sentiment classifier), print a summary
 #   make test    install if needed, build, type-check the tests, run the test suite (what CI runs)
 #   make bench   benchmarks beside the PyTorch anchor (WikiText-2 from ../shared/data when present)
 #   make bench-deps  what the PyTorch anchor needs (apt-get, as root): torch on OpenBLAS, numpy, time
@@ -18,7 +19,7 @@ SOURCES  := $(shell find src -type f) tsconfig.json package.json
 PREP     := node bin/wikitext-prep.js --quiet
 ENCODE   := node bin/bpe-encode.js --quiet --overwrite
 
-.PHONY: demo test bench bench-deps build install clean prep encode train
+.PHONY: demo test bench bench-deps build install clean prep encode train classifier
 
 # --- set-up -----------------------------------------------------------------------------------
 $(INSTALL): package.json package-lock.json
@@ -51,11 +52,24 @@ TINY := configs/gpt2/run_gpt2_tiny.yaml
 $(OUT)/run/checkpoints/latest/model.safetensors: $(OUT)/train/manifest.json $(OUT)/valid/manifest.json $(TINY) $(BUILT)
 	node bin/gpt2-train.js --config $(TINY) --train-data $(OUT)/train --eval-data $(OUT)/valid --output-dir $(OUT)/run --overwrite
 
+# labelled sentences → classification shards → a tiny classifier (run_gpt2_txtcls_tiny.yaml: 60 steps)
+LABELLED := node bin/bpe-encode.js --quiet --overwrite --input-format tsv --text-column sentence --label-column label --labels negative,positive --max-length 64
+$(OUT)/cls-train/manifest.json: fixtures/labelled/sentiment.tsv $(BUILT)
+	$(LABELLED) --out $(@D) $<
+
+$(OUT)/cls-valid/manifest.json: fixtures/labelled/sentiment-dev.tsv $(BUILT)
+	$(LABELLED) --out $(@D) $<
+
+TXTCLS := configs/gpt2/run_gpt2_txtcls_tiny.yaml
+$(OUT)/cls/checkpoints/latest/model.safetensors: $(OUT)/cls-train/manifest.json $(OUT)/cls-valid/manifest.json $(TXTCLS) $(BUILT)
+	node bin/gpt2-train.js --quiet --config $(TXTCLS) --train-data $(OUT)/cls-train --eval-data $(OUT)/cls-valid --output-dir $(OUT)/cls --overwrite
+
 prep: $(OUT)/train.docs.txt $(OUT)/valid.docs.txt
 encode: $(OUT)/train/manifest.json $(OUT)/valid/manifest.json
 train: $(OUT)/run/checkpoints/latest/model.safetensors
+classifier: $(OUT)/cls/checkpoints/latest/model.safetensors
 
-demo: train
+demo: train classifier
 	@echo
 	node bin/bpe-encode.js --inspect $(OUT)/train --records 1
 	@echo
@@ -64,6 +78,9 @@ demo: train
 	@echo
 	node bin/gpt2-generate.js --model $(OUT)/run/checkpoints/latest --stream --seed 1 --do-sample --top-k 40 -n 40 "The game was"
 	@echo
+	@echo
+	node bin/gpt2-eval.js --quiet --model $(OUT)/cls/checkpoints/latest --data $(OUT)/cls-valid
+	node bin/gpt2-classify.js --quiet --model $(OUT)/cls/checkpoints/latest --format tsv "a gripping, funny film" "a dull mess"
 
 
 # --- checks -----------------------------------------------------------------------------------
