@@ -36,23 +36,13 @@
  *     the 4 × 256 benchmark shape.
  */
 import type { WasmMemory } from './wasm-asm.js';
+import type { GemmArgs as KernelGemmArgs } from './wasm-gemm.js';
 
-export interface GemmArgs {
-  m: number;
-  n: number;
-  k: number;
-  a: number;
-  lda: number;
-  transA?: boolean;
-  b: number;
-  ldb: number;
-  transB?: boolean;
-  c: number;
-  ldc: number;
-  accumulate?: boolean;
-  /** Float offset of n floats added to every row of C. */
-  bias?: number;
-}
+/**
+ * One product, as the wasm kernel takes it (wasm-gemm.ts's GemmArgs: C (=|+=) op(A)·op(B) + bias,
+ * strides in floats) but with a, b, c and bias as float offsets, the pass's unit, not bytes.
+ */
+export type GemmArgs = KernelGemmArgs;
 
 export interface Gemm {
   gemm(args: GemmArgs): void;
