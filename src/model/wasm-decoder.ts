@@ -3,8 +3,9 @@
  * view). A step through GPT2.hidden is ~900 tfjs ops at ~35 µs of engine bookkeeping each, a third
  * of the step; here the matrix products are calls into the streaming kernels of
  * src/backend/wasm-gemv.ts for a step's few rows and into the GEMM (src/backend/wasm-gemm.ts) for
- * a prompt's many (both split across threads by KernelPool), everything else a short loop over a
- * row of floats, and the key/value cache one preallocated buffer.
+ * a prompt's many (both split across threads by KernelPool), bias, residual, activation and
+ * softmax in the SIMD row kernels (src/backend/wasm-rows.ts), layer norm and copies short loops
+ * over a row of floats, and the key/value cache one preallocated buffer.
  *
  * The weights are wherever a DecodeHeap says (DecodeModel: a shared memory of our own). Computes
  * what GPT2.hidden + lmHead compute (same formulas, float32 products, float64 sums in layer norm
