@@ -1,8 +1,8 @@
 # gpt2-toolchain: every pipeline stage on the embedded sample in fixtures/, as file targets, so
 # `make -j2` runs independent stages in parallel and reruns only what changed.
 #
-#   make demo    install if needed, build, run the pipeline on the sample (a language model and a
-#                sentiment classifier), print a summary
+#   make demo    install if needed, build, run the pipeline on the sample (a language model, a
+#                sentiment classifier, a LoRA adapter on the language model), print a summary
 #   make test    install if needed, build, type-check the tests, run the test suite (what CI runs)
 #   make bench   benchmarks beside the PyTorch anchor (WikiText-2 from ../shared/data when present)
 #   make bench-deps  what the PyTorch anchor needs (apt-get, as root): torch on OpenBLAS, numpy, time
@@ -19,7 +19,7 @@ SOURCES  := $(shell find src -type f) tsconfig.json package.json
 PREP     := node bin/wikitext-prep.js --quiet
 ENCODE   := node bin/bpe-encode.js --quiet --overwrite
 
-.PHONY: demo test bench bench-deps build install clean prep encode train classifier
+.PHONY: demo test bench bench-deps build install clean prep encode train classifier lora
 
 # --- set-up -----------------------------------------------------------------------------------
 $(INSTALL): package.json package-lock.json
@@ -64,12 +64,18 @@ TXTCLS := configs/gpt2/run_gpt2_txtcls_tiny.yaml
 $(OUT)/cls/checkpoints/latest/model.safetensors: $(OUT)/cls-train/manifest.json $(OUT)/cls-valid/manifest.json $(TXTCLS) $(BUILT)
 	node bin/gpt2-train.js --quiet --config $(TXTCLS) --train-data $(OUT)/cls-train --eval-data $(OUT)/cls-valid --output-dir $(OUT)/cls --overwrite
 
+# the tiny model as a frozen base → a LoRA adapter (run_gpt2_lora_tiny.yaml: 20 steps), in PEFT's format
+LORA := configs/gpt2/run_gpt2_lora_tiny.yaml
+$(OUT)/lora/checkpoints/latest/adapter_model.safetensors: $(OUT)/run/checkpoints/latest/model.safetensors $(LORA) $(BUILT)
+	node bin/gpt2-train.js --quiet --config $(LORA) --init-from $(OUT)/run/checkpoints/latest --train-data $(OUT)/train --eval-data $(OUT)/valid --output-dir $(OUT)/lora --overwrite
+
 prep: $(OUT)/train.docs.txt $(OUT)/valid.docs.txt
 encode: $(OUT)/train/manifest.json $(OUT)/valid/manifest.json
 train: $(OUT)/run/checkpoints/latest/model.safetensors
 classifier: $(OUT)/cls/checkpoints/latest/model.safetensors
+lora: $(OUT)/lora/checkpoints/latest/adapter_model.safetensors
 
-demo: train classifier
+demo: train classifier lora
 	@echo
 	node bin/bpe-encode.js --inspect $(OUT)/train --records 1
 	@echo
@@ -81,6 +87,9 @@ demo: train classifier
 	@echo
 	node bin/gpt2-eval.js --quiet --model $(OUT)/cls/checkpoints/latest --data $(OUT)/cls-valid
 	node bin/gpt2-classify.js --quiet --model $(OUT)/cls/checkpoints/latest --format tsv "a gripping, funny film" "a dull mess"
+	@echo
+	node bin/gpt2-eval.js --quiet --model $(OUT)/lora/checkpoints/latest --data $(OUT)/valid
+	ls $(OUT)/lora/checkpoints/latest
 
 
 # --- checks -----------------------------------------------------------------------------------

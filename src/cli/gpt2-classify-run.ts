@@ -12,6 +12,8 @@ import { writeStdout } from '../util/output.js';
 import type { Logger } from './common.js';
 
 export interface ClassifyFlags {
+  /** A classifier's LoRA adapter directory, merged into --model as it loads. */
+  lora?: string;
   model: string;
   inputFormat: 'text' | 'ids';
   format: 'jsonl' | 'tsv';
@@ -63,7 +65,7 @@ function probabilities(logits: Float32Array, row: number, n: number): number[] {
 
 export async function classifyLines(lines: AsyncIterable<InputLine>, flags: ClassifyFlags, log: Logger): Promise<void> {
   const { openClassifierModel } = await import('../train/eval-model.js');
-  const opened = await openClassifierModel(flags.model, { backend: flags.backend, threads: flags.threads, batch: flags.batchSize, log: log.info });
+  const opened = await openClassifierModel(flags.model, { backend: flags.backend, threads: flags.threads, batch: flags.batchSize, lora: flags.lora, log: log.info });
   const model = opened.model;
   try {
     for (const name of opened.ignored) log.warn(`${flags.model}: ignoring tensor ${name} (not a GPT-2 parameter)`);

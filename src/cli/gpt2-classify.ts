@@ -4,6 +4,7 @@ import { choiceOption, createProgram, intArg, logger, runProgram } from './commo
 
 interface Flags {
   model: string;
+  lora?: string;
   inputFile?: string;
   inputFormat: 'text' | 'ids';
   format?: 'jsonl' | 'tsv';
@@ -22,6 +23,7 @@ const program = createProgram({
     'gpt2-classify --model runs/txtcls/checkpoints/latest "a gripping, funny film" "a dull mess"',
     'gpt2-classify --model runs/txtcls/checkpoints/latest --input-file reviews.txt --batch-size 16 > labels.jsonl',
     "printf 'a gripping, funny film\\na dull mess\\n' | gpt2-classify --model runs/txtcls/checkpoints/latest --format tsv",
+    'gpt2-classify --model runs/txtcls-lora/checkpoints/latest "a gripping, funny film"   # a LoRA run\'s adapter finds its base',
   ],
   notes: `Inputs come from the arguments, --input-file (one per line) or standard input (one per line), as
 text (encoded with the checkpoint's tokenizer) or as token ids separated by spaces (--input-format ids).
@@ -33,10 +35,14 @@ The label is the most probable one (the lowest id on a tie). A text longer than 
 is an error unless --truncate left|right drops tokens from that side; an empty line is an error.
 
 --model takes a checkpoint that gpt2-train wrote with task: sequence_classification, or a Hugging
-Face GPT2ForSequenceClassification directory (config.json, model.safetensors or pytorch_model.bin).`,
+Face GPT2ForSequenceClassification directory (config.json, model.safetensors or pytorch_model.bin),
+or the adapter of a LoRA classification run (its base found by the path it records; with --lora DIR
+the adapter goes on the --model you give). The adapter's A·B are merged into the base's weights as
+they load and its score head (trained fully, PEFT's modules_to_save) replaces any the base has.`,
 })
   .argument('[texts...]', 'texts to classify (token ids with --input-format ids)')
   .requiredOption('-m, --model <dir>', 'classification checkpoint directory')
+  .option('--lora <dir>', "a classifier's LoRA adapter (PEFT directory with its score) to merge into --model as it loads")
   .option('--input-file <file>', 'read inputs from a file, one per line')
   .addOption(choiceOption('--input-format <format>', 'inputs as text or as space-separated token ids', ['text', 'ids'], 'text'))
   .addOption(choiceOption('-f, --format <format>', 'output: jsonl or tsv (default: jsonl on a pipe, tsv on a terminal)', ['jsonl', 'tsv']))

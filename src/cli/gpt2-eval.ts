@@ -1,7 +1,6 @@
 /** gpt2-eval: perplexity of a language model, or accuracy of a classifier, on record shards, as one JSON line. */
 import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
-import { UsageError } from '../util/errors.js';
 import { writeStdout } from '../util/output.js';
 
 interface Flags {
@@ -51,16 +50,16 @@ the preset's shape with random weights instead.`,
   .option('--max-records <n>', 'evaluate only the first n records', intArg('--max-records', 1))
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
   .option('--threads <n>', 'threads on wasm (default: one per core)', intArg('--threads', 1, 64))
-  .option('--lora <dir>', 'a LoRA adapter (PEFT directory) to merge into the model as it loads (language models)')
+  .option('--lora <dir>', 'a LoRA adapter (PEFT directory) to merge into the model as it loads (a classifier\'s brings its score head)')
   .option('--seed <n>', 'seed for --random-init', intArg('--seed', 0), 0)
   .action(async (flags: Flags) => {
     const log = logger('gpt2-eval', !!flags.quiet);
     const { openShards } = await import('../data/shard-reader.js');
     const dataset = await openShards(flags.data);
-    const { evaluateClassifierModel, evaluateModel, headOf } = await import('../train/eval-model.js');
+    const { evaluateClassifierModel, evaluateModel } = await import('../train/eval-model.js');
+    const { modelHead } = await import('../model/open.js');
     const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
-    const classifier = !!(await headOf(flags.model, flags));
-    if (classifier && flags.lora !== undefined) throw new UsageError('--lora is for language models; a classifier with an adapter is not supported yet');
+    const classifier = !!(await modelHead(flags.model, flags));
     const evaluator = classifier ? evaluateClassifierModel : evaluateModel;
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items', rateUnit: 'records' });
     let result;

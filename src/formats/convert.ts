@@ -19,7 +19,8 @@ import { readWeightsFile } from './weights-file.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
 import type { ParameterValues } from '../model/params.js';
 import { writeSafetensors } from './safetensors.js';
-import { checkBase, readLoraAdapter, type OpenedAdapter } from './peft.js';
+import { adapterHead, checkBase, readLoraAdapter, type OpenedAdapter } from './peft.js';
+import { SCORE } from '../model/classification.js';
 import { mergeInto } from '../model/lora-merge.js';
 
 export const MINDFORMERS_FILE = 'mindformers.safetensors';
@@ -66,7 +67,7 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   }
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
-  const { config, head } = await configFor(options.config, srcDir);
+  const { config, head: baseHead } = await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
   await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
@@ -77,14 +78,18 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   let ignored: string[] = [];
   const source = isMindformers(tensors.keys()) ? 'mindformers' : 'hf';
   if (source === 'mindformers') {
-    if (head) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
+    if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
     values = fromMindformers(config, tensors, weightsPath);
   } else {
-    ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, head));
+    ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, baseHead));
   }
+  // A classifier's adapter brings its head and trained score: DST is then that classifier.
+  const classifier = adapter && adapterHead(adapter);
+  const head = classifier?.head ?? baseHead;
   if (adapter) {
     mergeInto(values, adapter.updates);
-    options.onInfo?.(`merged LoRA adapter ${adapter.dir} (${adapter.description})`);
+    if (classifier) values.set(SCORE, classifier.score);
+    options.onInfo?.(`merged LoRA adapter ${adapter.dir} (${adapter.description}${classifier ? `; its score head, labels ${classifier.head.labels.join(', ')}` : ''})`);
   }
   const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
   if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
@@ -106,8 +111,7 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
 /** The adapter, once it is known to belong to the weights at weightsPath (checked before they are read). */
 async function adapterFor(dir: string, config: GPT2Config, weightsPath: string, options: ConvertOptions): Promise<OpenedAdapter> {
   const adapter = await readLoraAdapter(dir, config);
-  const extra = [...adapter.extra.keys()];
-  if (extra.length > 0) throw new ToolError(`${dir}: tensor ${extra[0]} is not a LoRA weight of GPT-2's layers (${extra.length} such; modules_to_save are not supported here)`);
+  adapterHead(adapter); // refuses tensors it cannot merge before the weights are read
   if (adapter.base) await checkBase(dir, adapter.base, weightsPath);
   else options.onWarning?.(`${dir} does not record its base model: merging it into ${weightsPath} unchecked`);
   return adapter;

@@ -17,9 +17,9 @@
  * slice's update, is unchanged. Reading our own export splits it back (adapter_base.json lists the
  * slices); any other PEFT LoRA of GPT-2 is read as the modules' updates it makes.
  */
-import { stat, writeFile } from 'node:fs/promises';
+import { realpath, stat, writeFile } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
-import { basename, join, resolve } from 'node:path';
+import { basename, join } from 'node:path';
 import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, outOfSpace, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
@@ -27,6 +27,7 @@ import { innerSize, type GPT2Config } from '../model/config.js';
 import { LORA_MODULES, LORA_TARGETS, orderedTargets, type LoraModule, type LoraSpec, type LoraTarget } from '../model/lora.js';
 import { loraModules, loraUpdates, loraValuesOf, specBlocks, type LowRankUpdate } from '../model/lora-merge.js';
 import { PREFIX, type ParameterValues } from '../model/params.js';
+import { headFromConfigJson, headToConfigJson, SCORE, scoreShape, type ClassificationHead } from '../model/classification.js';
 import { weightsPathIn } from './checkpoint.js';
 import { openSafetensors, writeSafetensors, type Tensor32, type TensorToWrite } from './safetensors.js';
 import { readWeightsFile } from './weights-file.js';
@@ -87,7 +88,11 @@ export function sha256OfFile(path: string): Promise<string> {
 export async function baseRefOf(dir: string, name?: string): Promise<BaseRef> {
   const weights = await weightsPathIn(dir);
   const bytes = (await stat(weights)).size;
-  return { path: resolve(dir), ...(name ? { name } : {}), weights: basename(weights), bytes, sha256: await sha256OfFile(weights) };
+  // The real path: a run's checkpoints/latest is a symlink that moves on as the run goes.
+  const path = await realpath(dir).catch((err) => {
+    throw fsError(err, dir);
+  });
+  return { path, ...(name ? { name } : {}), weights: basename(weights), bytes, sha256: await sha256OfFile(weights) };
 }
 
 /**
@@ -106,7 +111,7 @@ export async function checkBase(adapterDir: string, base: BaseRef, weightsPath: 
 // ----------------------------------------------------------------------------------------- writing
 
 /** PEFT's adapter_config.json and tensors for an adapter of ours (see the file's comment for c_attn). */
-export function toPeft(c: GPT2Config, spec: LoraSpec, values: ParameterValues, base: BaseRef, taskType = 'CAUSAL_LM'): { config: Record<string, unknown>; tensors: TensorToWrite[] } {
+export function toPeft(c: GPT2Config, spec: LoraSpec, values: ParameterValues, base: BaseRef, head?: ClassificationHead): { config: Record<string, unknown>; tensors: TensorToWrite[] } {
   const r = spec.rank;
   const modules = loraModules(spec);
   const tensors = loraUpdates(c, spec, values).flatMap((u): TensorToWrite[] => {
@@ -116,6 +121,12 @@ export function toPeft(c: GPT2Config, spec: LoraSpec, values: ParameterValues, b
       { name: `${name}.lora_B.weight`, shape: [u.b.length / u.rank, u.rank], data: u.b },
     ];
   });
+  if (head) {
+    const score = values.get(SCORE);
+    const shape = scoreShape(c, head);
+    if (!score || score.shape.join(',') !== shape.join(',')) throw new ToolError(`cannot save the adapter: ${SCORE} [${shape.join(', ')}] is missing`);
+    tensors.push({ name: `${PEFT_PREFIX}${SCORE}`, shape, data: score.data });
+  }
   // One rank for every module unless attn.c_attn holds several slices next to other modules.
   const ranks = new Map(modules.map((m) => [m.module, m.targets.length * r]));
   const uniform = new Set(ranks.values()).size === 1;
@@ -123,7 +134,7 @@ export function toPeft(c: GPT2Config, spec: LoraSpec, values: ParameterValues, b
   const patterned = uniform ? [] : modules.filter((m) => m.targets.length > 1);
   const config = {
     peft_type: 'LORA',
-    task_type: taskType,
+    task_type: head ? 'SEQ_CLS' : 'CAUSAL_LM',
     base_model_name_or_path: base.path,
     revision: null,
     inference_mode: true,
@@ -134,7 +145,7 @@ export function toPeft(c: GPT2Config, spec: LoraSpec, values: ParameterValues, b
     fan_in_fan_out: true,
     bias: 'none',
     use_rslora: false,
-    modules_to_save: null,
+    modules_to_save: head ? [SCORE.slice(0, -'.weight'.length)] : null,
     init_lora_weights: true,
     layers_to_transform: null,
     layers_pattern: null,
@@ -158,7 +169,12 @@ export function replaceableAdapter(inputs: readonly string[] = [], extraFiles: r
 }
 
 export interface SaveAdapterOptions {
-  taskType?: string;
+  /**
+   * A classifier's head: its score (values' score.weight) is saved as PEFT's modules_to_save
+   * (`base_model.model.score.weight`, task SEQ_CLS), and its labels in adapter_base.json, since
+   * PEFT leaves them to the base model's config, which a language model base does not have.
+   */
+  head?: ClassificationHead;
   overwrite?: Replaceable;
   /** Writes further files (optimizer state, …) into the staged directory before it is renamed. */
   extra?: (stagedDir: string) => Promise<void>;
@@ -166,11 +182,12 @@ export interface SaveAdapterOptions {
 
 /** Writes an adapter directory atomically: PEFT's two files and adapter_base.json. */
 export async function saveLoraAdapter(dir: string, c: GPT2Config, spec: LoraSpec, values: ParameterValues, base: BaseRef, options: SaveAdapterOptions = {}): Promise<void> {
-  const { config, tensors } = toPeft(c, spec, values, base, options.taskType);
-  const ours = {
+  const { config, tensors } = toPeft(c, spec, values, base, options.head);
+  const ours: Ours = {
     created_by: CREATED_BY,
     base,
     lora: { rank: spec.rank, alpha: spec.alpha, dropout: spec.dropout, target_modules: orderedTargets(spec) },
+    ...(options.head ? { head: headToConfigJson(options.head) } : {}),
   };
   const staged = await stageDir(dir, { what: 'adapter directory', overwrite: options.overwrite });
   try {
@@ -201,6 +218,8 @@ export interface OpenedAdapter {
   spec?: LoraSpec;
   /** Tensors that are not LoRA weights of GPT-2's Conv1D layers (modules_to_save, …), PEFT's prefix removed. */
   extra: Map<string, Tensor32>;
+  /** A classifier adapter's head (ours: adapter_base.json); its score.weight is in extra. */
+  head?: ClassificationHead;
   /** For a log line: "rank 4, alpha 8 on query, value" (ours), "rank 8 on attn.c_attn" (PEFT's view). */
   description: string;
 }
@@ -275,16 +294,24 @@ export async function readLoraAdapter(dir: string, c: GPT2Config): Promise<Opene
   }
   const ours = await readOurs(dir);
   const spec = ours && ourSpec(ours, c, modules, updates);
+  const head = ours?.head && headFromConfigJson(ours.head, join(dir, ADAPTER_BASE));
+  if (head) {
+    const score = extra.get(SCORE);
+    const shape = scoreShape(c, head);
+    if (score?.shape.join(',') !== shape.join(',')) throw new ToolError(`${weightsPath}: a classifier's adapter needs ${PEFT_PREFIX}${SCORE} [${shape.join(', ')}] (modules_to_save)${score ? `, found [${score.shape.join(', ')}]` : ''}`);
+  }
   const description = spec
     ? `rank ${spec.rank}, alpha ${spec.alpha} on ${orderedTargets(spec).join(', ')}`
     : `rank ${[...ranks].join('/')} on ${[...new Set(modules)].join(', ')}`;
-  return { dir, updates, base: ours?.base, spec, extra, description };
+  return { dir, updates, base: ours?.base, spec, extra, ...(head ? { head } : {}), description };
 }
 
 interface Ours {
   created_by: string;
   base: BaseRef;
   lora?: { rank: number; alpha: number; dropout: number; target_modules: LoraTarget[] };
+  /** A classifier's head as config.json would say it (architectures, num_labels, id2label, …). */
+  head?: Record<string, unknown>;
 }
 
 async function readOurs(dir: string): Promise<Ours | undefined> {
@@ -301,6 +328,24 @@ async function readOurs(dir: string): Promise<Ours | undefined> {
 /** The base an adapter directory records (adapter_base.json); undefined for PEFT adapters from elsewhere. */
 export async function readAdapterBase(dir: string): Promise<BaseRef | undefined> {
   return (await readOurs(dir))?.base;
+}
+
+/** The classification head an adapter directory of ours records (a classifier's adapter); undefined otherwise. */
+export async function readAdapterHead(dir: string): Promise<ClassificationHead | undefined> {
+  const head = (await readOurs(dir))?.head;
+  return head && headFromConfigJson(head, join(dir, ADAPTER_BASE));
+}
+
+/**
+ * What an adapter brings beside its low-rank updates: a classifier's head and trained score
+ * (modules_to_save, in adapters of ours). Any other tensor that is not a LoRA weight is refused.
+ */
+export function adapterHead(adapter: OpenedAdapter): { head: ClassificationHead; score: Tensor32 } | undefined {
+  const extra = [...adapter.extra.keys()].filter((name) => !(adapter.head && name === SCORE));
+  if (extra.length > 0) {
+    throw new ToolError(`${adapter.dir}: tensor ${extra[0]} is not a LoRA weight of GPT-2's layers (${extra.length} such; beside them only a classifier's score, with its labels in ${ADAPTER_BASE}, is read)`);
+  }
+  return adapter.head && { head: adapter.head, score: adapter.extra.get(SCORE)! };
 }
 
 async function readAdapterTensors(path: string): Promise<Map<string, Tensor32>> {

@@ -14,8 +14,9 @@ import { selectBackend, type BackendName, type SelectedBackend } from '../backen
 import { tokenizerSha256 } from '../tokenizer/vocab-files.js';
 import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, GPT2_VOCAB_SIZE, type TokenizerIdentity } from '../tokenizer/tokenizer.js';
 import { fsError, ToolError, UsageError } from '../util/errors.js';
-import { openCheckpoint, weightsPathIn, type StreamedCheckpoint } from '../formats/checkpoint.js';
-import { ADAPTER_BASE, checkBase, isAdapterDir, readAdapterBase, readLoraAdapter } from '../formats/peft.js';
+import { openCheckpoint, readConfig, weightsPathIn, type StreamedCheckpoint } from '../formats/checkpoint.js';
+import { ADAPTER_BASE, adapterHead, checkBase, isAdapterDir, readAdapterBase, readAdapterHead, readLoraAdapter } from '../formats/peft.js';
+import { SCORE, type ClassificationHead } from './classification.js';
 import { presetConfig, type GPT2Config } from './config.js';
 import { GPT2 } from './gpt2.js';
 import { mergedSources } from './lora-merge.js';
@@ -71,7 +72,11 @@ export interface LoadedModel<M> {
  * read) into the model `build` makes from the config, one tensor at a time, with options.lora's
  * (or the source's) adapter merged in: `build` sees the config before any weight is read.
  */
-export async function loadModel<M extends { dispose(): void }>(source: string, options: OpenOptions, build: (config: GPT2Config, params: ParameterSources) => Promise<M>): Promise<LoadedModel<M>> {
+export async function loadModel<M extends { dispose(): void }>(
+  source: string,
+  options: OpenOptions,
+  build: (config: GPT2Config, params: ParameterSources, head?: ClassificationHead) => Promise<M>,
+): Promise<LoadedModel<M>> {
   const { base, adapter } = await baseAndAdapter(source, options);
   const resolved = await resolveModelSource(base, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
   if (resolved.kind === 'random') {
@@ -82,9 +87,9 @@ export async function loadModel<M extends { dispose(): void }>(source: string, o
   }
   const ck = await openCheckpoint(resolved.dir);
   try {
-    if (adapter === undefined) return { model: await build(ck.config, ck.params), tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
-    const { params, checked, description } = await withAdapter(adapter, resolved.dir, ck, options.log);
-    const model = await build(ck.config, params);
+    if (adapter === undefined) return { model: await build(ck.config, ck.params, ck.head), tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
+    const { params, head, checked, description } = await withAdapter(adapter, resolved.dir, ck, options.log);
+    const model = await build(ck.config, params, head);
     try {
       await checked;
     } catch (err) {
@@ -107,11 +112,19 @@ async function baseAndAdapter(source: string, options: OpenOptions): Promise<{ b
     return { base: source, adapter: options.lora };
   }
   if (!sourceIsAdapter) return { base: source };
-  const recorded = await readAdapterBase(source);
-  if (!recorded) throw new ToolError(`${source}: a PEFT adapter without ${ADAPTER_BASE}, so its base model is not known; give it: --model BASE --lora ${source}`);
-  if (await stat(recorded.path).then(() => true, () => false)) return { base: recorded.path, adapter: source };
-  if (recorded.name) return { base: await pretrainedDir(recorded.name, { flag: `${source}'s base` }), adapter: source };
-  throw new ToolError(`${source}: its base model ${recorded.path} (recorded in ${ADAPTER_BASE}) is not there; give it: --model BASE --lora ${source}`);
+  return { base: await recordedBaseDir(source, `--model BASE --lora ${source}`), adapter: source };
+}
+
+/**
+ * The base model directory an adapter of ours records: its path, else (moved or gone) its preset's
+ * installed weights. `give` says how the user names the base instead.
+ */
+export async function recordedBaseDir(adapterDir: string, give: string): Promise<string> {
+  const recorded = await readAdapterBase(adapterDir);
+  if (!recorded) throw new ToolError(`${adapterDir}: a PEFT adapter without ${ADAPTER_BASE}, so its base model is not known; give it: ${give}`);
+  if (await stat(recorded.path).then(() => true, () => false)) return recorded.path;
+  if (recorded.name) return pretrainedDir(recorded.name, { flag: `${adapterDir}'s base` });
+  throw new ToolError(`${adapterDir}: its base model ${recorded.path} (recorded in ${ADAPTER_BASE}) is not there; give it: ${give}`);
 }
 
 /**
@@ -119,13 +132,33 @@ async function baseAndAdapter(source: string, options: OpenOptions): Promise<{ b
  * adapter belongs to this base (the sha256 of its weights, on a thread of its own while the model
  * loads: the caller awaits it before using the model).
  */
-async function withAdapter(dir: string, baseDir: string, ck: StreamedCheckpoint, log?: (m: string) => void): Promise<{ params: ParameterSources; checked: Promise<void>; description: string }> {
+async function withAdapter(
+  dir: string,
+  baseDir: string,
+  ck: StreamedCheckpoint,
+  log?: (m: string) => void,
+): Promise<{ params: ParameterSources; head?: ClassificationHead; checked: Promise<void>; description: string }> {
   const base = await readAdapterBase(dir);
   const checked = base ? weightsPathIn(baseDir).then((path) => checkBase(dir, base, path)) : Promise.resolve();
   checked.catch(() => {}); // awaited by the caller, unless reading the adapter fails first
   const adapter = await readLoraAdapter(dir, ck.config);
-  const extra = [...adapter.extra.keys()];
-  if (extra.length > 0) throw new ToolError(`${dir}: tensor ${extra[0]} is not a LoRA weight of GPT-2's layers (${extra.length} such; modules_to_save are not supported here)`);
+  const classifier = adapterHead(adapter);
   if (!base) log?.(`${dir}: no ${ADAPTER_BASE}, so nothing says which model this adapter belongs to; applying it to ${baseDir} unchecked`);
-  return { params: mergedSources(ck.params, adapter.updates), checked, description: adapter.description };
+  const params = mergedSources(ck.params, adapter.updates);
+  // A classifier's adapter brings its trained score (and labels), over whatever head the base has.
+  if (classifier) params.set(SCORE, sourcesOf(new Map([[SCORE, classifier.score]])).get(SCORE)!);
+  return { params, head: classifier?.head ?? ck.head, checked, description: adapter.description };
+}
+
+/**
+ * The classification head of the model `source` (and options.lora) name, read without loading
+ * weights: a classifier adapter's, else the base checkpoint's; undefined for a language model.
+ */
+export async function modelHead(source: string, options: OpenOptions): Promise<ClassificationHead | undefined> {
+  const { base, adapter } = await baseAndAdapter(source, options);
+  const fromAdapter = adapter === undefined ? undefined : await readAdapterHead(adapter);
+  if (fromAdapter) return fromAdapter;
+  const resolved = await resolveModelSource(base, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
+  if (resolved.kind === 'random') return undefined;
+  return (await readConfig(resolved.dir)).head;
 }

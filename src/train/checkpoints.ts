@@ -1,7 +1,8 @@
 /**
- * A training run's checkpoints: checkpoints/step-NNNNNN/ — each an HF model directory plus
- * optimizer.safetensors (Adam moments) and trainer_state.json (step, data position, lr, best eval
- * loss, config), staged and renamed into place whole. checkpoints/latest is a symlink to the newest,
+ * A training run's checkpoints: checkpoints/step-NNNNNN/ — each an HF model directory (a LoRA
+ * run's: a PEFT adapter directory, lora-run.ts) plus optimizer.safetensors (Adam moments of what
+ * trains) and trainer_state.json (step, data position, lr, best eval loss, config), staged and
+ * renamed into place whole. checkpoints/latest is a symlink to the newest,
  * swapped atomically; the last keep_last are kept. A run killed between a checkpoint and the swap,
  * or copied without its symlinks, has no (or an older) latest: its step directories still count.
  */
@@ -15,8 +16,10 @@ import type { ClassificationHead } from '../model/classification.js';
 import type { GPT2Config } from '../model/config.js';
 import type { ParameterValues } from '../model/params.js';
 import { readSafetensors, writeSafetensors } from '../formats/safetensors.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, isAdapterDir, replaceableAdapter, saveLoraAdapter } from '../formats/peft.js';
 import type { AdamWState, SavedTensor } from './optimizer.js';
-import { validateTrainConfig, type TrainConfig } from './config.js';
+import { modelOverrides, validateTrainConfig, type TrainConfig } from './config.js';
+import { loraSpecOf, loraTrainable, startLora, type LoraRun, type LoraStart } from './lora-run.js';
 
 export const CHECKPOINTS = 'checkpoints';
 export const LATEST = 'latest';
@@ -44,12 +47,15 @@ export function stepOf(name: string): number | undefined {
   return m && checkpointName(Number(m[1])) === name ? Number(m[1]) : undefined;
 }
 const exists = (path: string) => stat(path).then(() => true, () => false);
-/** What every checkpoint a run can resume from holds. */
-const COMPLETE = [CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE];
+/** What every checkpoint a run can resume from holds: a model's, or a LoRA run's. */
+const COMPLETE = [
+  [CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE],
+  [ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_FILE, STATE_FILE],
+];
 
 async function isComplete(dir: string): Promise<boolean> {
-  for (const name of COMPLETE) if (!(await exists(join(dir, name)))) return false;
-  return true;
+  for (const files of COMPLETE) if ((await Promise.all(files.map((name) => exists(join(dir, name))))).every(Boolean)) return true;
+  return false;
 }
 
 export interface RunCheckpoints {
@@ -79,36 +85,42 @@ export interface SavedRun {
   modelConfig: GPT2Config;
   /** A classifier's head (its score.weight is in values). */
   head?: ClassificationHead;
+  /** Every parameter; a LoRA run's: the base's (and the score), with its adapters in lora. */
   values: ParameterValues;
+  lora?: LoraStart['lora'];
   optimizer: AdamWState;
   state: TrainerState;
   tokenizerDir: string;
   dir: string;
 }
 
+/**
+ * Writes checkpoint step-N of a run: `values` are what trains (every parameter, or with `lora` the
+ * adapters' A and B and a classifier's score), saved with the moments and the trainer state.
+ */
 export async function saveTrainingCheckpoint(
   runDir: string,
-  run: Omit<SavedRun, 'dir' | 'tokenizerDir'> & { tokenizerDir: string; keepLast: number },
+  run: Omit<SavedRun, 'dir' | 'tokenizerDir' | 'lora'> & { tokenizerDir: string; keepLast: number; lora?: LoraRun },
 ): Promise<string> {
   const root = join(runDir, CHECKPOINTS);
   const name = checkpointName(run.state.step);
   const dir = join(root, name);
-  await saveCheckpoint(dir, run.modelConfig, run.values, {
-    head: run.head,
-    tokenizerDir: run.tokenizerDir,
-    overwrite: replaceableCheckpoint(),
-    extra: async (staged) => {
-      const tensors = [...run.optimizer.m].flatMap(([param, m]) => [
-        { name: `exp_avg.${param}`, shape: m.shape, data: m.data },
-        { name: `exp_avg_sq.${param}`, shape: m.shape, data: run.optimizer.v.get(param)!.data },
-      ]);
-      await writeSafetensors(join(staged, OPTIMIZER_FILE), tensors, { metadata: { step: String(run.optimizer.step) } });
-      const state = join(staged, STATE_FILE);
-      await writeFile(state, `${JSON.stringify({ format: STATE_FORMAT, version: 1, ...run.state }, null, 2)}\n`).catch((err) => {
-        throw fsError(err, join(dir, STATE_FILE));
-      });
-    },
-  });
+  const extra = async (staged: string) => {
+    const tensors = [...run.optimizer.m].flatMap(([param, m]) => [
+      { name: `exp_avg.${param}`, shape: m.shape, data: m.data },
+      { name: `exp_avg_sq.${param}`, shape: m.shape, data: run.optimizer.v.get(param)!.data },
+    ]);
+    await writeSafetensors(join(staged, OPTIMIZER_FILE), tensors, { metadata: { step: String(run.optimizer.step) } });
+    const state = join(staged, STATE_FILE);
+    await writeFile(state, `${JSON.stringify({ format: STATE_FORMAT, version: 1, ...run.state }, null, 2)}\n`).catch((err) => {
+      throw fsError(err, join(dir, STATE_FILE));
+    });
+  };
+  if (run.lora) {
+    await saveLoraAdapter(dir, run.modelConfig, run.lora.spec, run.values, run.lora.base, { head: run.head, overwrite: replaceableAdapter([], [OPTIMIZER_FILE, STATE_FILE]), extra });
+  } else {
+    await saveCheckpoint(dir, run.modelConfig, run.values, { head: run.head, tokenizerDir: run.tokenizerDir, overwrite: replaceableCheckpoint(), extra });
+  }
   // Point latest at it (a new symlink renamed over the old one: never a moment without one).
   const temp = tempPathFor(join(root, LATEST));
   try {
@@ -134,11 +146,19 @@ async function prune(root: string, keepLast: number): Promise<void> {
   }
 }
 
-/** A run's checkpoint of `step`: model, optimizer moments, trainer state. */
+/** A run's checkpoint of `step`: model (a LoRA run's: base and adapters), optimizer moments, trainer state. */
 export async function loadTrainingCheckpoint(runDir: string, step: number): Promise<SavedRun> {
   const dir = join(runDir, CHECKPOINTS, checkpointName(step));
-  const ck = await loadCheckpoint(dir);
   const state = await readState(join(dir, STATE_FILE));
+  const spec = loraSpecOf(state.config);
+  if ((await isAdapterDir(dir)) !== !!spec) throw new ToolError(`${dir}: ${spec ? 'a LoRA run holds adapter checkpoints' : 'a LoRA adapter in a run without a lora: section'}`);
+  if (spec) {
+    const numLabels = state.config.task === 'sequence_classification' ? state.config.model.num_labels : undefined;
+    const start = await startLora(dir, spec, { what: dir, seed: state.config.seed, modelOverrides: modelOverrides(state.config), numLabels, backend: state.config.backend });
+    const optimizer = await readOptimizer(join(dir, OPTIMIZER_FILE), loraTrainable(start.lora, start.values, start.head));
+    return { ...start, optimizer, state, dir };
+  }
+  const ck = await loadCheckpoint(dir);
   const optimizer = await readOptimizer(join(dir, OPTIMIZER_FILE), ck.values);
   return { modelConfig: ck.config, ...(ck.head ? { head: ck.head } : {}), values: ck.values, optimizer, state, tokenizerDir: ck.tokenizerDir, dir };
 }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { COLLECTION_STYLE, DUMP_SCHEMA, YAMLException, dump, load, loadAll, visit, type ScalarTagDefinition } from 'js-yaml';
+import type { GPT2Config } from '../model/config.js';
 import { ToolError, UsageError, fsError } from '../util/errors.js';
 import { DEFAULT_SHAPE, FieldError, checkTrainConfig, formatPath, isMapping, listCapacity, type Path, type TrainConfig } from './config-schema.js';
 
@@ -261,3 +262,7 @@ function setAt(raw: Record<string, unknown>, path: Path, value: unknown): Path {
   }
   return changed ?? path;
 }
+
+/** The model config's keys a training config overrides over a checkpoint's: the dropout. */
+export const modelOverrides = (c: TrainConfig): Partial<GPT2Config> =>
+  c.model.dropout === null ? {} : { resid_pdrop: c.model.dropout, embd_pdrop: c.model.dropout, attn_pdrop: c.model.dropout };

@@ -11,17 +11,20 @@
  *   tfjsScorer or classify-eval's tfjsClassifier).
  *
  * Both compute the same step (tested against each other and against PyTorch), and checkpoints
- * from either resume on either.
+ * from either resume on either. With LoRA (options.lora) both train only the adapters (and a
+ * classifier's score) over a frozen base, and their values() are what trains.
  */
 import { availableParallelism } from 'node:os';
 import { pooledGemm } from '../backend/kernel-pool.js';
-import { requestsWasm, selectBackend, type BackendName, type SelectedBackend } from '../backend/select.js';
+import { requestsWasm, selectBackend, type BackendName, type SelectedBackend, type Tf } from '../backend/select.js';
 import type * as tfjs from '@tensorflow/tfjs';
 import type { ShardDataset } from '../data/shard-reader.js';
 import type { LabelledRecord, TokenRecord } from '../data/records.js';
-import { SequenceClassifier, type ClassificationHead } from '../model/classification.js';
+import { SCORE, SequenceClassifier, type ClassificationHead } from '../model/classification.js';
 import type { GPT2Config } from '../model/config.js';
+import { checkWasmHolds } from './fits.js';
 import { GPT2 } from '../model/gpt2.js';
+import { LoraAdapter, type LoraSpec } from '../model/lora.js';
 import type { ParameterSources, ParameterValues } from '../model/params.js';
 import type { PassShape } from '../model/train-memory.js';
 import { evaluateClassifier, tfjsClassifier, type ClassifierScorer, type ClassifyEvalOptions, type LabelledSource } from './classify-eval.js';
@@ -41,6 +44,7 @@ export type SequenceEngine = 'wasm-pass' | 'tfjs';
  */
 export function chooseSequenceEngine(config: GPT2Config, backend: string, shape: PassShape, task: Task = 'causal_lm'): { engine: SequenceEngine; why: string } {
   if (backend !== 'wasm') return { engine: 'tfjs', why: `backend ${backend}` };
+  checkWasmHolds(config);
   if (task !== 'causal_lm') return { engine: 'tfjs', why: `${task.replace('_', ' ')}: the wasm pass computes only the causal-LM loss` };
   const limit = passLimit(config, shape);
   return limit ? { engine: 'tfjs', why: limit } : { engine: 'wasm-pass', why: 'backend wasm' };
@@ -54,6 +58,8 @@ export interface EngineOptions {
   batch: number;
   length: number;
   log?: (message: string) => void;
+  /** LoRA adapters to train (their A and B to start from) on frozen `values`. */
+  lora?: { spec: LoraSpec; values: ParameterValues };
 }
 
 /** An evaluation as training records it: the loss (best_eval_loss), the metrics line's fields, a summary for the log. */
@@ -74,7 +80,7 @@ export interface TrainEngine<R = TokenRecord, D = ShardDataset> {
   readonly head?: ClassificationHead;
   step(microBatches: R[][], options: { lr: number; gradClip: number; seed: number; step: number }): Promise<StepResult>;
   evaluate(data: D, options: EvalOptions & ClassifyEvalOptions): Promise<TrainEval>;
-  /** Every parameter (the head's score included), for saving. */
+  /** What trains, for saving: every parameter (the head's score included), or with LoRA the adapters' A and B (and the score). */
   values(): Promise<ParameterValues>;
   optimizerState(): Promise<AdamWState>;
   loadOptimizer(state: AdamWState): void;
@@ -102,7 +108,27 @@ async function backendOf(options: EngineOptions, gradients: boolean): Promise<{ 
 /** The pass trainer's description, for the line on stderr. */
 const passDescription = (threads: number) => `wasm pass of our own (SIMD, ${plural(threads, 'thread')})`;
 
-/** What every task's tfjs engine does alike: its weights and AdamW's state in and out. */
+/**
+ * GPT-2 on tfjs to train: every parameter a variable, or with LoRA a frozen base with trainable
+ * adapters. `trainable` holds the variables by the names the optimizer state and values() use.
+ */
+function tfjsTrainable(tf: Tf, config: GPT2Config, values: ParameterValues, lora: EngineOptions['lora']) {
+  const gpt2 = GPT2.fromValues(tf, config, values, { trainable: !lora });
+  if (!lora) return { gpt2, trainable: gpt2.params as Map<string, tfjs.Variable>, values: () => gpt2.values(), dispose: () => gpt2.dispose() };
+  const adapter = LoraAdapter.fromValues(tf, config, lora.spec, lora.values, { trainable: true });
+  gpt2.adapter = adapter;
+  return {
+    gpt2,
+    trainable: adapter.params as Map<string, tfjs.Variable>,
+    values: () => adapter.values(),
+    dispose: () => {
+      adapter.dispose();
+      gpt2.dispose();
+    },
+  };
+}
+
+/** What every task's tfjs engine does alike: what trains and AdamW's state in and out. */
 function tfjsState(model: { values(): Promise<ParameterValues>; dispose(): void }, optimizer: AdamW) {
   return {
     values: () => model.values(),
@@ -132,30 +158,27 @@ export async function openTrainEngine(config: GPT2Config, values: ParameterValue
   let engine: TrainEngine;
   if (choice.engine === 'wasm-pass') {
     const threads = options.threads ?? availableParallelism();
-    const pass = PassTrainer.create(config, values, { batch: options.batch, length: options.length, optimizer: adamw, gemm: pooledGemm(threads) });
+    const pass = PassTrainer.create(config, values, { batch: options.batch, length: options.length, optimizer: adamw, gemm: pooledGemm(threads), lora: options.lora });
     const scorer: Scorer = { config, score: (records) => pass.score(records), firstNonFinite: () => pass.firstNonFinite() };
     engine = {
       description: passDescription(threads),
       config,
       step: async (micro, o) => pass.trainStep(micro, o),
       evaluate: (data, o) => lmEval(scorer, data, o),
-      values: async () => pass.values(),
+      values: async () => (options.lora ? pass.loraValues() : pass.values()),
       optimizerState: async () => pass.optimizerState(),
       loadOptimizer: (state) => pass.loadOptimizer(state),
       dispose: () => pass.dispose(),
     };
   } else {
     const { tf } = selected ?? (await selectBackend(options.backend, options.log, { gradients: true }));
-    const model = GPT2.fromValues(tf, config, values, { trainable: true });
-    const trainable = model.params as Map<string, tfjs.Variable>;
-    const optimizer = new AdamW(tf, trainable, adamw);
-    const scorer = tfjsScorer(model);
-    const loss = lmLoss(model);
+    const model = tfjsTrainable(tf, config, values, options.lora);
+    const optimizer = new AdamW(tf, model.trainable, adamw);
     engine = {
       description: `GPT2 on tfjs (${tf.getBackend()})`,
       config,
-      step: (micro, o) => trainStep(tf, trainable, optimizer, micro, loss, o),
-      evaluate: (data, o) => lmEval(scorer, data, o),
+      step: (micro, o) => trainStep(tf, model.trainable, optimizer, micro, lmLoss(model.gpt2), o),
+      evaluate: (data, o) => lmEval(tfjsScorer(model.gpt2), data, o),
       ...tfjsState(model, optimizer),
     };
   }
@@ -174,10 +197,19 @@ export async function openClassifierTrainEngine(
   const { name, selected } = await backendOf(options, true);
   const choice = chooseSequenceEngine(config, name, { batch: options.batch, length: options.length, training: true }, 'sequence_classification');
   const { tf } = selected ?? (await selectBackend(options.backend, options.log, { gradients: true }));
-  const model = SequenceClassifier.fromValues(GPT2.fromValues(tf, config, values, { trainable: true }), head, values, { trainable: true });
-  const trainable = model.params as Map<string, tfjs.Variable>;
+  const base = tfjsTrainable(tf, config, values, options.lora);
+  const model = SequenceClassifier.fromValues(base.gpt2, head, values, { trainable: true });
+  // The score trains fully, with LoRA too (PEFT's modules_to_save).
+  const trainable = new Map([...base.trainable, [SCORE, model.score as tfjs.Variable]]);
   const optimizer = new AdamW(tf, trainable, adamw);
   const loss = classificationLoss(model);
+  const state = {
+    values: async () => new Map([...(await base.values()), [SCORE, { shape: model.score.shape, data: (await model.score.data()) as Float32Array }]]),
+    dispose: () => {
+      model.score.dispose();
+      base.dispose();
+    },
+  };
   const engine: TrainEngine<LabelledRecord, LabelledSource> = {
     description: `GPT2ForSequenceClassification on tfjs (${tf.getBackend()})`,
     config,
@@ -191,7 +223,7 @@ export async function openClassifierTrainEngine(
         summary: `eval loss ${r.loss.toFixed(4)}, accuracy ${r.accuracy.toFixed(4)}, macro-F1 ${r.macro_f1.toFixed(4)}`,
       };
     },
-    ...tfjsState(model, optimizer),
+    ...tfjsState(state, optimizer),
   };
   options.log?.(`training: ${engine.description} (${choice.why})`);
   return engine;

@@ -6,10 +6,7 @@
  */
 import type { Task } from '../data/manifest.js';
 import { requireTask, type ShardDataset } from '../data/shard-reader.js';
-import { openCheckpoint } from '../formats/checkpoint.js';
-import type { ClassificationHead } from '../model/classification.js';
 import { loadModel, tokenizerIdentityOf, type OpenOptions } from '../model/open.js';
-import { resolveModelSource } from '../model/source.js';
 import { ToolError } from '../util/errors.js';
 import { evaluateClassifier, type ClassifierScorer, type ClassifyEvalOptions } from './classify-eval.js';
 import { openClassifierEngine, openEvalEngine } from './engine.js';
@@ -20,15 +17,6 @@ export interface EvalModelOptions extends OpenOptions, EvalOptions {
   threads?: number;
   /** Tensors in the checkpoint that are not GPT-2 parameters: reported, not loaded. */
   onIgnored?: (name: string) => void;
-}
-
-/** The classification head of the checkpoint `source` names; undefined for a language model or random weights. */
-export async function headOf(source: string, options: OpenOptions): Promise<ClassificationHead | undefined> {
-  const resolved = await resolveModelSource(source, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
-  if (resolved.kind === 'random') return undefined;
-  const ck = await openCheckpoint(resolved.dir);
-  await ck.close();
-  return ck.head;
 }
 
 export async function evaluateModel(source: string, data: ShardDataset<Task>, options: EvalModelOptions): Promise<EvalResult> {
@@ -54,19 +42,17 @@ export interface OpenedClassifier {
   ignored: string[];
 }
 
-/** Opens the classification checkpoint `source` names; anything else (a language model, a random preset) is refused. */
+/**
+ * Opens the classifier `source` names (a classification checkpoint, or a classifier's LoRA adapter
+ * with options.lora or as the source); anything else (a language model, a random preset) is refused.
+ */
 export async function openClassifierModel(source: string, options: OpenOptions & { threads?: number; batch: number }): Promise<OpenedClassifier> {
-  const notClassifier = `${source} is not a classification checkpoint (its config.json names no GPT2ForSequenceClassification); train one with gpt2-train and task: sequence_classification`;
-  const resolved = await resolveModelSource(source, { flag: '--model', randomInit: options.randomInit, randomHint: '--random-init' });
-  if (resolved.kind === 'random') throw new ToolError(notClassifier);
-  const ck = await openCheckpoint(resolved.dir);
-  try {
-    if (!ck.head) throw new ToolError(notClassifier);
-    const model = await openClassifierEngine(ck.config, ck.head, ck.params, { backend: options.backend, threads: options.threads, batch: options.batch, length: ck.config.n_positions, log: options.log });
-    return { model, tokenizerDir: ck.tokenizerDir, ignored: ck.ignored };
-  } finally {
-    await ck.close();
-  }
+  const notClassifier = `${source}${options.lora ? ` with --lora ${options.lora}` : ''} is not a classifier (no GPT2ForSequenceClassification in its config.json, nor a classifier's adapter); train one with gpt2-train and task: sequence_classification`;
+  if (options.randomInit) throw new ToolError(notClassifier);
+  return loadModel(source, options, async (config, params, head) => {
+    if (!head) throw new ToolError(notClassifier);
+    return openClassifierEngine(config, head, params, { backend: options.backend, threads: options.threads, batch: options.batch, length: config.n_positions, log: options.log });
+  });
 }
 
 /** gpt2-eval's line for a classifier. */

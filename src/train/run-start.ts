@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import type { Task } from '../data/manifest.js';
 import { openShards, requireTask, type ShardDataset } from '../data/shard-reader.js';
 import { loadCheckpoint, readConfig } from '../formats/checkpoint.js';
+import { isAdapterDir } from '../formats/peft.js';
+import { orderedTargets } from '../model/lora.js';
 import { initialScore, SCORE, type ClassificationHead } from '../model/classification.js';
 import type { GPT2Config } from '../model/config.js';
 import { initialParameters, type ParameterValues } from '../model/params.js';
@@ -15,39 +17,54 @@ import { pretrainedDir } from '../model/source.js';
 import { builtinTokenizerDir } from '../tokenizer/tokenizer.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { copyFileAtomic } from '../util/output.js';
-import { resolveModelConfig, type Path, type TrainConfig } from './config.js';
+import { modelOverrides, resolveModelConfig, type Path, type TrainConfig } from './config.js';
 import { checkTrainingFits } from './fits.js';
+import { loraSpecOf, presetNameOf, startLora, type LoraStart } from './lora-run.js';
 import { TOKENIZER } from './run-dir.js';
 
 export interface StartingModel {
   modelConfig: GPT2Config;
+  /** Every parameter; with LoRA, the frozen base's (and a classifier's score). */
   values: ParameterValues;
   tokenizerDir: string;
   /** The head of a classification checkpoint it came from (init_from, or a resumed run). */
   head?: ClassificationHead;
+  /** LoRA's adapters to train on the base, and the base's identity. */
+  lora?: LoraStart['lora'];
 }
-
-const dropoutOverride = (c: TrainConfig): Partial<GPT2Config> =>
-  c.model.dropout === null ? {} : { resid_pdrop: c.model.dropout, embd_pdrop: c.model.dropout, attn_pdrop: c.model.dropout };
 
 /**
  * The model's config and starting weights: random from model.preset/model.config, or pretrained
  * from --init-from (a checkpoint, or a preset's installed weights: never random, see source.ts).
- * A classifier needs score.weight: a classification checkpoint brings its own (with as many labels
- * as model.num_labels), anything else gets a fresh one, N(0, initializer_range) from the seed, said
- * in one line through `info`.
+ * With a lora: section, init_from is the frozen base (or an adapter of ours to train further;
+ * lora-run.ts); without one, the preset's pretrained weights are. A classifier needs score.weight: a classification checkpoint (or adapter) brings
+ * its own (with as many labels as model.num_labels), anything else gets a fresh one,
+ * N(0, initializer_range) from the seed, said in one line through `info`.
  */
 export async function initialModel(config: TrainConfig, info: (m: string) => void): Promise<StartingModel> {
   const from = config.model.init_from;
+  const spec = loraSpecOf(config);
+  const numLabels = config.task === 'sequence_classification' ? config.model.num_labels : undefined;
   let start: StartingModel;
-  if (from !== null) {
+  if (spec) {
+    // The base: init_from, else the preset's pretrained weights (run_gpt2_lora.yaml names gpt2).
+    const preset = config.model.preset;
+    const baseArg = from ?? preset;
+    if (baseArg === null) throw new ToolError('LoRA trains adapters on a frozen pretrained model: set model.init_from (--init-from CHECKPOINT); on random weights they would learn nothing a full run would not');
+    const key = from === null ? `model.preset ${preset} (LoRA's base: its pretrained weights; --init-from names another)` : 'model.init_from (--init-from)';
+    const dir = await pretrainedDir(baseArg, { flag: key });
+    start = await startLora(dir, spec, { what: `${from === null ? 'model.preset' : 'model.init_from'} ${baseArg}`, name: presetNameOf(baseArg, dir), seed: config.seed, modelOverrides: modelOverrides(config), numLabels, backend: config.backend });
+    const trained = [...start.lora!.values.values()].reduce((n, v) => n + v.data.length, 0);
+    info(`LoRA rank ${spec.rank}, alpha ${spec.alpha} on ${orderedTargets(spec).join(', ')}: ${trained} adapter parameters train, the base ${start.lora!.base.path} stays frozen`);
+  } else if (from !== null) {
     const dir = await pretrainedDir(from, { flag: 'model.init_from (--init-from)', randomHint: `set model.preset: ${from} without init_from` });
-    checkTrainingFits((await readConfig(dir)).config, `model.init_from ${from}`);
+    if (await isAdapterDir(dir)) throw new ToolError(`model.init_from ${from} is a LoRA adapter: train it further with a lora: section, or start from the merged model (convert-weights BASE OUT --lora ${from})`);
+    checkTrainingFits((await readConfig(dir)).config, `model.init_from ${from}`, { backend: config.backend });
     const ck = await loadCheckpoint(dir);
-    start = { modelConfig: { ...ck.config, ...dropoutOverride(config) }, values: ck.values, tokenizerDir: ck.tokenizerDir, ...(ck.head ? { head: ck.head } : {}) };
+    start = { modelConfig: { ...ck.config, ...modelOverrides(config) }, values: ck.values, tokenizerDir: ck.tokenizerDir, ...(ck.head ? { head: ck.head } : {}) };
   } else {
     const modelConfig = resolveModelConfig(config);
-    checkTrainingFits(modelConfig, config.model.preset === null ? 'the model' : `model.preset ${config.model.preset}`);
+    checkTrainingFits(modelConfig, config.model.preset === null ? 'the model' : `model.preset ${config.model.preset}`, { backend: config.backend });
     start = { modelConfig, values: initialParameters(modelConfig, config.seed), tokenizerDir: builtinTokenizerDir() };
   }
   if (config.task !== 'sequence_classification') return start;

@@ -20,6 +20,7 @@ import { resumeConfig, type ConfigChange } from './resume.js';
 import { CONFIG, MetricsLog, METRICS, PLOT, planRun, RunDir, type PlanOptions } from './run-dir.js';
 import { classificationHead, initialModel, keepTokenizer, openData, taskData } from './run-start.js';
 import { learningRate, warmupSteps, type ScheduleSpec } from './schedule.js';
+import type { LoraRun, LoraStart } from './lora-run.js';
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -59,7 +60,6 @@ export interface TrainResult {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const log = options.log ?? (() => {});
   const given = options.config;
-  if (given.lora !== null) throw new ToolError('LoRA fine-tuning is not implemented yet (lora: must be null)');
   if (given.train_dataset.path === null) throw new ToolError('no training data: give --train-data DIR or train_dataset.path');
   const out = given.output_dir;
 
@@ -73,10 +73,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { config, changes } = resumed ? resumeConfig(resumed.state.config, given, out) : { config: given, changes: [] };
   // The weights (and a checkpoint's moments) are held only until the engine has its copy: for 124M
   // that is 0.5 GB (1.5 GB on a resume) that would otherwise stay alive beside it.
-  let start: { modelConfig: GPT2Config; values?: ParameterValues; optimizer?: AdamWState; tokenizerDir: string; head?: ClassificationHead } =
+  let start: { modelConfig: GPT2Config; values?: ParameterValues; optimizer?: AdamWState; tokenizerDir: string; head?: ClassificationHead; lora?: LoraStart['lora'] } =
     saved ?? (await initialModel(config, options.info ?? log));
   saved = undefined;
   const { modelConfig, tokenizerDir: tokenizerFrom } = start;
+  const lora: LoraRun | undefined = start.lora && { spec: start.lora.spec, base: start.lora.base };
 
   const data = taskData(
     config,
@@ -103,8 +104,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   for (const data of [trainData, evalData]) if (data) checkDataFitsModel(data, modelConfig);
   const adamw = { betas: config.optimizer.betas, eps: config.optimizer.eps, weight_decay: config.optimizer.weight_decay };
   const length = Math.max(trainData.blockSize, evalData?.blockSize ?? 0) - 1;
-  const engineOptions = { backend: config.backend, threads: options.threads, batch: batchPlan.batchSize, length, log: options.info ?? log };
-  const common = { config, changes, resumed, batchPlan, total, tokenizerFrom };
+  const engineOptions = { backend: config.backend, threads: options.threads, batch: batchPlan.batchSize, length, log: options.info ?? log, lora: start.lora };
+  const common = { config, changes, resumed, batchPlan, total, tokenizerFrom, lora };
   // The task picks the engine and the records; the loop is the same for every task.
   const task =
     data.task === 'classification'
@@ -151,6 +152,8 @@ interface Loop<R, D> extends Task<R, D> {
   batchPlan: BatchPlan;
   total: number;
   tokenizerFrom: string;
+  /** A LoRA run's adapters: what its checkpoints save (the engine's values are their A and B). */
+  lora?: LoraRun;
 }
 
 /** The steps, evaluations and checkpoints, in a run directory begun for them. */
@@ -201,6 +204,7 @@ async function loop<R, D>(options: TrainOptions & { log: (m: string) => void }, 
     lastCheckpoint = await saveTrainingCheckpoint(out, {
       modelConfig,
       head: engine.head,
+      lora: it.lora,
       values: await engine.values(),
       optimizer: await engine.optimizerState(),
       state,

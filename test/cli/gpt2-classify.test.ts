@@ -95,7 +95,7 @@ describe('gpt2-classify', () => {
     expectOneLineError(classify([], '5 17\n\n3\n'), 'gpt2-classify', /<stdin>:2: empty input, nothing to classify$/);
     // text through GPT-2's tokenizer (the fixture has none of its own) gives ids beyond its 320
     expectOneLineError(runCli('gpt2-classify', ['--model', MODEL, 'a fine film']), 'gpt2-classify', /argument 1: token id \d+ is outside the model's vocabulary of 320/);
-    expectOneLineError(runCli('gpt2-classify', ['--model', fixture('models', 'tiny'), '--input-format', 'ids', '5']), 'gpt2-classify', /is not a classification checkpoint \(its config\.json names no GPT2ForSequenceClassification\)/);
+    expectOneLineError(runCli('gpt2-classify', ['--model', fixture('models', 'tiny'), '--input-format', 'ids', '5']), 'gpt2-classify', /is not a classifier \(no GPT2ForSequenceClassification in its config\.json, nor a classifier.s adapter\)/);
     expectOneLineError(runCli('gpt2-classify', ['--model', MODEL, '--input-format', 'xml', '5']), 'gpt2-classify', /--input-format/, 2);
     expectOneLineError(classify(['--input-file', join(dir, 'missing.txt')]), 'gpt2-classify', /missing\.txt: no such file or directory$/);
     expectOneLineError(classify(['--input-file', join(dir, 'x'), '5']), 'gpt2-classify', /give inputs as arguments or with --input-file, not both$/, 2);

@@ -34,7 +34,7 @@ describe('shipped configs', () => {
 
   it('are the seed set plus tiny, and all load', () => {
     expect(files.sort()).toEqual(
-      ['run_gpt2.yaml', 'run_gpt2_13b.yaml', 'run_gpt2_52b.yaml', 'run_gpt2_lora.yaml', 'run_gpt2_tiny.yaml', 'run_gpt2_txtcls.yaml', 'run_gpt2_txtcls_tiny.yaml', 'run_gpt2_xl.yaml', 'run_gpt2_xl_lora.yaml'],
+      ['run_gpt2.yaml', 'run_gpt2_13b.yaml', 'run_gpt2_52b.yaml', 'run_gpt2_lora.yaml', 'run_gpt2_lora_tiny.yaml', 'run_gpt2_tiny.yaml', 'run_gpt2_txtcls.yaml', 'run_gpt2_txtcls_tiny.yaml', 'run_gpt2_xl.yaml', 'run_gpt2_xl_lora.yaml'],
     );
     for (const f of files) expect(() => cfg(f), f).not.toThrow();
   });
@@ -71,6 +71,9 @@ describe('shipped configs', () => {
     expect(cls.model.num_labels).toBe(2);
     expect(cls.runner).toMatchObject({ batch_size: 16, epochs: 1 });
     expect(cls.lora).toBeNull();
+    const tinyLora = cfg('run_gpt2_lora_tiny.yaml');
+    expect(tinyLora.lora).toEqual({ rank: 8, alpha: 16, dropout: 0.1, target_modules: ['query', 'value'] });
+    expect(resolveModelConfig(tinyLora)).toEqual(resolveModelConfig(cfg('run_gpt2_tiny.yaml')));
     const tinyCls = cfg('run_gpt2_txtcls_tiny.yaml');
     expect(tinyCls).toMatchObject({ task: 'sequence_classification', model: { num_labels: 2, preset: null }, runner: { batch_size: 8, max_steps: 60 } });
     expect(resolveModelConfig(tinyCls)).toEqual(resolveModelConfig(cfg('run_gpt2_tiny.yaml')));

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parameterCount, presetConfig } from '../../src/model/config.js';
+import { chooseSequenceEngine } from '../../src/train/engine.js';
 import { checkTrainingFits } from '../../src/train/fits.js';
 
 describe('checkTrainingFits', () => {
@@ -19,5 +20,15 @@ describe('checkTrainingFits', () => {
 
   it('sends the seed\'s 13b and 52b to parallel training', () => {
     for (const p of ['gpt2-13b', 'gpt2-52b']) expect(() => checkTrainingFits(presetConfig(p), p, { memory: 25e9 })).toThrow(/model and pipeline parallelism/);
+  });
+
+  it('refuses on wasm a model whose weights alone fill wasm\'s 4 GiB (gpt2-xl, LoRA or not), before any weight is read; cpu may take it', () => {
+    const lora = { memory: 25e9, trainable: 4e6 };
+    expect(() => checkTrainingFits(xl, 'model.init_from gpt2-xl', { ...lora, backend: 'wasm' })).toThrow(
+      /^model\.init_from gpt2-xl: 1\.56B parameters are 6\.2 GB in fp32, more than wasm's 4 GiB memory \(our pass's and tfjs-wasm's alike\): run it where --backend tensorflow/,
+    );
+    expect(() => checkTrainingFits(xl, 'x', { ...lora, backend: 'cpu' })).not.toThrow();
+    expect(() => checkTrainingFits(presetConfig('gpt2-large'), 'x', { ...lora, backend: 'wasm' })).not.toThrow(); // 3.1 GB: the pass decides by its layout
+    expect(() => chooseSequenceEngine(xl, 'wasm', { batch: 1, length: 1024, training: false })).toThrow(/more than wasm's 4 GiB memory/);
   });
 });
