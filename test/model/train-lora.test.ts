@@ -40,28 +40,15 @@ import { describeLayout, passLayout } from '../../src/model/train-memory.js';
 import { PassTrainer, type PassTrainerOptions } from '../../src/train/pass-trainer.js';
 import { shiftBatch } from '../../src/train/lm-loss.js';
 import { fixture } from '../helpers.js';
+import { LORA_TRAIN, tagged, tensorsOf, type FixtureRecord } from '../lora-fixture.js';
 
-type FixtureRecord = { input_ids: number[]; attention_mask: number[] };
 const records = (rs: FixtureRecord[]): TokenRecord[] => rs.map((r) => ({ input_ids: Int32Array.from(r.input_ids), attention_mask: Uint8Array.from(r.attention_mask), labels: Int32Array.from(r.input_ids) }));
-const fx = JSON.parse(readFileSync(fixture('lora', 'train.json'), 'utf8')) as {
-  targets: LoraTarget[];
-  rank: number;
-  alpha: number;
-  optimizer: { betas: [number, number]; eps: number; weight_decay: number; grad_clip: number };
-  steps: { lr: number; micro_batches: FixtureRecord[][] }[];
-  losses: number[];
-  grad_norms: number[];
-};
+const fx = LORA_TRAIN;
 const STEPS = fx.steps.map((s) => ({ lr: s.lr, micro: s.micro_batches.map(records) }));
 const adamw = { betas: fx.optimizer.betas, eps: fx.optimizer.eps, weight_decay: fx.optimizer.weight_decay };
 const QV: LoraSpec = { rank: fx.rank, alpha: fx.alpha, dropout: 0, targets: fx.targets };
 const [SEED, STEP] = [4321, 5];
 
-const tensorsOf = (path: string) => parseSafetensors(readFileSync(path), path).tensors;
-/** The entries of a fixture file under `tag/`, as ParameterValues. */
-function tagged(file: ReturnType<typeof tensorsOf>, tag: string): ParameterValues {
-  return new Map([...file].filter(([n]) => n.startsWith(`${tag}/`)).map(([n, t]) => [n.slice(tag.length + 1), { shape: t.shape, data: t.data }]));
-}
 const relErr = (got: number, want: number) => Math.abs(got - want) / Math.abs(want);
 /** ‖got − want‖ / ‖want‖, or ‖got − want‖ when want is all zeros (A's first gradient, B being 0). */
 function normDiffRatio(got: ArrayLike<number>, want: ArrayLike<number>): number {

@@ -21,7 +21,7 @@ import { loadCheckpoint, type LoadedCheckpoint } from '../../src/formats/checkpo
 import { adapterValues, baseRefOf, readLoraAdapter, saveLoraAdapter } from '../../src/formats/peft.js';
 import { parseSafetensors } from '../../src/formats/safetensors.js';
 import { SCORE } from '../../src/model/classification.js';
-import type { LoraSpec, LoraTarget } from '../../src/model/lora.js';
+import type { LoraSpec } from '../../src/model/lora.js';
 import type { ParameterValues } from '../../src/model/params.js';
 import { tokenizerIdentityOf } from '../../src/model/open.js';
 import { loadTrainConfig } from '../../src/train/config.js';
@@ -34,25 +34,16 @@ import { LoraAdapter } from '../../src/model/lora.js';
 import { tfjsClassifier } from '../../src/train/classify-eval.js';
 import { openClassifierModel } from '../../src/train/eval-model.js';
 import { fixture, normDiffRatio, ROOT, runCli, tempDir } from '../helpers.js';
+import { LORA_TRAIN, tagged, tensorsOf } from '../lora-fixture.js';
 
 const TINY_CONFIG = join(ROOT, 'configs', 'gpt2', 'run_gpt2_tiny.yaml');
 const dir = tempDir();
 /** fixtures/models/tiny with a tokenizer of its 320 ids (records are checked against the model's vocabulary). */
 const BASE = join(dir, 'base');
 
-type FixtureRecord = { input_ids: number[]; attention_mask: number[] };
-const fx = JSON.parse(readFileSync(fixture('lora', 'train.json'), 'utf8')) as {
-  targets: LoraTarget[];
-  rank: number;
-  alpha: number;
-  optimizer: { betas: [number, number]; eps: number; weight_decay: number; grad_clip: number };
-  steps: { lr: number; micro_batches: FixtureRecord[][] }[];
-  losses: number[];
-  grad_norms: number[];
-};
-const file = parseSafetensors(readFileSync(fixture('lora', 'train.safetensors')), 'train.safetensors').tensors;
-const tagged = (tag: string): ParameterValues =>
-  new Map([...file].filter(([n]) => n.startsWith(`${tag}/`)).map(([n, t]) => [n.slice(tag.length + 1), { shape: t.shape, data: t.data }]));
+const fx = LORA_TRAIN;
+const file = tensorsOf(fixture('lora', 'train.safetensors'));
+const fixtureValues = (tag: string): ParameterValues => tagged(file, tag);
 const QV: LoraSpec = { rank: fx.rank, alpha: fx.alpha, dropout: 0, targets: fx.targets };
 
 let base: LoadedCheckpoint;
@@ -86,7 +77,7 @@ beforeAll(async () => {
   writeFileSync(join(BASE, 'merges.txt'), '#version: 0.2\n');
   base = await loadCheckpoint(BASE);
   await writeFixtureShards(data);
-  await saveLoraAdapter(initAdapter, base.config, QV, tagged('init'), await baseRefOf(BASE));
+  await saveLoraAdapter(initAdapter, base.config, QV, fixtureValues('init'), await baseRefOf(BASE));
 });
 
 /** The fixture's run: 3 steps of 2 micro-batches of 2, its AdamW and schedule, no dropout. */
@@ -137,7 +128,7 @@ describe.each([
     const adapter = await readLoraAdapter(latest(out), base.config);
     expect(adapter.base?.sha256).toBe((await baseRefOf(BASE)).sha256);
     const values = adapterValues(adapter, base.config)!;
-    for (const [name, want] of tagged('step3')) expect(normDiffRatio(values.get(name)!.data, want.data), name).toBeLessThan(1e-5);
+    for (const [name, want] of fixtureValues('step3')) expect(normDiffRatio(values.get(name)!.data, want.data), name).toBeLessThan(1e-5);
     const { readdirSync } = await import('node:fs');
     expect(readdirSync(latest(out)).sort()).toEqual(['adapter_base.json', 'adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'trainer_state.json']);
     expect(info.some((m) => /LoRA rank 4, alpha 8 on query, value: 1024 adapter parameters train/.test(m))).toBe(true);
@@ -272,7 +263,7 @@ describe('LoRA: bad starts', () => {
     weights[weights.length - 1] ^= 1;
     writeFileSync(join(moved, 'model.safetensors'), weights);
     const adapter = join(dir, 'on-changed');
-    await saveLoraAdapter(adapter, base.config, QV, tagged('init'), await baseRefOf(moved));
+    await saveLoraAdapter(adapter, base.config, QV, fixtureValues('init'), await baseRefOf(moved));
     writeFileSync(join(moved, 'model.safetensors'), readFileSync(join(BASE, 'model.safetensors')));
     await expect(attempt('wrong-base', `model.init_from=${adapter}`)).rejects.toThrow(/this adapter was trained on .* is another model .*refusing to apply it/);
   });
