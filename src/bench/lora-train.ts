@@ -11,7 +11,8 @@
  *
  *   node dist/bench/lora-train.js [--runs 1] [--steps 2] [--warmup 1] [--threads N] [--shared DIR]
  *
- * (Not wired into package.json / make bench yet: the gpt2-train wiring of LoRA comes first.)
+ * gpt2-train drives this same trainer for a LoRA run (engine.ts); the bench times the steps alone,
+ * without data reading or checkpoints.
  *
  * Measured on the 2-core development machine (shared; 2026-11-29, --runs 3 --steps 1):
  *   full fine-tuning      step 22.65 s (22.16, 22.65, 25.45)  peak RSS 2403 MB  pass memory 2325 MiB

@@ -29,7 +29,6 @@ import { MAX_PAGES, wasmApi } from '../../src/backend/wasm-asm.js';
 import { RowKernels } from '../../src/backend/wasm-rows.js';
 import type { TokenRecord } from '../../src/data/records.js';
 import { loadCheckpoint, type LoadedCheckpoint } from '../../src/formats/checkpoint.js';
-import { parseSafetensors } from '../../src/formats/safetensors.js';
 import { presetConfig, type GPT2Config } from '../../src/model/config.js';
 import { GPT2, type LinearAdapter } from '../../src/model/gpt2.js';
 import { loraScale, loraShapes, orderedTargets, targetSite, type LoraModule, type LoraSpec, type LoraTarget } from '../../src/model/lora.js';
