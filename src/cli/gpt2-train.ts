@@ -33,6 +33,7 @@ const program = createProgram({
     'gpt2-train --config configs/gpt2/run_gpt2_tiny.yaml --output-dir runs/a --resume      # continue from runs/a/checkpoints/latest',
     'gpt2-train --config run.yaml --init-from models/gpt2 --set lr_schedule.lr=1e-5 --set runner.max_steps=200',
     'gpt2-train --config configs/gpt2/run_gpt2_txtcls_tiny.yaml --train-data data/sst2-train --eval-data data/sst2-dev --output-dir runs/cls',
+    'gpt2-train --config configs/gpt2/run_gpt2_lora_tiny.yaml --init-from runs/a/checkpoints/latest --train-data data/train --output-dir runs/lora',
     'gpt2-train plot runs/a                                                                # writes runs/a/loss.svg',
   ],
   notes: `The run directory gets run.json (marks it as gpt2-train's), config.yaml (the effective config),
@@ -51,6 +52,11 @@ task: sequence_classification (run_gpt2_txtcls*.yaml) trains a GPT2ForSequenceCl
 labelled shards (bpe-encode --label-column): checkpoints then say so in config.json and hold
 score.weight, and evaluation lines give eval_accuracy, eval_macro_f1 and eval_per_class; from a
 plain LM (--init-from) score.weight starts as N(0, initializer_range).
+A lora: section (run_gpt2_lora*.yaml) freezes the base (--init-from, else the preset's pretrained
+weights) and trains LoRA adapters only (and a classifier's score): checkpoints are then PEFT adapter
+directories (adapter_config.json, adapter_model.safetensors, adapter_base.json naming the base by
+sha256) that gpt2-eval, gpt2-generate and gpt2-classify take as --model; --init-from an adapter of
+ours trains it further.
 SIGINT/SIGTERM finish the current step, save a checkpoint and exit with 130/143 (a second one stops
 at once). Flags override the config file; --set key.path=value sets anything else (e.g. --set
 optimizer.betas[1]=0.98).`,
