@@ -1,11 +1,12 @@
 /** convert-weights: Hugging Face / PyTorch / MindFormers GPT-2 weights → our checkpoint directory. */
+import { TARGET_FORMATS, WRITERS, type TargetFormat } from '../formats/convert.js';
 import { choiceOption, createProgram, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
 
 interface Flags {
   overwrite?: boolean;
   config?: string;
-  to: 'hf' | 'mindformers';
+  to: TargetFormat;
   dtype: 'f32' | 'f16';
   lora?: string;
   quiet?: boolean;
@@ -38,7 +39,7 @@ is refused for any other SRC.`,
   .argument('<dst>', 'checkpoint directory to write')
   .option('--overwrite', 'replace DST if it is a checkpoint this toolchain wrote (nothing else)')
   .option('--config <preset|file>', "model config when SRC has none (or to override it): a preset name or a config.json")
-  .addOption(choiceOption('--to <format>', 'also write MindFormers names (mindformers.safetensors in DST)', ['hf', 'mindformers'], 'hf'))
+  .addOption(choiceOption('--to <format>', `what to write: ${TARGET_FORMATS.map((f) => `${f}, ${WRITERS[f].summary}`).join('; ')}`, TARGET_FORMATS, 'hf'))
   .addOption(choiceOption('--dtype <dtype>', 'float type of the written weights', ['f32', 'f16'], 'f32'))
   .option('--lora <dir>', 'merge this LoRA adapter (PEFT format) into the weights')
   .action(async (src: string, dst: string, flags: Flags) => {
@@ -65,7 +66,7 @@ is refused for any other SRC.`,
     }
     for (const name of result.ignored) log.warn(`ignoring tensor ${name} (not a GPT-2 parameter)`);
     const c = result.config;
-    log.info(`${dst}: ${c.n_layer} layers, ${c.n_embd} wide, ${c.n_head} heads, vocab ${c.vocab_size}${result.head ? `, classification head of ${result.head.num_labels} labels (${result.head.labels.join(', ')})` : ''} (from ${result.source === 'mindformers' ? 'MindFormers names' : 'HF names'} in ${result.weightsPath})`);
+    log.info(`${dst}: ${c.n_layer} layers, ${c.n_embd} wide, ${c.n_head} heads, vocab ${c.vocab_size}${result.head ? `, classification head of ${result.head.num_labels} labels (${result.head.labels.join(', ')})` : ''} (from ${result.source} in ${result.weightsPath})`);
   });
 
 await runProgram(program);

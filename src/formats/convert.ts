@@ -8,7 +8,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { checkOutputDir } from '../util/atomic-dir.js';
+import { checkOutputDir, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, ToolError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
@@ -25,10 +25,61 @@ import { mergeInto } from '../model/lora-merge.js';
 
 export const MINDFORMERS_FILE = 'mindformers.safetensors';
 
+/** A model as any reader gives it and every writer takes it. */
+export interface ModelData {
+  config: GPT2Config;
+  head?: ClassificationHead;
+  values: ParameterValues;
+  /** Directory with the model's vocab.json + merges.txt; undefined: GPT-2's own. */
+  tokenizerDir?: string;
+}
+
+export interface WriteOptions {
+  dtype: 'f32' | 'f16';
+  /** What DST may replace (--overwrite); undefined: DST must not exist. */
+  overwrite?: Replaceable;
+  /** The weights file it was read from (for metadata). */
+  weightsPath: string;
+}
+
+/**
+ * The formats convert-weights writes (--to), one writer each: adding a format is one entry here.
+ * Every writer writes DST atomically (staged, renamed into place) and refuses to replace anything
+ * `overwrite` does not allow.
+ */
+export const WRITERS = {
+  hf: {
+    summary: 'a Hugging Face checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt)',
+    write: (dst: string, model: ModelData, options: WriteOptions) => saveCheckpoint(dst, model.config, model.values, checkpointOptions(model, options)),
+  },
+  mindformers: {
+    summary: 'the same directory plus mindformers.safetensors with the MindFormers names',
+    write: (dst: string, model: ModelData, options: WriteOptions) =>
+      saveCheckpoint(dst, model.config, model.values, {
+        ...checkpointOptions(model, options),
+        extra: (staged) =>
+          writeSafetensors(join(staged, MINDFORMERS_FILE), toMindformers(model.config, model.values), {
+            dtype: options.dtype === 'f16' ? 'F16' : 'F32',
+            metadata: { source: basename(options.weightsPath) },
+          }),
+      }),
+  },
+} satisfies Record<string, { summary: string; write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void> }>;
+
+export type TargetFormat = keyof typeof WRITERS;
+export const TARGET_FORMATS = Object.keys(WRITERS) as TargetFormat[];
+
+const checkpointOptions = (model: ModelData, options: WriteOptions) => ({
+  head: model.head,
+  overwrite: options.overwrite,
+  dtype: options.dtype === 'f16' ? ('F16' as const) : ('F32' as const),
+  tokenizerDir: model.tokenizerDir,
+});
+
 export interface ConvertOptions {
   /** Preset name or path of a config.json; default: SRC's config.json. */
   config?: string;
-  to?: 'hf' | 'mindformers';
+  to?: TargetFormat;
   dtype?: 'f32' | 'f16';
   overwrite?: boolean;
   /** A LoRA adapter directory (PEFT's format) to merge into the weights. */
@@ -41,7 +92,8 @@ export interface ConvertOptions {
 export interface ConvertResult {
   config: GPT2Config;
   head?: ClassificationHead;
-  source: 'hf' | 'mindformers';
+  /** The names it was read by, for the log ("HF names", "MindFormers names"). */
+  source: string;
   weightsPath: string;
   ignored: string[];
 }
@@ -76,8 +128,8 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   const tensors = await readWeightsFile(weightsPath, options.onProgress);
   let values: ParameterValues;
   let ignored: string[] = [];
-  const source = isMindformers(tensors.keys()) ? 'mindformers' : 'hf';
-  if (source === 'mindformers') {
+  const mindformers = isMindformers(tensors.keys());
+  if (mindformers) {
     if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
     values = fromMindformers(config, tensors, weightsPath);
   } else {
@@ -95,17 +147,9 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
-  await saveCheckpoint(dst, config, values, {
-    head,
-    overwrite,
-    dtype: options.dtype === 'f16' ? 'F16' : 'F32',
-    tokenizerDir: hasTokenizer ? srcDir : undefined,
-    extra:
-      options.to === 'mindformers'
-        ? (staged) => writeSafetensors(join(staged, MINDFORMERS_FILE), toMindformers(config, values), { dtype: options.dtype === 'f16' ? 'F16' : 'F32', metadata: { source: basename(weightsPath) } })
-        : undefined,
-  });
-  return { config, ...(head ? { head } : {}), source, weightsPath, ignored };
+  const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: hasTokenizer ? srcDir : undefined };
+  await WRITERS[options.to ?? 'hf'].write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath });
+  return { config, ...(head ? { head } : {}), source: mindformers ? 'MindFormers names' : 'HF names', weightsPath, ignored };
 }
 
 /** The adapter, once it is known to belong to the weights at weightsPath (checked before they are read). */
