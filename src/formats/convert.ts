@@ -179,12 +179,18 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   return { config, ...(head ? { head } : {}), source: mindformers ? 'MindFormers names' : 'HF names', weightsPath, ignored };
 }
 
-/** Refuses a DST file that exists unless --overwrite (a directory never); the writer refuses an input. */
+/**
+ * Refuses a DST file that exists, unless --overwrite and it is a weights file (never a directory or
+ * anything else); writing over an input is refused by the writer.
+ */
 async function checkOutputFile(dst: string, overwrite: boolean): Promise<void> {
   const stats = await stat(dst).catch(() => undefined);
   if (!stats) return;
-  if (stats.isDirectory()) throw new ToolError(`${dst}: is a directory; this format is written as one file`);
+  if (!stats.isFile()) throw new ToolError(`${dst}: exists and is not a file; this format is written as one file`);
   if (!overwrite) throw new ToolError(`${dst}: exists (use --overwrite to replace it)`);
+  await identifyWeightsFile(dst).catch(() => {
+    throw new ToolError(`${dst}: not replacing it with --overwrite: it is not a weights file`);
+  });
 }
 
 /** The adapter, once it is known to belong to the weights at weightsPath (checked before they are read). */

@@ -12,9 +12,12 @@
  *  - an encrypted file (enc_key) starts with a little-endian magic number and is refused.
  *
  * Memory: the file is read one value (one parameter, or one slice of ≤ 512 MB) at a time, so
- * reading holds the float32 tensors plus the largest value: ~500 MB + 154 MB (wte) for GPT-2 124M in
- * f32, and gpt2-xl's 6.2 GB file never has to fit one buffer (fs.readFile stops at 2 GiB). Every
- * length is checked against what is left of the file before anything is allocated for it.
+ * reading holds the float32 tensors plus the largest value (wte: 154 MB for GPT-2 124M), and
+ * gpt2-xl's 6.2 GB file never has to fit one buffer (fs.readFile stops at 2 GiB). Every length is
+ * checked against what is left of the file before anything is allocated for it. Measured on GPT-2
+ * 124M (498 MB .ckpt, 2 cores): convert-weights .ckpt → HF 4.5 s, peak RSS 775 MB (HF → HF: 5.5 s,
+ * 543 MB); HF → .ckpt 12 s, 1.09 GB, as protobufjs copies each value while encoding it (1.65 s of
+ * the 12 for 500 MB) and the encoded value is written whole.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';

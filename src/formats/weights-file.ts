@@ -72,7 +72,7 @@ const FORMATS: { format: WeightsFormat; matches: (head: Uint8Array, size: number
   },
 ];
 
-const ACCEPTED = 'safetensors (an 8-byte header length, then "{"), a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5) or a MindSpore .ckpt (a protobuf Checkpoint, "\\x0a" + the length of its first value)';
+const ACCEPTED = 'safetensors (an 8-byte header length, then "{") or a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5), or a MindSpore .ckpt (a protobuf Checkpoint: "\\x0a" and the length of its first value)';
 
 /** The format whose signature `head` (the first SIGNATURE_BYTES bytes of a file of `size` bytes) carries. */
 export function sniffFormat(head: Uint8Array, size: number): WeightsFormat | undefined {

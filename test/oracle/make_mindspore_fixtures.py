@@ -3,8 +3,9 @@
 Run once by hand (the outputs are committed; the tests never run Python):
     apt-get install -y python3-protobuf protobuf-compiler
     /usr/bin/python3 test/oracle/make_mindspore_fixtures.py
-Check a file our writer made (parses it with protobuf-python and compares it to the tiny model):
-    /usr/bin/python3 test/oracle/make_mindspore_fixtures.py --check OUT.ckpt [--f16]
+Check a file our writer made (parses it with protobuf-python and compares it with a model's
+model.safetensors under MindFormers names; default fixtures/models/tiny):
+    /usr/bin/python3 test/oracle/make_mindspore_fixtures.py --check OUT.ckpt [--model DIR] [--f16]
 
 MindSpore itself is not installable here (no wheel for this machine's Python / Debian), so the files
 are made by MindSpore's own format definition: its checkpoint.proto (embedded below), compiled by
@@ -123,10 +124,10 @@ def read_safetensors(path):
     return out
 
 
-def mindformers_weights():
-    """The tiny model under MindFormers names, in convert_weight.py's order."""
-    hf = {k.removeprefix('transformer.'): v for k, v in read_safetensors(TINY / 'model.safetensors').items()}
-    n_layer = json.loads((TINY / 'config.json').read_text())['n_layer']
+def mindformers_weights(model=TINY):
+    """A model directory's F32 weights under MindFormers names, in convert_weight.py's order."""
+    hf = {k.removeprefix('transformer.'): v for k, v in read_safetensors(model / 'model.safetensors').items()}
+    n_layer = json.loads((model / 'config.json').read_text())['n_layer']
     for i in range(n_layer):
         for kind in ('weight', 'bias'):
             q, k, v = np.split(hf.pop(f'h.{i}.attn.c_attn.{kind}'), 3, axis=-1)
@@ -260,13 +261,14 @@ def make(pb):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--check', metavar='CKPT', help='compare this file with the tiny model under MindFormers names')
+    parser.add_argument('--model', default=str(TINY), help='with --check: the HF model directory to compare with')
     parser.add_argument('--f16', action='store_true', help='with --check: expect Float16 weights')
     args = parser.parse_args()
     pb = load_proto()
     if args.check:
-        weights, _ = mindformers_weights()
+        weights, _ = mindformers_weights(pathlib.Path(args.model))
         check_file(pb, pathlib.Path(args.check), {t: v.astype(np.float16) if args.f16 else v for t, v in weights})
-        print(f'{args.check}: the tiny model, {len(weights)} tensors, bit for bit ({"Float16" if args.f16 else "Float32"})')
+        print(f'{args.check}: {args.model} under MindFormers names, {len(weights)} tensors, bit for bit ({"Float16" if args.f16 else "Float32"})')
     else:
         make(pb)
 
