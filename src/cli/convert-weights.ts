@@ -1,4 +1,4 @@
-/** convert-weights: Hugging Face / PyTorch / MindFormers GPT-2 weights → our checkpoint directory. */
+/** convert-weights: Hugging Face / PyTorch / MindFormers / MindSpore GPT-2 weights → our checkpoint directory (or a .ckpt). */
 import { TARGET_FORMATS, WRITERS, type TargetFormat } from '../formats/convert.js';
 import { choiceOption, createProgram, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
@@ -21,13 +21,19 @@ const program = createProgram({
     'convert-weights models/gpt2 models/gpt2-ms --to mindformers  # also writes mindformers.safetensors',
     'convert-weights models/gpt2-ms/mindformers.safetensors back --config models/gpt2-ms/config.json',
     'convert-weights models/gpt2 models/gpt2-half --dtype f16',
+    'convert-weights models/gpt2 gpt2.ckpt --to mindspore         # a MindSpore checkpoint for MindFormers',
+    'convert-weights gpt2.ckpt models/gpt2-back --config gpt2',
   ],
   notes: `SRC is a directory (config.json + model.safetensors or pytorch_model.bin) or a weights file.
 pytorch_model.bin is read in both PyTorch formats (zip, and the legacy one of the original gpt2)
 by a restricted unpickler that refuses anything a state dict does not need: nothing executes.
 Names with or without "transformer." are accepted, attention-mask buffers are dropped, and a
-file with MindFormers names (backbone.*) is converted back. vocab.json and merges.txt are copied
-from SRC when present, else GPT-2's built-in files. DST is written atomically.
+file with MindFormers names (backbone.*) is converted back. A MindSpore .ckpt (MindFormers'
+checkpoints) is read as mindspore.load_checkpoint reads it; it holds no config, so give --config
+or put config.json beside it; optimizer state (adam_m.*, adam_v.*), global_step and the like are
+ignored and listed. Encrypted checkpoints are refused. vocab.json and merges.txt are copied from
+SRC when present, else GPT-2's built-in files. DST is written atomically; --to mindspore writes
+one file with the names of MindFormers' convert_weight.py, as save_checkpoint writes it.
 
 --lora DIR merges a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) into the
 weights: DST is then a plain model that runs without the adapter:
@@ -35,9 +41,9 @@ weights: DST is then a plain model that runs without the adapter:
 records the base it was trained on (adapter_base.json: path, size, sha256 of its weights file) and
 is refused for any other SRC.`,
 })
-  .argument('<src>', 'HF model directory, or a .safetensors / .bin weights file')
-  .argument('<dst>', 'checkpoint directory to write')
-  .option('--overwrite', 'replace DST if it is a checkpoint this toolchain wrote (nothing else)')
+  .argument('<src>', 'HF model directory, or a .safetensors / .bin / .ckpt weights file')
+  .argument('<dst>', 'checkpoint directory to write (a .ckpt file with --to mindspore)')
+  .option('--overwrite', 'replace DST if it is a checkpoint this toolchain wrote, or for --to mindspore a weights file (nothing else)')
   .option('--config <preset|file>', "model config when SRC has none (or to override it): a preset name or a config.json")
   .addOption(choiceOption('--to <format>', `what to write: ${TARGET_FORMATS.map((f) => `${f}, ${WRITERS[f].summary}`).join('; ')}`, TARGET_FORMATS, 'hf'))
   .addOption(choiceOption('--dtype <dtype>', 'float type of the written weights', ['f32', 'f16'], 'f32'))

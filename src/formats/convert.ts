@@ -15,7 +15,8 @@ import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
 import type { ClassificationHead } from '../model/classification.js';
 import { isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
 import { modelConfigFromJson, readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
-import { readWeightsFile } from './weights-file.js';
+import { identifyWeightsFile, readWeightsFile } from './weights-file.js';
+import { inConvertWeightOrder, mindformersWeightNames, readMindsporeCheckpoint, writeMindsporeCheckpoint } from './mindspore.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
 import type { ParameterValues } from '../model/params.js';
 import { writeSafetensors } from './safetensors.js';
@@ -42,6 +43,13 @@ export interface WriteOptions {
   weightsPath: string;
 }
 
+interface Writer {
+  summary: string;
+  /** DST is a file (else a checkpoint directory). */
+  file?: boolean;
+  write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void>;
+}
+
 /**
  * The formats convert-weights writes (--to), one writer each: adding a format is one entry here.
  * Every writer writes DST atomically (staged, renamed into place) and refuses to replace anything
@@ -64,7 +72,16 @@ export const WRITERS = {
           }),
       }),
   },
-} satisfies Record<string, { summary: string; write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void> }>;
+  mindspore: {
+    summary: 'a MindSpore checkpoint file (.ckpt) with the MindFormers names, which MindFormers loads',
+    file: true,
+    write: async (dst: string, model: ModelData, options: WriteOptions) => {
+      if (model.head) throw new ToolError(`${dst}: MindFormers names hold no classification head; --to mindspore writes language models only`);
+      const tensors = inConvertWeightOrder(toMindformers(model.config, model.values), model.config.n_layer);
+      await writeMindsporeCheckpoint(dst, tensors, { dtype: options.dtype === 'f16' ? 'F16' : 'F32', inputs: [options.weightsPath] });
+    },
+  },
+} satisfies Record<string, Writer>;
 
 export type TargetFormat = keyof typeof WRITERS;
 export const TARGET_FORMATS = Object.keys(WRITERS) as TargetFormat[];
@@ -122,19 +139,29 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   const { config, head: baseHead } = await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
-  await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
+  const writer: Writer = WRITERS[options.to ?? 'hf'];
+  if (writer.file) await checkOutputFile(dst, !!overwrite);
+  else await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
   const adapter = options.lora === undefined ? undefined : await adapterFor(options.lora, config, weightsPath, options);
   options.onInfo?.(`reading ${weightsPath}`);
-  const tensors = await readWeightsFile(weightsPath, options.onProgress);
+  // A MindSpore checkpoint also holds what is no tensor (strings, MapTensors): reported as ignored.
+  const { tensors, skipped } =
+    (await identifyWeightsFile(weightsPath)) === 'mindspore'
+      ? await readMindsporeCheckpoint(weightsPath, options.onProgress)
+      : { tensors: await readWeightsFile(weightsPath, options.onProgress), skipped: [] };
   let values: ParameterValues;
-  let ignored: string[] = [];
+  let ignored: string[];
   const mindformers = isMindformers(tensors.keys());
   if (mindformers) {
     if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
     values = fromMindformers(config, tensors, weightsPath);
+    // A training checkpoint also holds optimizer moments (adam_m.*, adam_v.*), global_step, …
+    const weights = new Set(mindformersWeightNames(config.n_layer));
+    ignored = [...tensors.keys()].filter((name) => !weights.has(name));
   } else {
     ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, baseHead));
   }
+  ignored.push(...skipped);
   // A classifier's adapter brings its head and trained score: DST is then that classifier.
   const classifier = adapter && adapterHead(adapter);
   const head = classifier?.head ?? baseHead;
@@ -148,8 +175,22 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
   const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: hasTokenizer ? srcDir : undefined };
-  await WRITERS[options.to ?? 'hf'].write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath });
+  await writer.write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath });
   return { config, ...(head ? { head } : {}), source: mindformers ? 'MindFormers names' : 'HF names', weightsPath, ignored };
+}
+
+/**
+ * Refuses a DST file that exists, unless --overwrite and it is a weights file (never a directory or
+ * anything else); writing over an input is refused by the writer.
+ */
+async function checkOutputFile(dst: string, overwrite: boolean): Promise<void> {
+  const stats = await stat(dst).catch(() => undefined);
+  if (!stats) return;
+  if (!stats.isFile()) throw new ToolError(`${dst}: exists and is not a file; this format is written as one file`);
+  if (!overwrite) throw new ToolError(`${dst}: exists (use --overwrite to replace it)`);
+  await identifyWeightsFile(dst).catch(() => {
+    throw new ToolError(`${dst}: not replacing it with --overwrite: it is not a weights file`);
+  });
 }
 
 /** The adapter, once it is known to belong to the weights at weightsPath (checked before they are read). */

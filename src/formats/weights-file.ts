@@ -9,8 +9,9 @@
 import { open } from 'node:fs/promises';
 import { fsError, ToolError } from '../util/errors.js';
 import { readSafetensors, type Tensor32 } from './safetensors.js';
+import { isEncryptedCheckpoint, looksLikeCheckpoint, readMindsporeCheckpoint } from './mindspore.js';
 
-export type WeightsFormat = 'safetensors' | 'zip' | 'torch-legacy' | 'pickle' | 'gguf';
+export type WeightsFormat = 'safetensors' | 'zip' | 'torch-legacy' | 'pickle' | 'gguf' | 'mindspore';
 
 /** How much of a file's start the signatures look at (the legacy magic sits in the first pickle). */
 export const SIGNATURE_BYTES = 64;
@@ -61,9 +62,17 @@ const FORMATS: { format: WeightsFormat; matches: (head: Uint8Array, size: number
       throw new ToolError(`${path}: a GGUF file; GGUF is not supported yet (convert it to safetensors, or use the model's Hugging Face files)`);
     },
   },
+  // A MindSpore .ckpt has no magic number: it is recognised by its first value (field 1 of the
+  // Checkpoint message, 0x0a, a length that fits, a Value's field), after every format that has
+  // one; an encrypted one by MindSpore's cipher magic, for the reader to refuse with a reason.
+  {
+    format: 'mindspore',
+    matches: (head, size) => looksLikeCheckpoint(head, size) || isEncryptedCheckpoint(head),
+    read: async (path, onProgress) => (await readMindsporeCheckpoint(path, onProgress)).tensors,
+  },
 ];
 
-const ACCEPTED = 'safetensors (an 8-byte header length, then "{") or a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5)';
+const ACCEPTED = 'safetensors (an 8-byte header length, then "{") or a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5), or a MindSpore .ckpt (a protobuf Checkpoint: "\\x0a" and the length of its first value)';
 
 /** The format whose signature `head` (the first SIGNATURE_BYTES bytes of a file of `size` bytes) carries. */
 export function sniffFormat(head: Uint8Array, size: number): WeightsFormat | undefined {
@@ -75,6 +84,9 @@ function describeUnknown(head: Uint8Array, size: number): string {
   if (size === 0) return 'an empty file';
   if (head.length >= 9 && head[8] === 0x7b) {
     return `a safetensors header of ${safetensorsHeaderLength(head)} bytes that runs past the end of the file (${size} bytes): truncated?`;
+  }
+  if (head[0] === 0x0a && looksLikeCheckpoint(head, Number.MAX_SAFE_INTEGER)) {
+    return `a MindSpore checkpoint whose first value runs past the end of the file (${size} bytes): truncated?`;
   }
   const start = Buffer.from(head.subarray(0, 16));
   const text = /^[\t\n\r\x20-\x7e]*$/.test(start.toString('latin1'));

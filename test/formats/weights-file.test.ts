@@ -98,7 +98,7 @@ describe('files of other formats', () => {
       (err: Error) => err.message,
     );
   };
-  const accepted = /; accepted: safetensors \(an 8-byte header length, then "\{"\) or a PyTorch pytorch_model\.bin \(a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" \+ protocol 2–5\)$/;
+  const accepted = /; accepted: safetensors \(an 8-byte header length, then "\{"\) or a PyTorch pytorch_model\.bin \(a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" \+ protocol 2–5\), or a MindSpore \.ckpt \(a protobuf Checkpoint: "\\x0a" and the length of its first value\)$/;
 
   it('GGUF is recognised and refused', async () => {
     const gguf = Buffer.concat([Buffer.from('GGUF'), Buffer.from([3, 0, 0, 0]), Buffer.alloc(100)]);
