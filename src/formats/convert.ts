@@ -9,19 +9,20 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { checkOutputDir, type Replaceable } from '../util/atomic-dir.js';
-import { fsError, ToolError } from '../util/errors.js';
+import { fsError, ToolError, UsageError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
 import type { ClassificationHead } from '../model/classification.js';
 import { isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
 import { modelConfigFromJson, readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
-import { readWeightsFile } from './weights-file.js';
+import { identifyWeightsFile, readWeightsFile } from './weights-file.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
 import type { ParameterValues } from '../model/params.js';
 import { writeSafetensors } from './safetensors.js';
 import { adapterHead, checkBase, readLoraAdapter, type OpenedAdapter } from './peft.js';
 import { SCORE } from '../model/classification.js';
 import { mergeInto } from '../model/lora-merge.js';
+import { checkNanogptOutput, readNanogpt, sniffNanogpt, writeNanogpt, type NanogptCheckpoint } from './nanogpt.js';
 
 export const MINDFORMERS_FILE = 'mindformers.safetensors';
 
@@ -40,6 +41,8 @@ export interface WriteOptions {
   overwrite?: Replaceable;
   /** The weights file it was read from (for metadata). */
   weightsPath: string;
+  onInfo?: (message: string) => void;
+  onWarning?: (message: string) => void;
 }
 
 /**
@@ -64,7 +67,16 @@ export const WRITERS = {
           }),
       }),
   },
-} satisfies Record<string, { summary: string; write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void> }>;
+  nanogpt: {
+    summary: "a nanoGPT ckpt.pt (model, model_args, a fresh AdamW state) that nanoGPT's train.py resumes from (--init_from=resume)",
+    file: true,
+    write: (dst: string, model: ModelData, options: WriteOptions) => {
+      if (options.dtype !== 'f32') throw new UsageError('--dtype: nanoGPT checkpoints hold float32 parameters; write them with --dtype f32');
+      if (model.head) throw new ToolError(`cannot write a nanoGPT checkpoint: nanoGPT has no classification head (this model has ${model.head.labels.length} labels)`);
+      return writeNanogpt(dst, model.config, model.values, options);
+    },
+  },
+} satisfies Record<string, { summary: string; file?: true; write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void> }>;
 
 export type TargetFormat = keyof typeof WRITERS;
 export const TARGET_FORMATS = Object.keys(WRITERS) as TargetFormat[];
@@ -92,7 +104,7 @@ export interface ConvertOptions {
 export interface ConvertResult {
   config: GPT2Config;
   head?: ClassificationHead;
-  /** The names it was read by, for the log ("HF names", "MindFormers names"). */
+  /** The names it was read by, for the log ("HF names", "MindFormers names", "nanoGPT names"). */
   source: string;
   weightsPath: string;
   ignored: string[];
@@ -119,17 +131,24 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   }
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
-  const { config, head: baseHead } = await configFor(options.config, srcDir);
+  // A nanoGPT ckpt.pt carries its config (model_args): only its pickle is read here.
+  const nanogpt = !srcIsDir && (await identifyWeightsFile(src)) === 'zip' ? await sniffNanogpt(src) : undefined;
+  if (nanogpt && options.config !== undefined) throw new UsageError(`--config: ${src} is a nanoGPT checkpoint, whose model_args give the config`);
+  const { config, head: baseHead } = nanogpt ? { config: nanogpt.config, head: undefined } : await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
-  await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
+  // Before reading gigabytes:
+  if ('file' in WRITERS[options.to ?? 'hf']) await checkNanogptOutput(dst, overwrite);
+  else await checkOutputDir(dst, { what: 'checkpoint directory', overwrite });
   const adapter = options.lora === undefined ? undefined : await adapterFor(options.lora, config, weightsPath, options);
   options.onInfo?.(`reading ${weightsPath}`);
-  const tensors = await readWeightsFile(weightsPath, options.onProgress);
+  const tensors = nanogpt ? new Map() : await readWeightsFile(weightsPath, options.onProgress);
   let values: ParameterValues;
   let ignored: string[] = [];
-  const mindformers = isMindformers(tensors.keys());
-  if (mindformers) {
+  const mindformers = !nanogpt && isMindformers(tensors.keys());
+  if (nanogpt) {
+    ({ values, ignored } = await readNanogpt(nanogpt, options));
+  } else if (mindformers) {
     if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
     values = fromMindformers(config, tensors, weightsPath);
   } else {
@@ -144,13 +163,17 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     options.onInfo?.(`merged LoRA adapter ${adapter.dir} (${adapter.description}${classifier ? `; its score head, labels ${classifier.head.labels.join(', ')}` : ''})`);
   }
   const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
-  if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
+  if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE && !isNanogptPadding(nanogpt)) {
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
   const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: hasTokenizer ? srcDir : undefined };
-  await WRITERS[options.to ?? 'hf'].write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath });
-  return { config, ...(head ? { head } : {}), source: mindformers ? 'MindFormers names' : 'HF names', weightsPath, ignored };
+  await WRITERS[options.to ?? 'hf'].write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath, onInfo: options.onInfo, onWarning: options.onWarning });
+  const source = nanogpt ? 'nanoGPT names' : mindformers ? 'MindFormers names' : 'HF names';
+  return { config, ...(head ? { head } : {}), source, weightsPath, ignored };
 }
+
+/** nanoGPT pads GPT-2's vocabulary to a multiple of 64 (50304): the reader says so in an info line. */
+const isNanogptPadding = (ck: NanogptCheckpoint | undefined) => ck !== undefined && ck.config.vocab_size > GPT2_VOCAB_SIZE && ck.config.vocab_size % 64 === 0;
 
 /** The adapter, once it is known to belong to the weights at weightsPath (checked before they are read). */
 async function adapterFor(dir: string, config: GPT2Config, weightsPath: string, options: ConvertOptions): Promise<OpenedAdapter> {
