@@ -13,7 +13,7 @@
  */
 import { open, rename, rm } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { fsError, outOfSpace } from '../util/errors.js';
+import { fsError, outOfSpace, ToolError } from '../util/errors.js';
 import { tempPathFor } from '../util/staging.js';
 
 /** A Python float (a JS number is written as an int when it is one). */
@@ -57,19 +57,14 @@ export function pickleTorch(value: PyValue): { pickle: Buffer; storages: Float32
     u32(bytes.length);
     out.push(bytes);
   };
+  // What a GPT-2 checkpoint holds: counts, sizes and indices, all below 2^31.
   const int = (n: number) => {
-    if (n >= 0 && n < 0x100) op(0x4b, n); // BININT1
-    else if (n >= 0 && n < 0x10000) op(0x4d, n & 0xff, n >> 8); // BININT2
-    else if (n >= -0x80000000 && n < 0x80000000) {
+    if (n < 0 || n >= 0x80000000) throw new ToolError(`cannot pickle ${n}: only integers in [0, 2^31) are written`);
+    if (n < 0x100) op(0x4b, n); // BININT1
+    else if (n < 0x10000) op(0x4d, n & 0xff, n >> 8); // BININT2
+    else {
       op(0x4a); // BININT
-      const b = Buffer.alloc(4);
-      b.writeInt32LE(n);
-      out.push(b);
-    } else {
-      const b = Buffer.alloc(8);
-      b.writeBigInt64LE(BigInt(n));
-      op(0x8a, 8); // LONG1, 8 bytes two's complement
-      out.push(b);
+      u32(n);
     }
   };
   const float = (x: number) => {
@@ -159,12 +154,19 @@ interface Entry {
 /** The bytes of a float32 storage, in the file's (little-endian) order. */
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-/**
- * Writes `value` as torch.save would, atomically: staged beside `path`, renamed into place.
- * `zip64` forces zip64 records (tests; otherwise they are written only when offsets need them).
- */
-export async function writeTorchFile(path: string, value: PyValue, options: { zip64?: boolean } = {}): Promise<void> {
+export interface TorchWriteOptions {
+  /** Forces zip64 records (tests); otherwise they are written only when offsets need them. */
+  zip64?: boolean;
+}
+
+/** Writes `value` as torch.save would, atomically: staged beside `path`, renamed into place. */
+export async function writeTorchFile(path: string, value: PyValue, options: TorchWriteOptions = {}): Promise<void> {
   const { pickle, storages } = pickleTorch(value);
+  await writeTorchArchive(path, pickle, storages, options);
+}
+
+/** torch.save's archive around pickle bytes and the storages their persistent ids name by index. */
+export async function writeTorchArchive(path: string, pickle: Buffer, storages: Float32Array[], options: TorchWriteOptions = {}): Promise<void> {
   const records: Array<[string, Buffer]> = [
     ['archive/data.pkl', pickle],
     ['archive/byteorder', Buffer.from('little')],
@@ -182,6 +184,7 @@ export async function writeTorchFile(path: string, value: PyValue, options: { zi
     };
     const entries: Entry[] = [];
     for (const [name, data] of records) {
+      if (data.length >= ZIP64_LIMIT) throw new ToolError(`${path}: cannot write ${name}: a record of 4 GiB or more`);
       const nameBytes = Buffer.from(name, 'utf8');
       // torch pads the local header's extra field ("FB" + filler) so that data starts aligned.
       const headerEnd = offset + 30 + nameBytes.length + 4;

@@ -14,6 +14,7 @@ that way (the torch < 2 layout) and the others with a math-only stand-in for
 scaled_dot_product_attention (the torch >= 2 layout, what nanoGPT users have); `check` always uses
 the stand-in, as our writer writes the torch >= 2 layout.
 """
+import contextlib
 import hashlib
 import json
 import math
@@ -127,7 +128,7 @@ def check(nanogpt, path, name):
     verdict = {'file_sha256': sha, 'name': name, 'model_args': checkpoint['model_args'],
                'iter_num': checkpoint['iter_num'], 'logits_max_rel_diff': max_rel,
                'train_py_resume': run_train_py(nanogpt, path, checkpoint['model_args'])}
-    print(json.dumps(verdict, indent=2))
+    return verdict
 
 
 def run_train_py(nanogpt, path, model_args):
@@ -165,6 +166,8 @@ if __name__ == '__main__':
     if len(sys.argv) == 4 and sys.argv[1] == 'make':
         make(os.path.abspath(sys.argv[2]), sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == 'check':
-        check(os.path.abspath(sys.argv[2]), sys.argv[3], sys.argv[4])
+        with contextlib.redirect_stdout(sys.stderr):  # model.py and train.py print as they go
+            verdict = check(os.path.abspath(sys.argv[2]), sys.argv[3], sys.argv[4])
+        print(json.dumps(verdict, indent=2))
     else:
         sys.exit(__doc__)
