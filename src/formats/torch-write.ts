@@ -155,7 +155,11 @@ interface Entry {
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 export interface TorchWriteOptions {
-  /** Forces zip64 records (tests); otherwise they are written only when offsets need them. */
+  /**
+   * Forces zip64 records (tests: our reader and Python's zipfile follow them). torch's miniz
+   * rejects them in a small file (it bounds-checks the 0xFFFFFFFF offset placeholder against the
+   * file size) but reads the real thing: a 5 GB archive of ours, torch 1.13's torch.load, by hand.
+   */
   zip64?: boolean;
 }
 
