@@ -45,6 +45,13 @@ export interface WriteOptions {
   onWarning?: (message: string) => void;
 }
 
+interface Writer {
+  summary: string;
+  /** For a writer of one file: refuses a DST it may not replace (default: checkOutputDir's rules). */
+  checkOutput?: (dst: string, overwrite: Replaceable | undefined) => Promise<void>;
+  write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void>;
+}
+
 /**
  * The formats convert-weights writes (--to), one writer each: adding a format is one entry here.
  * Every writer writes DST atomically (staged, renamed into place) and refuses to replace anything
@@ -69,14 +76,14 @@ export const WRITERS = {
   },
   nanogpt: {
     summary: "a nanoGPT ckpt.pt (model, model_args, a fresh AdamW state) that nanoGPT's train.py resumes from (--init_from=resume)",
-    file: true,
+    checkOutput: checkNanogptOutput,
     write: (dst: string, model: ModelData, options: WriteOptions) => {
       if (options.dtype !== 'f32') throw new UsageError('--dtype: nanoGPT checkpoints hold float32 parameters; write them with --dtype f32');
       if (model.head) throw new ToolError(`cannot write a nanoGPT checkpoint: nanoGPT has no classification head (this model has ${model.head.labels.length} labels)`);
       return writeNanogpt(dst, model.config, model.values, options);
     },
   },
-} satisfies Record<string, { summary: string; file?: true; write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void> }>;
+} satisfies Record<string, Writer>;
 
 export type TargetFormat = keyof typeof WRITERS;
 export const TARGET_FORMATS = Object.keys(WRITERS) as TargetFormat[];
@@ -137,8 +144,9 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   const { config, head: baseHead } = nanogpt ? { config: nanogpt.config, head: undefined } : await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
-  // Before reading gigabytes:
-  if ('file' in WRITERS[options.to ?? 'hf']) await checkNanogptOutput(dst, overwrite);
+  // Before reading gigabytes; a writer of a single file says what it may replace.
+  const writer: Writer = WRITERS[options.to ?? 'hf'];
+  if (writer.checkOutput) await writer.checkOutput(dst, overwrite);
   else await checkOutputDir(dst, { what: 'checkpoint directory', overwrite });
   const adapter = options.lora === undefined ? undefined : await adapterFor(options.lora, config, weightsPath, options);
   options.onInfo?.(`reading ${weightsPath}`);
