@@ -23,6 +23,8 @@ const program = createProgram({
     'convert-weights models/gpt2 models/gpt2-half --dtype f16',
     'convert-weights models/gpt2 gpt2.ckpt --to mindspore         # a MindSpore checkpoint for MindFormers',
     'convert-weights gpt2.ckpt models/gpt2-back --config gpt2',
+    'convert-weights out/ckpt.pt models/mine                      # a nanoGPT checkpoint',
+    'convert-weights models/mine out-resume/ckpt.pt --to nanogpt  # then: train.py --init_from=resume',
   ],
   notes: `SRC is a directory (config.json + model.safetensors or pytorch_model.bin) or a weights file.
 pytorch_model.bin is read in both PyTorch formats (zip, and the legacy one of the original gpt2)
@@ -39,10 +41,17 @@ one file with the names of MindFormers' convert_weight.py, as save_checkpoint wr
 weights: DST is then a plain model that runs without the adapter:
   convert-weights models/gpt2 models/gpt2-tuned --lora runs/lora/checkpoints/latest An adapter this toolchain wrote
 records the base it was trained on (adapter_base.json: path, size, sha256 of its weights file) and
-is refused for any other SRC.`,
+is refused for any other SRC.
+
+A nanoGPT ckpt.pt (what its train.py saves: model, optimizer, model_args, iter_num, config) is
+recognised by its contents: its model_args give the config, torch.compile's _orig_mod. prefixes
+are stripped, nn.Linear weights transposed to GPT-2's layout, a bias: False model's biases read as
+zeros, and a padded vocab_size (50304) kept. The other tools take the converted directory, not
+ckpt.pt: convert it once. --to nanogpt writes DST as one ckpt.pt file (iter_num 0, a fresh AdamW
+state with train.py's default betas and weight decay, which a resumed run keeps).`,
 })
-  .argument('<src>', 'HF model directory, or a .safetensors / .bin / .ckpt weights file')
-  .argument('<dst>', 'checkpoint directory to write (a .ckpt file with --to mindspore)')
+  .argument('<src>', 'HF model directory, or a .safetensors / .bin / MindSpore .ckpt weights file, or a nanoGPT ckpt.pt')
+  .argument('<dst>', 'checkpoint directory to write (a file with --to mindspore or nanogpt)')
   .option('--overwrite', 'replace DST if it is a checkpoint this toolchain wrote, or for --to mindspore a weights file (nothing else)')
   .option('--config <preset|file>', "model config when SRC has none (or to override it): a preset name or a config.json")
   .addOption(choiceOption('--to <format>', `what to write: ${TARGET_FORMATS.map((f) => `${f}, ${WRITERS[f].summary}`).join('; ')}`, TARGET_FORMATS, 'hf'))

@@ -9,7 +9,7 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { checkOutputDir, type Replaceable } from '../util/atomic-dir.js';
-import { fsError, ToolError } from '../util/errors.js';
+import { fsError, ToolError, UsageError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
 import type { ClassificationHead } from '../model/classification.js';
@@ -23,6 +23,7 @@ import { writeSafetensors } from './safetensors.js';
 import { adapterHead, checkBase, readLoraAdapter, type OpenedAdapter } from './peft.js';
 import { SCORE } from '../model/classification.js';
 import { mergeInto } from '../model/lora-merge.js';
+import { checkNanogptOutput, readNanogpt, sniffNanogpt, writeNanogpt, type NanogptCheckpoint } from './nanogpt.js';
 
 export const MINDFORMERS_FILE = 'mindformers.safetensors';
 
@@ -41,12 +42,14 @@ export interface WriteOptions {
   overwrite?: Replaceable;
   /** The weights file it was read from (for metadata). */
   weightsPath: string;
+  onInfo?: (message: string) => void;
+  onWarning?: (message: string) => void;
 }
 
 interface Writer {
   summary: string;
-  /** DST is a file (else a checkpoint directory). */
-  file?: boolean;
+  /** For a writer of one file: refuses a DST it may not replace (default: checkOutputDir's rules). */
+  checkOutput?: (dst: string, overwrite: Replaceable | undefined) => Promise<void>;
   write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void>;
 }
 
@@ -74,11 +77,20 @@ export const WRITERS = {
   },
   mindspore: {
     summary: 'a MindSpore checkpoint file (.ckpt) with the MindFormers names, which MindFormers loads',
-    file: true,
+    checkOutput: (dst: string, overwrite: Replaceable | undefined) => checkOutputFile(dst, !!overwrite),
     write: async (dst: string, model: ModelData, options: WriteOptions) => {
       if (model.head) throw new ToolError(`${dst}: MindFormers names hold no classification head; --to mindspore writes language models only`);
       const tensors = inConvertWeightOrder(toMindformers(model.config, model.values), model.config.n_layer);
       await writeMindsporeCheckpoint(dst, tensors, { dtype: options.dtype === 'f16' ? 'F16' : 'F32', inputs: [options.weightsPath] });
+    },
+  },
+  nanogpt: {
+    summary: "a nanoGPT ckpt.pt (model, model_args, a fresh AdamW state) that nanoGPT's train.py resumes from (--init_from=resume)",
+    checkOutput: checkNanogptOutput,
+    write: (dst: string, model: ModelData, options: WriteOptions) => {
+      if (options.dtype !== 'f32') throw new UsageError('--dtype: nanoGPT checkpoints hold float32 parameters; write them with --dtype f32');
+      if (model.head) throw new ToolError(`cannot write a nanoGPT checkpoint: nanoGPT has no classification head (this model has ${model.head.labels.length} labels)`);
+      return writeNanogpt(dst, model.config, model.values, options);
     },
   },
 } satisfies Record<string, Writer>;
@@ -109,7 +121,7 @@ export interface ConvertOptions {
 export interface ConvertResult {
   config: GPT2Config;
   head?: ClassificationHead;
-  /** The names it was read by, for the log ("HF names", "MindFormers names"). */
+  /** The names it was read by, for the log ("HF names", "MindFormers names", "nanoGPT names"). */
   source: string;
   weightsPath: string;
   ignored: string[];
@@ -136,23 +148,30 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   }
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
-  const { config, head: baseHead } = await configFor(options.config, srcDir);
+  // A nanoGPT ckpt.pt carries its config (model_args): only its pickle is read here.
+  const nanogpt = !srcIsDir && (await identifyWeightsFile(src)) === 'zip' ? await sniffNanogpt(src) : undefined;
+  if (nanogpt && options.config !== undefined) throw new UsageError(`--config: ${src} is a nanoGPT checkpoint, whose model_args give the config`);
+  const { config, head: baseHead } = nanogpt ? { config: nanogpt.config, head: undefined } : await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
+  // Before reading gigabytes; a writer of a single file says what it may replace.
   const writer: Writer = WRITERS[options.to ?? 'hf'];
-  if (writer.file) await checkOutputFile(dst, !!overwrite);
-  else await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
+  if (writer.checkOutput) await writer.checkOutput(dst, overwrite);
+  else await checkOutputDir(dst, { what: 'checkpoint directory', overwrite });
   const adapter = options.lora === undefined ? undefined : await adapterFor(options.lora, config, weightsPath, options);
   options.onInfo?.(`reading ${weightsPath}`);
   // A MindSpore checkpoint also holds what is no tensor (strings, MapTensors): reported as ignored.
-  const { tensors, skipped } =
-    (await identifyWeightsFile(weightsPath)) === 'mindspore'
+  const { tensors, skipped } = nanogpt
+    ? { tensors: new Map(), skipped: [] }
+    : (await identifyWeightsFile(weightsPath)) === 'mindspore'
       ? await readMindsporeCheckpoint(weightsPath, options.onProgress)
       : { tensors: await readWeightsFile(weightsPath, options.onProgress), skipped: [] };
   let values: ParameterValues;
-  let ignored: string[];
-  const mindformers = isMindformers(tensors.keys());
-  if (mindformers) {
+  let ignored: string[] = [];
+  const mindformers = !nanogpt && isMindformers(tensors.keys());
+  if (nanogpt) {
+    ({ values, ignored } = await readNanogpt(nanogpt, options));
+  } else if (mindformers) {
     if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
     values = fromMindformers(config, tensors, weightsPath);
     // A training checkpoint also holds optimizer moments (adam_m.*, adam_v.*), global_step, …
@@ -171,13 +190,17 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     options.onInfo?.(`merged LoRA adapter ${adapter.dir} (${adapter.description}${classifier ? `; its score head, labels ${classifier.head.labels.join(', ')}` : ''})`);
   }
   const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
-  if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
+  if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE && !isNanogptPadding(nanogpt)) {
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
   const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: hasTokenizer ? srcDir : undefined };
-  await writer.write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath });
-  return { config, ...(head ? { head } : {}), source: mindformers ? 'MindFormers names' : 'HF names', weightsPath, ignored };
+  await writer.write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath, onInfo: options.onInfo, onWarning: options.onWarning });
+  const source = nanogpt ? 'nanoGPT names' : mindformers ? 'MindFormers names' : 'HF names';
+  return { config, ...(head ? { head } : {}), source, weightsPath, ignored };
 }
+
+/** nanoGPT pads GPT-2's vocabulary to a multiple of 64 (50304): the reader says so in an info line. */
+const isNanogptPadding = (ck: NanogptCheckpoint | undefined) => ck !== undefined && ck.config.vocab_size > GPT2_VOCAB_SIZE && ck.config.vocab_size % 64 === 0;
 
 /**
  * Refuses a DST file that exists, unless --overwrite and it is a weights file (never a directory or

@@ -45,14 +45,40 @@ const LEGACY_PROTOCOL_VERSION = 1001;
 const MAX_ELEMENTS = 2 ** 31 - 1;
 
 export async function readPytorchBin(path: string, options: ReadPytorchBinOptions = {}): Promise<Map<string, LoadedTensor>> {
+  return withCheckpoint(path, async (file, format) => {
+    if (format === 'zip') return (await readZipPickle(file)).load((value) => collectTensors(path, value), options);
+    return readLegacyCheckpoint(file, options);
+  });
+}
+
+/** A zip checkpoint's unpickled object (PyDicts, arrays, numbers, strings, TensorRefs) before any storage is read. */
+export interface TorchPickle {
+  value: unknown;
+  /** Reads the storages of the tensors `select` picks from the value (only those) and gives the tensors. */
+  load(select: (value: unknown) => Array<[string, TensorRef]>, options?: ReadPytorchBinOptions): Promise<Map<string, LoadedTensor>>;
+}
+
+/**
+ * The object a torch.save zip archive holds, as `use` sees it: for checkpoints that wrap a state
+ * dict with other things (nanoGPT's ckpt.pt: model, optimizer state, settings), so that only the
+ * tensors wanted are read. Legacy (non-zip) files are refused: torch has written zip since 1.6.
+ */
+export async function readTorchPickle<T>(path: string, use: (pickle: TorchPickle) => Promise<T>): Promise<T> {
+  return withCheckpoint(path, async (file, format) => {
+    if (format !== 'zip') throw new ToolError(`${path}: a legacy (pre-zip) torch.save file; only a zip checkpoint (torch >= 1.6) holds this kind of checkpoint`);
+    return use(await readZipPickle(file));
+  });
+}
+
+/** Opens `path`, sniffs it as a PyTorch checkpoint and runs `read`; every failure becomes a one-line ToolError naming the file. */
+async function withCheckpoint<T>(path: string, read: (file: RandomAccessFile, format: 'zip' | 'torch-legacy') => Promise<T>): Promise<T> {
   if (!HOST_IS_LITTLE_ENDIAN) throw new ToolError(`${path}: reading PyTorch checkpoints needs a little-endian machine`);
   const file = await RandomAccessFile.open(path);
   try {
     if (file.size === 0) throw new ToolError(`${path}: empty file, not a PyTorch checkpoint`);
     const head = await file.read(0, Math.min(file.size, SIGNATURE_BYTES), 'the file header');
     const format = sniffFormat(head, file.size);
-    if (format === 'zip') return await readZipCheckpoint(file, options);
-    if (format === 'torch-legacy') return await readLegacyCheckpoint(file, options);
+    if (format === 'zip' || format === 'torch-legacy') return await read(file, format);
     const legacyStart = [0x80, 0x02, ...LEGACY_MAGIC, 0x2e];
     if (head.length < legacyStart.length && head.every((b, i) => b === legacyStart[i])) {
       throw new ToolError(`${path}: truncated file: it ends inside the header of a legacy torch.save checkpoint`);
@@ -84,7 +110,7 @@ function progressOf(roots: Iterable<RootStorage>, options: ReadPytorchBinOptions
   };
 }
 
-async function readZipCheckpoint(file: RandomAccessFile, options: ReadPytorchBinOptions): Promise<Map<string, LoadedTensor>> {
+async function readZipPickle(file: RandomAccessFile): Promise<TorchPickle> {
   const { path } = file;
   const zip = await ZipArchive.open(file);
   // The root folder varies (`archive/`, the file's stem, …): find data.pkl at depth one.
@@ -99,26 +125,30 @@ async function readZipCheckpoint(file: RandomAccessFile, options: ReadPytorchBin
     if (order !== 'little') throw new ToolError(`${path}: damaged checkpoint: ${root}byteorder says "${order.slice(0, 20)}"`);
   }
 
-  const { hooks, roots } = stateDictHooks(path);
+  const { hooks } = stateDictHooks(path);
   const pickle = await zip.read(pickleEntry);
   const { value } = unpickle(pickle, hooks, { path, member: pickleEntry.name });
-  const tensors = collectTensors(path, value);
 
-  const used = new Set(tensors.map(([, t]) => t.storage.root));
-  const onChunk = progressOf(used, options);
-  for (const storage of used) {
-    const name = `${root}data/${storage.key}`;
-    const entry = zip.entries.get(name);
-    if (!entry) throw new ToolError(`${path}: storage ${storage.key} is referenced but missing: the archive has no ${name}`);
-    const bytes = storage.numel * storage.type.bytes;
-    if (entry.size !== bytes) {
-      throw new ToolError(`${path}: damaged checkpoint: ${name} holds ${entry.size} bytes, but its ${storage.numel} ${storage.type.name} elements take ${bytes}`);
+  const load = async (select: (value: unknown) => Array<[string, TensorRef]>, options: ReadPytorchBinOptions = {}) => {
+    const tensors = select(value);
+    const used = new Set(tensors.map(([, t]) => t.storage.root));
+    const onChunk = progressOf(used, options);
+    for (const storage of used) {
+      if (storage.data) continue;
+      const name = `${root}data/${storage.key}`;
+      const entry = zip.entries.get(name);
+      if (!entry) throw new ToolError(`${path}: storage ${storage.key} is referenced but missing: the archive has no ${name}`);
+      const bytes = storage.numel * storage.type.bytes;
+      if (entry.size !== bytes) {
+        throw new ToolError(`${path}: damaged checkpoint: ${name} holds ${entry.size} bytes, but its ${storage.numel} ${storage.type.name} elements take ${bytes}`);
+      }
+      const target = new Uint8Array(bytes); // fresh memory: aligned for any element type
+      await zip.read(entry, target, onChunk);
+      storage.data = storageToFloat32(target, storage.type.dtype);
     }
-    const target = new Uint8Array(bytes); // fresh memory: aligned for any element type
-    await zip.read(entry, target, onChunk);
-    storage.data = storageToFloat32(target, storage.type.dtype);
-  }
-  return materializeAll(path, tensors);
+    return materializeAll(path, tensors);
+  };
+  return { value, load };
 }
 
 interface LegacyHead {

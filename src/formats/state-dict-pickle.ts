@@ -2,7 +2,9 @@
  * What a PyTorch state-dict pickle may use, and nothing more: collections.OrderedDict, torch's
  * tensor-rebuild functions, the storage classes and persistent ids naming storages. Everything
  * else is refused by name before it could be called. Tensors come out as TensorRefs (storage,
- * offset, shape, stride) whose data is read afterwards.
+ * offset, shape, stride) whose data is read afterwards. nanoGPT's ckpt.pt (AdamW's state dict,
+ * the run's settings, model_args, a best_val_loss tensor) needs nothing more: its pickle names
+ * only OrderedDict, _rebuild_tensor_v2 and FloatStorage (fixtures/nanogpt, saved as train.py does).
  */
 import { ToolError } from '../util/errors.js';
 import { PyDict, type UnpickleHooks } from './pickle.js';
