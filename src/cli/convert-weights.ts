@@ -1,5 +1,5 @@
-/** convert-weights: Hugging Face / PyTorch / MindFormers GPT-2 weights → our checkpoint directory. */
-import { TARGET_FORMATS, WRITERS, type TargetFormat } from '../formats/convert.js';
+/** convert-weights: Hugging Face / PyTorch / MindFormers / GGUF GPT-2 weights → our checkpoint directory, or --to another format. */
+import { TARGET_FORMATS, WRITERS, type TargetFormat, type WeightsDtype } from '../formats/convert.js';
 import { choiceOption, createProgram, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
 
@@ -7,20 +7,22 @@ interface Flags {
   overwrite?: boolean;
   config?: string;
   to: TargetFormat;
-  dtype: 'f32' | 'f16';
+  dtype: WeightsDtype;
   lora?: string;
   quiet?: boolean;
 }
 
 const program = createProgram({
   name: 'convert-weights',
-  summary: 'Convert GPT-2 weights into a checkpoint directory that Hugging Face transformers opens unchanged.',
+  summary: 'Convert GPT-2 weights into a checkpoint directory that Hugging Face transformers opens unchanged, or a GGUF file for llama.cpp.',
   examples: [
     'convert-weights path/to/hf-gpt2 models/gpt2                 # model.safetensors or pytorch_model.bin',
     'convert-weights gpt2/pytorch_model.bin models/gpt2 --config gpt2',
     'convert-weights models/gpt2 models/gpt2-ms --to mindformers  # also writes mindformers.safetensors',
     'convert-weights models/gpt2-ms/mindformers.safetensors back --config models/gpt2-ms/config.json',
     'convert-weights models/gpt2 models/gpt2-half --dtype f16',
+    'convert-weights models/gpt2 gpt2-q8_0.gguf --to gguf --dtype q8_0  # for llama.cpp',
+    'convert-weights gpt2-q8_0.gguf models/gpt2-from-gguf           # a .gguf back to HF (dequantised)',
   ],
   notes: `SRC is a directory (config.json + model.safetensors or pytorch_model.bin) or a weights file.
 pytorch_model.bin is read in both PyTorch formats (zip, and the legacy one of the original gpt2)
@@ -29,18 +31,22 @@ Names with or without "transformer." are accepted, attention-mask buffers are dr
 file with MindFormers names (backbone.*) is converted back. vocab.json and merges.txt are copied
 from SRC when present, else GPT-2's built-in files. DST is written atomically.
 
+A GGUF file (llama.cpp's gpt2 architecture: F32, F16, BF16 or Q8_0 tensors) is read as SRC with
+its own config and tokenizer. --to gguf writes one: llama.cpp's names and layout, norms, biases
+and position embeddings in f32 as llama.cpp's converter keeps them, the tokenizer embedded.
+
 --lora DIR merges a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) into the
 weights: DST is then a plain model that runs without the adapter:
   convert-weights models/gpt2 models/gpt2-tuned --lora runs/lora/checkpoints/latest An adapter this toolchain wrote
 records the base it was trained on (adapter_base.json: path, size, sha256 of its weights file) and
 is refused for any other SRC.`,
 })
-  .argument('<src>', 'HF model directory, or a .safetensors / .bin weights file')
-  .argument('<dst>', 'checkpoint directory to write')
+  .argument('<src>', 'HF model directory, or a .safetensors / .bin / .gguf weights file')
+  .argument('<dst>', 'checkpoint directory to write (--to gguf: the .gguf file)')
   .option('--overwrite', 'replace DST if it is a checkpoint this toolchain wrote (nothing else)')
   .option('--config <preset|file>', "model config when SRC has none (or to override it): a preset name or a config.json")
   .addOption(choiceOption('--to <format>', `what to write: ${TARGET_FORMATS.map((f) => `${f}, ${WRITERS[f].summary}`).join('; ')}`, TARGET_FORMATS, 'hf'))
-  .addOption(choiceOption('--dtype <dtype>', 'float type of the written weights', ['f32', 'f16'], 'f32'))
+  .addOption(choiceOption('--dtype <dtype>', 'type of the written weights (q8_0: --to gguf only)', ['f32', 'f16', 'q8_0'], 'f32'))
   .option('--lora <dir>', 'merge this LoRA adapter (PEFT format) into the weights')
   .action(async (src: string, dst: string, flags: Flags) => {
     const log = logger('convert-weights', !!flags.quiet);

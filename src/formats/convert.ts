@@ -9,13 +9,15 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { checkOutputDir, type Replaceable } from '../util/atomic-dir.js';
-import { fsError, ToolError } from '../util/errors.js';
+import { fsError, ToolError, UsageError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
 import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
 import type { ClassificationHead } from '../model/classification.js';
 import { isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
-import { modelConfigFromJson, readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
-import { readWeightsFile } from './weights-file.js';
+import { modelConfigFromJson, readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, TORCH_WEIGHTS_FILE, WEIGHTS_FILE, weightsPathIn } from './checkpoint.js';
+import { identifyWeightsFile, readWeightsFile } from './weights-file.js';
+import { checkGgufOutput } from './gguf-write.js';
+import { ggufConfig, readGgufModel, writeGgufModel } from './gguf-gpt2.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
 import type { ParameterValues } from '../model/params.js';
 import { writeSafetensors } from './safetensors.js';
@@ -34,8 +36,10 @@ export interface ModelData {
   tokenizerDir?: string;
 }
 
+export type WeightsDtype = 'f32' | 'f16' | 'q8_0';
+
 export interface WriteOptions {
-  dtype: 'f32' | 'f16';
+  dtype: WeightsDtype;
   /** What DST may replace (--overwrite); undefined: DST must not exist. */
   overwrite?: Replaceable;
   /** The weights file it was read from (for metadata). */
@@ -49,10 +53,12 @@ export interface WriteOptions {
  */
 export const WRITERS = {
   hf: {
+    dtypes: ['f32', 'f16'],
     summary: 'a Hugging Face checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt)',
     write: (dst: string, model: ModelData, options: WriteOptions) => saveCheckpoint(dst, model.config, model.values, checkpointOptions(model, options)),
   },
   mindformers: {
+    dtypes: ['f32', 'f16'],
     summary: 'the same directory plus mindformers.safetensors with the MindFormers names',
     write: (dst: string, model: ModelData, options: WriteOptions) =>
       saveCheckpoint(dst, model.config, model.values, {
@@ -64,10 +70,23 @@ export const WRITERS = {
           }),
       }),
   },
-} satisfies Record<string, { summary: string; write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void> }>;
+  gguf: {
+    dtypes: ['f32', 'f16', 'q8_0'],
+    summary: "one GGUF file that llama.cpp runs as its gpt2 architecture (tokenizer embedded; q8_0: llama.cpp's 8-bit blocks)",
+    checkOutput: (dst: string, overwrite?: Replaceable) => checkGgufOutput(dst, { overwrite: overwrite !== undefined, inputs: overwrite?.inputs }),
+    write: async (dst: string, model: ModelData, options: WriteOptions) => {
+      if (model.head) throw new ToolError(`${dst}: llama.cpp's gpt2 has no classification head; convert the classifier to hf instead`);
+      await writeGgufModel(dst, model, options.dtype, modelName(options.weightsPath));
+    },
+  },
+} satisfies Record<string, { summary: string; dtypes: readonly WeightsDtype[]; checkOutput?: (dst: string, overwrite?: Replaceable) => Promise<void>; write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void> }>;
 
 export type TargetFormat = keyof typeof WRITERS;
 export const TARGET_FORMATS = Object.keys(WRITERS) as TargetFormat[];
+
+/** general.name: the model directory's name (its weights file's when given alone). */
+const modelName = (weightsPath: string) =>
+  [WEIGHTS_FILE, TORCH_WEIGHTS_FILE].includes(basename(weightsPath)) ? basename(dirname(weightsPath)) : basename(weightsPath).replace(/\.[^.]*$/, '');
 
 const checkpointOptions = (model: ModelData, options: WriteOptions) => ({
   head: model.head,
@@ -80,7 +99,7 @@ export interface ConvertOptions {
   /** Preset name or path of a config.json; default: SRC's config.json. */
   config?: string;
   to?: TargetFormat;
-  dtype?: 'f32' | 'f16';
+  dtype?: WeightsDtype;
   overwrite?: boolean;
   /** A LoRA adapter directory (PEFT's format) to merge into the weights. */
   lora?: string;
@@ -117,23 +136,38 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   } catch (err) {
     throw fsError(err, src);
   }
+  const to = options.to ?? 'hf';
+  const dtype = options.dtype ?? 'f32';
+  const writer: { dtypes: readonly WeightsDtype[]; checkOutput?: (dst: string, overwrite?: Replaceable) => Promise<void> } = WRITERS[to];
+  if (!writer.dtypes.includes(dtype)) throw new UsageError(`--dtype ${dtype} is not written with --to ${to} (${writer.dtypes.join(', ')}); q8_0 is for --to gguf`);
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
-  const { config, head: baseHead } = await configFor(options.config, srcDir);
+  // A GGUF file carries its config and tokenizer itself.
+  const gguf = !srcIsDir && (await identifyWeightsFile(src)) === 'gguf';
+  if (gguf && options.config !== undefined) throw new UsageError(`--config: ${src} is a GGUF file, which carries its own config`);
+  const { config, head: baseHead } = gguf ? { config: await ggufConfig(src) } : await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
-  await checkOutputDir(dst, { what: 'checkpoint directory', overwrite }); // before reading gigabytes
+  // before reading gigabytes
+  await (writer.checkOutput ? writer.checkOutput(dst, overwrite) : checkOutputDir(dst, { what: 'checkpoint directory', overwrite }));
   const adapter = options.lora === undefined ? undefined : await adapterFor(options.lora, config, weightsPath, options);
   options.onInfo?.(`reading ${weightsPath}`);
-  const tensors = await readWeightsFile(weightsPath, options.onProgress);
   let values: ParameterValues;
   let ignored: string[] = [];
-  const mindformers = isMindformers(tensors.keys());
-  if (mindformers) {
-    if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
-    values = fromMindformers(config, tensors, weightsPath);
+  let ggufTokenizer: string | undefined;
+  let source = "GGUF (llama.cpp's names)";
+  if (gguf) {
+    ({ values, ignored, tokenizerDir: ggufTokenizer } = await readGgufModel(weightsPath));
   } else {
-    ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, baseHead));
+    const tensors = await readWeightsFile(weightsPath, options.onProgress);
+    if (isMindformers(tensors.keys())) {
+      source = 'MindFormers names';
+      if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
+      values = fromMindformers(config, tensors, weightsPath);
+    } else {
+      source = 'HF names';
+      ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, baseHead));
+    }
   }
   // A classifier's adapter brings its head and trained score: DST is then that classifier.
   const classifier = adapter && adapterHead(adapter);
@@ -143,13 +177,13 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     if (classifier) values.set(SCORE, classifier.score);
     options.onInfo?.(`merged LoRA adapter ${adapter.dir} (${adapter.description}${classifier ? `; its score head, labels ${classifier.head.labels.join(', ')}` : ''})`);
   }
-  const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
+  const hasTokenizer = ggufTokenizer !== undefined || ((await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt'))));
   if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE) {
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
-  const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: hasTokenizer ? srcDir : undefined };
-  await WRITERS[options.to ?? 'hf'].write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath });
-  return { config, ...(head ? { head } : {}), source: mindformers ? 'MindFormers names' : 'HF names', weightsPath, ignored };
+  const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: ggufTokenizer ?? (hasTokenizer ? srcDir : undefined) };
+  await WRITERS[to].write(dst, model, { dtype, overwrite, weightsPath });
+  return { config, ...(head ? { head } : {}), source, weightsPath, ignored };
 }
 
 /** The adapter, once it is known to belong to the weights at weightsPath (checked before they are read). */

@@ -272,13 +272,39 @@ export async function openGgufModel(path: string): Promise<GgufModel> {
   }
 }
 
-/** A GGUF GPT-2 read whole into float32 values (Q8_0 dequantised). */
+/** The GPT-2 config of a GGUF file, from its header alone. */
+export async function ggufConfig(path: string): Promise<GPT2Config> {
+  const file = await openGguf(path);
+  try {
+    return gpt2ConfigOf(file);
+  } finally {
+    await file.close();
+  }
+}
+
+async function valuesOf(params: Map<string, GgufParameter>): Promise<ParameterValues> {
+  const values: ParameterValues = new Map();
+  for (const [name, p] of params) values.set(name, { shape: p.shape, data: await p.read() });
+  return values;
+}
+
+/** A GGUF GPT-2's parameters read whole into float32 values (Q8_0 dequantised); its tokenizer is left alone. */
+export async function readGgufWeights(path: string): Promise<{ config: GPT2Config; values: ParameterValues; ignored: string[] }> {
+  const file = await openGguf(path);
+  try {
+    const config = gpt2ConfigOf(file);
+    const { params, ignored } = await gpt2ParametersOf(file, config);
+    return { config, values: await valuesOf(params), ignored };
+  } finally {
+    await file.close();
+  }
+}
+
+/** A GGUF GPT-2 read whole: float32 values (Q8_0 dequantised) and its tokenizer as a directory. */
 export async function readGgufModel(path: string): Promise<{ config: GPT2Config; values: ParameterValues; tokenizerDir: string; ignored: string[] }> {
   const model = await openGgufModel(path);
   try {
-    const values: ParameterValues = new Map();
-    for (const [name, p] of model.params) values.set(name, { shape: p.shape, data: await p.read() });
-    return { config: model.config, values, tokenizerDir: model.tokenizerDir, ignored: model.ignored };
+    return { config: model.config, values: await valuesOf(model.params), tokenizerDir: model.tokenizerDir, ignored: model.ignored };
   } finally {
     await model.close();
   }

@@ -59,14 +59,14 @@ const FORMATS: { format: WeightsFormat; matches: (head: Uint8Array, size: number
     matches: (head) => startsWith(head, [0x47, 0x47, 0x55, 0x46]),
     // A GGUF file describes its model itself: its GPT-2 parameters under HF names, dequantised.
     read: async (path) => {
-      const { readGgufModel } = await import('./gguf-gpt2.js');
-      const { values } = await readGgufModel(path);
+      const { readGgufWeights } = await import('./gguf-gpt2.js');
+      const { values } = await readGgufWeights(path);
       return new Map([...values].map(([name, v]) => [name, { shape: v.shape, data: v.data, dtype: 'F32' as const }]));
     },
   },
 ];
 
-const ACCEPTED = 'safetensors (an 8-byte header length, then "{"), a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5) or GGUF ("GGUF")';
+const ACCEPTED = 'safetensors (an 8-byte header length, then "{") or a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5), or GGUF ("GGUF")';
 
 /** The format whose signature `head` (the first SIGNATURE_BYTES bytes of a file of `size` bytes) carries. */
 export function sniffFormat(head: Uint8Array, size: number): WeightsFormat | undefined {

@@ -171,7 +171,7 @@ describe('generation from a .gguf', () => {
     const f16 = await agree(gguf('tiny-f16.gguf'));
     const q8 = await agree(gguf('tiny-q8_0.gguf'));
     console.log(`tiny greedy agreement with PyTorch fp32 over ${ref.continuations.flat().length} tokens: f16 ${f16}, q8_0 ${q8}`);
-    expect(q8).toBeGreaterThan(0.5);
+    expect(q8).toBeGreaterThanOrEqual(0.9); // 34 of 36 when measured
   });
 });
 
