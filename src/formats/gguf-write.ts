@@ -24,6 +24,7 @@ export interface GgufTensorToWrite {
 class Bytes {
   private buf = Buffer.alloc(1 << 16);
   length = 0;
+  /** Reserves n bytes and says where; it may replace this.buf, so callers name this.buf only after it. */
   private room(n: number): number {
     if (this.length + n > this.buf.length) {
       const bigger = Buffer.alloc(Math.max(this.buf.length * 2, this.length + n));
@@ -34,20 +35,21 @@ class Bytes {
     this.length += n;
     return at;
   }
-  u8(v: number) { this.buf.writeUInt8(v, this.room(1)); }
-  i8(v: number) { this.buf.writeInt8(v, this.room(1)); }
-  u16(v: number) { this.buf.writeUInt16LE(v, this.room(2)); }
-  i16(v: number) { this.buf.writeInt16LE(v, this.room(2)); }
-  u32(v: number) { this.buf.writeUInt32LE(v, this.room(4)); }
-  i32(v: number) { this.buf.writeInt32LE(v, this.room(4)); }
-  f32(v: number) { this.buf.writeFloatLE(v, this.room(4)); }
-  f64(v: number) { this.buf.writeDoubleLE(v, this.room(8)); }
-  u64(v: number | bigint) { this.buf.writeBigUInt64LE(BigInt(v), this.room(8)); }
-  i64(v: number | bigint) { this.buf.writeBigInt64LE(BigInt(v), this.room(8)); }
+  u8(v: number) { const at = this.room(1); this.buf.writeUInt8(v, at); }
+  i8(v: number) { const at = this.room(1); this.buf.writeInt8(v, at); }
+  u16(v: number) { const at = this.room(2); this.buf.writeUInt16LE(v, at); }
+  i16(v: number) { const at = this.room(2); this.buf.writeInt16LE(v, at); }
+  u32(v: number) { const at = this.room(4); this.buf.writeUInt32LE(v, at); }
+  i32(v: number) { const at = this.room(4); this.buf.writeInt32LE(v, at); }
+  f32(v: number) { const at = this.room(4); this.buf.writeFloatLE(v, at); }
+  f64(v: number) { const at = this.room(8); this.buf.writeDoubleLE(v, at); }
+  u64(v: number | bigint) { const at = this.room(8); this.buf.writeBigUInt64LE(BigInt(v), at); }
+  i64(v: number | bigint) { const at = this.room(8); this.buf.writeBigInt64LE(BigInt(v), at); }
   string(s: string) {
     const utf8 = Buffer.from(s, 'utf8');
     this.u64(utf8.length);
-    utf8.copy(this.buf, this.room(utf8.length));
+    const at = this.room(utf8.length); // before naming this.buf: room() may replace it
+    utf8.copy(this.buf, at);
   }
   zeros(n: number) { this.room(n); } // Buffer.alloc zero-fills
   bytes(): Buffer { return this.buf.subarray(0, this.length); }

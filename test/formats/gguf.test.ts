@@ -120,6 +120,18 @@ describe('writing', () => {
     expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(createHash('sha256').update(readFileSync(gguf(`tiny-${dtype}.gguf`))).digest('hex'));
   });
 
+  it('a header larger than the first buffer (GPT-2 tokenizer size) reads back as written', async () => {
+    const { writeGguf } = await import('../../src/formats/gguf-write.js');
+    const strings = Array.from({ length: 20000 }, (_, i) => `tok ${i} é`);
+    const path = join(home, 'big-header.gguf');
+    await writeGguf(path, [['a.strings', { type: ValueType.ARRAY, itemType: ValueType.STRING, value: strings }], ['b.after', { type: ValueType.UINT32, value: 7 }], ['c.wide', { type: ValueType.UINT64, value: 2n ** 60n }]], [{ name: 't', type: 'F32', shape: [3], encode: () => new Uint8Array(new Float32Array([1, 2, 3]).buffer) }]);
+    const file = await openGguf(path);
+    expect(file.metadata.get('a.strings')!.value).toEqual(strings);
+    expect([file.metadata.get('b.after')!.value, file.metadata.get('c.wide')!.value]).toEqual([7, 2n ** 60n]);
+    expect(Array.from(await file.tensors.get('t')!.toFloat32())).toEqual([1, 2, 3]);
+    await file.close();
+  });
+
   it("GPT-2's own tokenizer goes to GGUF and back to GPT-2's exact files (so the built-in one is used)", async () => {
     const { ggufTokenizerFromDir, tokenizerDirFor } = await import('../../src/formats/gguf-tokenizer.js');
     const tok = await ggufTokenizerFromDir(undefined, 50257);
