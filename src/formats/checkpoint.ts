@@ -40,8 +40,9 @@ export function modelConfigFromJson(json: unknown, where: string): { config: GPT
   return head ? { config, head } : { config };
 }
 
-/** Reads config.json of a model directory. */
+/** Reads config.json of a model directory (a GGUF file: its metadata). */
 export async function readConfig(dir: string): Promise<{ config: GPT2Config; head?: ClassificationHead }> {
+  if (await isGgufFile(dir)) return { config: await (await import('./gguf-gpt2.js')).ggufConfig(dir) };
   const path = join(dir, CONFIG_FILE);
   return modelConfigFromJson(await readJsonFile(path), path);
 }

@@ -1,12 +1,15 @@
 /**
  * The tools with GGUF files: convert-weights --to gguf writes gguf-py's file byte for byte (f32,
  * f16, q8_0), reads a .gguf back to HF bit-exact (f32), refuses q8_0 for other targets;
- * gpt2-generate --model x.gguf gives PyTorch's greedy continuations (fixtures/models/tiny/greedy.json).
+ * gpt2-generate --model x.gguf gives PyTorch's greedy continuations (fixtures/models/tiny/greedy.json)
+ * and gpt2-eval PyTorch's loss (fixtures/models/gpt2vocab/eval.json).
  */
 import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { writeDataset } from '../../src/data/shard-writer.js';
 import { readSafetensors } from '../../src/formats/safetensors.js';
+import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { expectOneLineError, fixture, greedyReference, runCli, tempDir } from '../helpers.js';
 
 const dir = tempDir('gguf-cli-');
@@ -54,5 +57,21 @@ describe('gpt2-generate --model x.gguf', () => {
     const r = runCli('gpt2-generate', ['--model', fixture('gguf', `tiny-${dtype}.gguf`), '--input-format', 'ids', '--format', 'ids', '-n', '12', '--batch-size', '3'], { env, input });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim().split('\n').map((l) => l.split(' ').map(Number))).toEqual(ref.continuations);
+  });
+});
+
+describe('gpt2-eval --model x.gguf', () => {
+  it("a GGUF with GPT-2's tokenizer: PyTorch's loss, and the shards' tokenizer is recognised as GPT-2's", async () => {
+    const ev = JSON.parse(readFileSync(fixture('models', 'gpt2vocab', 'eval.json'), 'utf8')) as { block_size: number; blocks: number[][]; loss: number };
+    const data = join(dir, 'eval-data');
+    await writeDataset(data, Uint16Array.from(ev.blocks.flat()), {
+      blockSize: ev.block_size, dtype: 'uint16', padId: 50256, keepTail: false, tokenizer: loadTokenizer().identity,
+      docSeparator: 'eos', plan: {}, documents: 1, inputBytes: 0, command: ['test'],
+    });
+    const model = join(dir, 'gpt2vocab.gguf');
+    expect(runCli('convert-weights', ['-q', fixture('models', 'gpt2vocab'), model, '--to', 'gguf'], { env }).code).toBe(0);
+    const r = runCli('gpt2-eval', ['-q', '--model', model, '--data', data, '--batch-size', '2', '--backend', 'wasm'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(Math.abs((JSON.parse(r.stdout) as { loss: number }).loss - ev.loss) / ev.loss).toBeLessThan(1e-5);
   });
 });
