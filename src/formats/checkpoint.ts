@@ -40,8 +40,9 @@ export function modelConfigFromJson(json: unknown, where: string): { config: GPT
   return head ? { config, head } : { config };
 }
 
-/** Reads config.json of a model directory. */
+/** Reads config.json of a model directory (a GGUF file: its metadata). */
 export async function readConfig(dir: string): Promise<{ config: GPT2Config; head?: ClassificationHead }> {
+  if (await isGgufFile(dir)) return { config: await (await import('./gguf-gpt2.js')).ggufConfig(dir) };
   const path = join(dir, CONFIG_FILE);
   return modelConfigFromJson(await readJsonFile(path), path);
 }
@@ -132,8 +133,12 @@ async function tokenizerDirFor(dir: string): Promise<string> {
   return hasTokenizer ? dir : builtinTokenizerDir();
 }
 
-/** Loads a checkpoint directory (ours or HF's) into memory. */
+/** A GGUF file given where a checkpoint directory is expected: it holds config and tokenizer itself. */
+export const isGgufFile = async (path: string) => (await stat(path).then((s) => s.isFile(), () => false)) && (await identifyWeightsFile(path)) === 'gguf';
+
+/** Loads a checkpoint directory (ours or HF's), or a GGUF file, into memory. */
 export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
+  if (await isGgufFile(dir)) return (await import('./gguf-gpt2.js')).readGgufModel(dir);
   await checkpointDir(dir);
   const { config, head } = await readConfig(dir);
   const path = await weightsPathIn(dir);
@@ -154,9 +159,11 @@ export interface StreamedCheckpoint {
 
 /**
  * A checkpoint whose tensors are read one by one as the model takes them, so loading never holds
- * the weights twice (file + backend). PyTorch .bin files are read whole (convert them once).
+ * the weights twice (file + backend). PyTorch .bin files are read whole (convert them once). A
+ * GGUF file is a checkpoint of its own (config and tokenizer from its metadata).
  */
 export async function openCheckpoint(dir: string): Promise<StreamedCheckpoint> {
+  if (await isGgufFile(dir)) return (await import('./gguf-gpt2.js')).openGgufModel(dir);
   await checkpointDir(dir);
   const { config, head } = await readConfig(dir);
   const path = await weightsPathIn(dir);

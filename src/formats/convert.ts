@@ -14,8 +14,10 @@ import { readJsonFile } from '../util/json-file.js';
 import { GPT2_VOCAB_SIZE } from '../tokenizer/tokenizer.js';
 import type { ClassificationHead } from '../model/classification.js';
 import { isPreset, presetConfig, PRESETS, type GPT2Config } from '../model/config.js';
-import { modelConfigFromJson, readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, weightsPathIn } from './checkpoint.js';
+import { modelConfigFromJson, readConfig, replaceableCheckpoint, saveCheckpoint, stateDictToParameters, TORCH_WEIGHTS_FILE, WEIGHTS_FILE, weightsPathIn } from './checkpoint.js';
 import { identifyWeightsFile, readWeightsFile } from './weights-file.js';
+import { checkGgufOutput } from './gguf-write.js';
+import { ggufConfig, readGgufModel, writeGgufModel } from './gguf-gpt2.js';
 import { inConvertWeightOrder, mindformersWeightNames, readMindsporeCheckpoint, writeMindsporeCheckpoint } from './mindspore.js';
 import { fromMindformers, isMindformers, toMindformers } from './mindformers.js';
 import type { ParameterValues } from '../model/params.js';
@@ -36,8 +38,10 @@ export interface ModelData {
   tokenizerDir?: string;
 }
 
+export type WeightsDtype = 'f32' | 'f16' | 'q8_0';
+
 export interface WriteOptions {
-  dtype: 'f32' | 'f16';
+  dtype: WeightsDtype;
   /** What DST may replace (--overwrite); undefined: DST must not exist. */
   overwrite?: Replaceable;
   /** The weights file it was read from (for metadata). */
@@ -48,6 +52,8 @@ export interface WriteOptions {
 
 interface Writer {
   summary: string;
+  /** The --dtype values it writes. */
+  dtypes: readonly WeightsDtype[];
   /** For a writer of one file: refuses a DST it may not replace (default: checkOutputDir's rules). */
   checkOutput?: (dst: string, overwrite: Replaceable | undefined) => Promise<void>;
   write: (dst: string, model: ModelData, options: WriteOptions) => Promise<void>;
@@ -60,10 +66,12 @@ interface Writer {
  */
 export const WRITERS = {
   hf: {
+    dtypes: ['f32', 'f16'],
     summary: 'a Hugging Face checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt)',
     write: (dst: string, model: ModelData, options: WriteOptions) => saveCheckpoint(dst, model.config, model.values, checkpointOptions(model, options)),
   },
   mindformers: {
+    dtypes: ['f32', 'f16'],
     summary: 'the same directory plus mindformers.safetensors with the MindFormers names',
     write: (dst: string, model: ModelData, options: WriteOptions) =>
       saveCheckpoint(dst, model.config, model.values, {
@@ -76,6 +84,7 @@ export const WRITERS = {
       }),
   },
   mindspore: {
+    dtypes: ['f32', 'f16'],
     summary: 'a MindSpore checkpoint file (.ckpt) with the MindFormers names, which MindFormers loads',
     checkOutput: (dst: string, overwrite: Replaceable | undefined) => checkOutputFile(dst, !!overwrite),
     write: async (dst: string, model: ModelData, options: WriteOptions) => {
@@ -85,18 +94,31 @@ export const WRITERS = {
     },
   },
   nanogpt: {
+    dtypes: ['f32'],
     summary: "a nanoGPT ckpt.pt (model, model_args, a fresh AdamW state) that nanoGPT's train.py resumes from (--init_from=resume)",
     checkOutput: checkNanogptOutput,
     write: (dst: string, model: ModelData, options: WriteOptions) => {
-      if (options.dtype !== 'f32') throw new UsageError('--dtype: nanoGPT checkpoints hold float32 parameters; write them with --dtype f32');
       if (model.head) throw new ToolError(`cannot write a nanoGPT checkpoint: nanoGPT has no classification head (this model has ${model.head.labels.length} labels)`);
       return writeNanogpt(dst, model.config, model.values, options);
+    },
+  },
+  gguf: {
+    dtypes: ['f32', 'f16', 'q8_0'],
+    summary: "one GGUF file that llama.cpp runs as its gpt2 architecture (tokenizer embedded; q8_0: llama.cpp's 8-bit blocks)",
+    checkOutput: (dst: string, overwrite?: Replaceable) => checkGgufOutput(dst, { overwrite: overwrite !== undefined, inputs: overwrite?.inputs }),
+    write: async (dst: string, model: ModelData, options: WriteOptions) => {
+      if (model.head) throw new ToolError(`${dst}: llama.cpp's gpt2 has no classification head; convert the classifier to hf instead`);
+      await writeGgufModel(dst, model, options.dtype, modelName(options.weightsPath));
     },
   },
 } satisfies Record<string, Writer>;
 
 export type TargetFormat = keyof typeof WRITERS;
 export const TARGET_FORMATS = Object.keys(WRITERS) as TargetFormat[];
+
+/** general.name: the model directory's name (its weights file's when given alone). */
+const modelName = (weightsPath: string) =>
+  [WEIGHTS_FILE, TORCH_WEIGHTS_FILE].includes(basename(weightsPath)) ? basename(dirname(weightsPath)) : basename(weightsPath).replace(/\.[^.]*$/, '');
 
 const checkpointOptions = (model: ModelData, options: WriteOptions) => ({
   head: model.head,
@@ -109,7 +131,7 @@ export interface ConvertOptions {
   /** Preset name or path of a config.json; default: SRC's config.json. */
   config?: string;
   to?: TargetFormat;
-  dtype?: 'f32' | 'f16';
+  dtype?: WeightsDtype;
   overwrite?: boolean;
   /** A LoRA adapter directory (PEFT's format) to merge into the weights. */
   lora?: string;
@@ -146,41 +168,56 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   } catch (err) {
     throw fsError(err, src);
   }
+  const to = options.to ?? 'hf';
+  const dtype = options.dtype ?? 'f32';
+  const writer: Writer = WRITERS[to];
+  if (!writer.dtypes.includes(dtype)) {
+    const takes = TARGET_FORMATS.filter((f) => (WRITERS[f] as Writer).dtypes.includes(dtype));
+    throw new UsageError(`--dtype ${dtype} is not written with --to ${to} (${writer.dtypes.join(', ')}); ${dtype} is for --to ${takes.join(', ')}`);
+  }
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
-  // A nanoGPT ckpt.pt carries its config (model_args): only its pickle is read here.
-  const nanogpt = !srcIsDir && (await identifyWeightsFile(src)) === 'zip' ? await sniffNanogpt(src) : undefined;
-  if (nanogpt && options.config !== undefined) throw new UsageError(`--config: ${src} is a nanoGPT checkpoint, whose model_args give the config`);
-  const { config, head: baseHead } = nanogpt ? { config: nanogpt.config, head: undefined } : await configFor(options.config, srcDir);
+  // A nanoGPT ckpt.pt (its model_args) and a GGUF file carry their config (a nanoGPT's: only its pickle is read here).
+  const format = srcIsDir ? undefined : await identifyWeightsFile(src);
+  const nanogpt = format === 'zip' ? await sniffNanogpt(src) : undefined;
+  const gguf = format === 'gguf';
+  if ((nanogpt || gguf) && options.config !== undefined) throw new UsageError(`--config: ${src} is a ${gguf ? 'GGUF file' : 'nanoGPT checkpoint'}, which carries its own config`);
+  const { config, head: baseHead } = nanogpt ? { config: nanogpt.config, head: undefined } : gguf ? { config: await ggufConfig(src), head: undefined } : await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
   const overwrite = options.overwrite ? replaceableCheckpoint(inputs) : undefined;
   // Before reading gigabytes; a writer of a single file says what it may replace.
-  const writer: Writer = WRITERS[options.to ?? 'hf'];
-  if (writer.checkOutput) await writer.checkOutput(dst, overwrite);
-  else await checkOutputDir(dst, { what: 'checkpoint directory', overwrite });
+  await (writer.checkOutput ? writer.checkOutput(dst, overwrite) : checkOutputDir(dst, { what: 'checkpoint directory', overwrite }));
   const adapter = options.lora === undefined ? undefined : await adapterFor(options.lora, config, weightsPath, options);
   options.onInfo?.(`reading ${weightsPath}`);
-  // A MindSpore checkpoint also holds what is no tensor (strings, MapTensors): reported as ignored.
-  const { tensors, skipped } = nanogpt
-    ? { tensors: new Map(), skipped: [] }
-    : (await identifyWeightsFile(weightsPath)) === 'mindspore'
-      ? await readMindsporeCheckpoint(weightsPath, options.onProgress)
-      : { tensors: await readWeightsFile(weightsPath, options.onProgress), skipped: [] };
   let values: ParameterValues;
   let ignored: string[] = [];
-  const mindformers = !nanogpt && isMindformers(tensors.keys());
+  let ggufTokenizer: string | undefined;
+  let source: string;
   if (nanogpt) {
+    source = 'nanoGPT names';
     ({ values, ignored } = await readNanogpt(nanogpt, options));
-  } else if (mindformers) {
-    if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
-    values = fromMindformers(config, tensors, weightsPath);
-    // A training checkpoint also holds optimizer moments (adam_m.*, adam_v.*), global_step, …
-    const weights = new Set(mindformersWeightNames(config.n_layer));
-    ignored = [...tensors.keys()].filter((name) => !weights.has(name));
+  } else if (gguf) {
+    source = "GGUF (llama.cpp's names)";
+    ({ values, ignored, tokenizerDir: ggufTokenizer } = await readGgufModel(weightsPath));
   } else {
-    ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, baseHead));
+    // A MindSpore checkpoint also holds what is no tensor (strings, MapTensors): reported as ignored.
+    const { tensors, skipped } =
+      (await identifyWeightsFile(weightsPath)) === 'mindspore'
+        ? await readMindsporeCheckpoint(weightsPath, options.onProgress)
+        : { tensors: await readWeightsFile(weightsPath, options.onProgress), skipped: [] };
+    if (isMindformers(tensors.keys())) {
+      source = 'MindFormers names';
+      if (baseHead) throw new ToolError(`${weightsPath}: MindFormers names hold no classification head; give a GPT-2 config without GPT2ForSequenceClassification`);
+      values = fromMindformers(config, tensors, weightsPath);
+      // A training checkpoint also holds optimizer moments (adam_m.*, adam_v.*), global_step, …
+      const weights = new Set(mindformersWeightNames(config.n_layer));
+      ignored = [...tensors.keys()].filter((name) => !weights.has(name));
+    } else {
+      source = 'HF names';
+      ({ values, ignored } = stateDictToParameters(tensors, config, weightsPath, baseHead));
+    }
+    ignored.push(...skipped);
   }
-  ignored.push(...skipped);
   // A classifier's adapter brings its head and trained score: DST is then that classifier.
   const classifier = adapter && adapterHead(adapter);
   const head = classifier?.head ?? baseHead;
@@ -189,13 +226,12 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
     if (classifier) values.set(SCORE, classifier.score);
     options.onInfo?.(`merged LoRA adapter ${adapter.dir} (${adapter.description}${classifier ? `; its score head, labels ${classifier.head.labels.join(', ')}` : ''})`);
   }
-  const hasTokenizer = (await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt')));
+  const hasTokenizer = ggufTokenizer !== undefined || ((await exists(join(srcDir, 'vocab.json'))) && (await exists(join(srcDir, 'merges.txt'))));
   if (!hasTokenizer && config.vocab_size !== GPT2_VOCAB_SIZE && !isNanogptPadding(nanogpt)) {
     options.onWarning?.(`${src} has no vocab.json/merges.txt; copying GPT-2's (${GPT2_VOCAB_SIZE} tokens) although the model has ${config.vocab_size}`);
   }
-  const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: hasTokenizer ? srcDir : undefined };
-  await writer.write(dst, model, { dtype: options.dtype ?? 'f32', overwrite, weightsPath, onInfo: options.onInfo, onWarning: options.onWarning });
-  const source = nanogpt ? 'nanoGPT names' : mindformers ? 'MindFormers names' : 'HF names';
+  const model: ModelData = { config, ...(head ? { head } : {}), values, tokenizerDir: ggufTokenizer ?? (hasTokenizer ? srcDir : undefined) };
+  await WRITERS[to].write(dst, model, { dtype, overwrite, weightsPath, onInfo: options.onInfo, onWarning: options.onWarning });
   return { config, ...(head ? { head } : {}), source, weightsPath, ignored };
 }
 

@@ -58,8 +58,11 @@ const FORMATS: { format: WeightsFormat; matches: (head: Uint8Array, size: number
   {
     format: 'gguf',
     matches: (head) => startsWith(head, [0x47, 0x47, 0x55, 0x46]),
+    // A GGUF file describes its model itself: its GPT-2 parameters under HF names, dequantised.
     read: async (path) => {
-      throw new ToolError(`${path}: a GGUF file; GGUF is not supported yet (convert it to safetensors, or use the model's Hugging Face files)`);
+      const { readGgufWeights } = await import('./gguf-gpt2.js');
+      const { values } = await readGgufWeights(path);
+      return new Map([...values].map(([name, v]) => [name, { shape: v.shape, data: v.data, dtype: 'F32' as const }]));
     },
   },
   // A MindSpore .ckpt has no magic number: it is recognised by its first value (field 1 of the
@@ -72,7 +75,7 @@ const FORMATS: { format: WeightsFormat; matches: (head: Uint8Array, size: number
   },
 ];
 
-const ACCEPTED = 'safetensors (an 8-byte header length, then "{") or a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5), or a MindSpore .ckpt (a protobuf Checkpoint: "\\x0a" and the length of its first value)';
+const ACCEPTED = 'safetensors (an 8-byte header length, then "{") or a PyTorch pytorch_model.bin (a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" + protocol 2–5), GGUF ("GGUF"), or a MindSpore .ckpt (a protobuf Checkpoint: "\\x0a" and the length of its first value)';
 
 /** The format whose signature `head` (the first SIGNATURE_BYTES bytes of a file of `size` bytes) carries. */
 export function sniffFormat(head: Uint8Array, size: number): WeightsFormat | undefined {

@@ -34,8 +34,8 @@ describe('convert-weights and nanoGPT', () => {
   });
 
   it('refuses --config for a nanoGPT checkpoint, and --dtype f16 for one being written', () => {
-    expectOneLineError(runCli('convert-weights', [fixture('nanogpt', 'bias.ckpt.pt'), join(dir, 'x'), '--config', 'gpt2']), 'convert-weights', /--config: .*bias\.ckpt\.pt is a nanoGPT checkpoint, whose model_args give the config/, 2);
-    expectOneLineError(runCli('convert-weights', [fixture('models', 'tiny'), join(dir, 'y.pt'), '--to', 'nanogpt', '--dtype', 'f16']), 'convert-weights', /--dtype: nanoGPT checkpoints hold float32 parameters/, 2);
+    expectOneLineError(runCli('convert-weights', [fixture('nanogpt', 'bias.ckpt.pt'), join(dir, 'x'), '--config', 'gpt2']), 'convert-weights', /--config: .*bias\.ckpt\.pt is a nanoGPT checkpoint, which carries its own config/, 2);
+    expectOneLineError(runCli('convert-weights', [fixture('models', 'tiny'), join(dir, 'y.pt'), '--to', 'nanogpt', '--dtype', 'f16']), 'convert-weights', /--dtype f16 is not written with --to nanogpt \(f32\); f16 is for --to hf, mindformers, mindspore, gguf$/, 2);
   });
 
   it('says in --help how nanoGPT checkpoints are read and written', () => {

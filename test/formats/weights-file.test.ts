@@ -1,7 +1,7 @@
 /**
  * Format detection by full signature: safetensors files whose header length has any low byte (HF
  * pads headers with spaces, so 0x80 — pickle's PROTO — is the low byte of 1 in 32 real files)
- * load as safetensors, with exactly the values put in; GGUF is named and refused; a file of no
+ * load as safetensors, with exactly the values put in; GGUF goes to the GGUF reader; a file of no
  * known format says what it is not and what is accepted.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { configFromJson } from '../../src/model/config.js';
 import { parameterShapes } from '../../src/model/params.js';
 import { openCheckpoint } from '../../src/formats/checkpoint.js';
 import { readPytorchBin } from '../../src/formats/pytorch-bin.js';
+import { readSafetensors } from '../../src/formats/safetensors.js';
 import { readWeightsFile, sniffFormat } from '../../src/formats/weights-file.js';
 import { fixture, tempDir } from '../helpers.js';
 
@@ -98,11 +99,13 @@ describe('files of other formats', () => {
       (err: Error) => err.message,
     );
   };
-  const accepted = /; accepted: safetensors \(an 8-byte header length, then "\{"\) or a PyTorch pytorch_model\.bin \(a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" \+ protocol 2–5\), or a MindSpore \.ckpt \(a protobuf Checkpoint: "\\x0a" and the length of its first value\)$/;
+  const accepted = /; accepted: safetensors \(an 8-byte header length, then "\{"\) or a PyTorch pytorch_model\.bin \(a zip archive, "PK\\x03\\x04", or a legacy pickle, "\\x80" \+ protocol 2–5\), GGUF \("GGUF"\), or a MindSpore \.ckpt \(a protobuf Checkpoint: "\\x0a" and the length of its first value\)$/;
 
-  it('GGUF is recognised and refused', async () => {
+  it('GGUF goes to the GGUF reader: a GPT-2 under HF names, or its one-line error', async () => {
+    const tiny = loaded((await readSafetensors(fixture('models', 'tiny', 'model.safetensors'))).tensors);
+    expect(loaded(await readWeightsFile(fixture('gguf', 'tiny-f32.gguf')))).toEqual(tiny);
     const gguf = Buffer.concat([Buffer.from('GGUF'), Buffer.from([3, 0, 0, 0]), Buffer.alloc(100)]);
-    expect(await failure('model.gguf', gguf)).toBe(`${join(dir, 'model.gguf')}: a GGUF file; GGUF is not supported yet (convert it to safetensors, or use the model's Hugging Face files)`);
+    expect(await failure('model.gguf', gguf)).toBe(`${join(dir, 'model.gguf')}: GGUF metadata general.architecture is missing`);
   });
 
   it.each([
