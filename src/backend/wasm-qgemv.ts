@@ -28,13 +28,15 @@
 import { Code, type FunctionDef, I32, V128 } from './wasm-asm.js';
 
 /** wasm SIMD instructions the f32 kernels do not use. */
+const uleb = (n: number): number[] => (n < 0x80 ? [n] : [(n & 0x7f) | 0x80, n >> 7]);
+
 class QCode extends Code {
   private op(code: number, ...immediates: number[]): this {
     this.bytes.push(0xfd, ...(code < 0x80 ? [code] : [(code & 0x7f) | 0x80, code >> 7]), ...immediates);
     return this;
   }
   /** v128.load8x8_s: 8 int8 → i16x8. */
-  load8x8S() { return this.op(0x01, 3, 0); }
+  load8x8S(offset = 0) { return this.op(0x01, 3, ...uleb(offset)); }
   /** v128.load16x4_s: 4 int16 → i32x4. */
   load16x4S() { return this.op(0x03, 3, 0); }
   load32Splat() { return this.op(0x09, 2, 0); }
@@ -73,6 +75,7 @@ function nnEncoded(dtype: EncodedDtype): Code {
   const R = [17, 18, 19, 20, 21, 22, 23, 24];
   const X = [25, 26, 27, 28, 29, 30, 31, 32]; // v128
   const [W, ACC0, ACC1, D0, D1] = [33, 34, 35, 36, 37]; // v128
+  const JW = 38; // i32
   const c = new QCode();
   const step = q8 ? 32 : 16; // bytes of out a step
   const shift = q8 ? 2 : 1; // out bytes → weight bytes
@@ -94,7 +97,8 @@ function nnEncoded(dtype: EncodedDtype): Code {
       c.get(OUT).get(I).get(SB).mul().add().set(O);
       c.i32(0).set(J);
       c.whileNot(() => c.get(J).get(NB).geU(), () => {
-        const w = (t: number) => c.get(R[t]).get(J).i32(shift).shrU().add();
+        c.get(J).i32(shift).shrU().set(JW);
+        const w = (t: number) => c.get(R[t]).get(JW).add();
         if (!q8) {
           c.get(O).get(J).add();
           c.get(O).get(J).add().v128Load();
@@ -147,7 +151,8 @@ function ntEncoded(dtype: EncodedDtype): Code {
   const RA = [16, 17, 18, 19, 20, 21, 22, 23];
   const SA = [24, 25, 26, 27, 28, 29, 30, 31];
   const ACC = [32, 33, 34, 35, 36, 37, 38, 39]; // v128
-  const [BV0, BV1, W, D] = [40, 41, 42, 43]; // v128
+  const [BV0, W, D] = [40, 41, 42]; // v128
+  const [XP, QP, DP, WP] = [43, 44, 45, 46]; // i32
   const c = new QCode();
   c.get(K).i32(2).shl().set(KB);
   c.get(K).i32(q8 ? 0 : 1).shl().set(WK); // bytes of a row of w
@@ -165,22 +170,31 @@ function ntEncoded(dtype: EncodedDtype): Code {
       for (let t = 0; t < count; t++) c.v128Zero().set(ACC[t]);
       c.i32(0).set(P);
       c.whileNot(() => c.get(P).get(KB).geU(), () => {
-        c.get(RB).get(P).add().v128Load().set(BV0);
         if (!q8) {
+          c.get(RB).get(P).add().v128Load().set(BV0);
           for (let t = 0; t < count; t++) {
             c.get(ACC[t]).get(RA[t]).get(P).i32(1).shrU().add().f16x4().get(BV0).f32x4Mul().f32x4Add().set(ACC[t]);
           }
           c.inc(P, 16);
           return;
         }
-        c.get(RB).get(P).add().v128Load(16).set(BV1);
+        // A whole block a step: each row's scale splatted once, its 32 int8 and b's 32 floats at
+        // constant offsets from one address each.
+        c.get(RB).get(P).add().set(XP);
+        c.get(P).i32(2).shrU().set(QP);
+        c.get(P).i32(5).shrU().set(DP);
         for (let t = 0; t < count; t++) {
-          c.get(SA[t]).get(P).i32(5).shrU().i32(~3).and().add().load32Splat().set(D);
-          c.get(RA[t]).get(P).i32(2).shrU().add().load8x8S().set(W);
-          c.get(ACC[t]).get(W).i16x8ToI32Low().f32x4FromI32().get(D).f32x4Mul().get(BV0).f32x4Mul().f32x4Add();
-          c.get(W).i16x8ToI32High().f32x4FromI32().get(D).f32x4Mul().get(BV1).f32x4Mul().f32x4Add().set(ACC[t]);
+          c.get(SA[t]).get(DP).add().load32Splat().set(D);
+          c.get(RA[t]).get(QP).add().set(WP);
+          c.get(ACC[t]);
+          for (let v = 0; v < 4; v++) {
+            c.get(WP).load8x8S(8 * v).set(W);
+            c.get(W).i16x8ToI32Low().f32x4FromI32().get(D).f32x4Mul().get(XP).v128Load(32 * v).f32x4Mul().f32x4Add();
+            c.get(W).i16x8ToI32High().f32x4FromI32().get(D).f32x4Mul().get(XP).v128Load(32 * v + 16).f32x4Mul().f32x4Add();
+          }
+          c.set(ACC[t]);
         }
-        c.inc(P, 32);
+        c.inc(P, 128);
       });
       c.get(OUT).get(I).get(N).mul().get(J).add().i32(2).shl().add().set(OP);
       for (let t = 0; t < count; t++) {
@@ -206,7 +220,7 @@ function ntEncoded(dtype: EncodedDtype): Code {
 
 /** The encoded kernels, named nn_f16, nn_q8_0, nt_f16, nt_q8_0, each with 8 i32 parameters. */
 export function encodedKernels(): FunctionDef[] {
-  const nn = (dtype: EncodedDtype): FunctionDef => ({ name: `nn_${dtype}`, params: 8, locals: [{ count: 17, type: I32 }, { count: 13, type: V128 }], code: nnEncoded(dtype) });
-  const nt = (dtype: EncodedDtype): FunctionDef => ({ name: `nt_${dtype}`, params: 8, locals: [{ count: 24, type: I32 }, { count: 12, type: V128 }], code: ntEncoded(dtype) });
+  const nn = (dtype: EncodedDtype): FunctionDef => ({ name: `nn_${dtype}`, params: 8, locals: [{ count: 17, type: I32 }, { count: 13, type: V128 }, { count: 1, type: I32 }], code: nnEncoded(dtype) });
+  const nt = (dtype: EncodedDtype): FunctionDef => ({ name: `nt_${dtype}`, params: 8, locals: [{ count: 24, type: I32 }, { count: 11, type: V128 }, { count: 4, type: I32 }], code: ntEncoded(dtype) });
   return [nn('f16'), nn('q8_0'), nt('f16'), nt('q8_0')];
 }
