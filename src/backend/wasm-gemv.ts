@@ -12,7 +12,7 @@
  * logits do not depend on the batch it runs in.
  */
 import { assemble, Code, I32, isShared, V128, wasmApi, type WasmMemory, type WasmModule } from './wasm-asm.js';
-import { encodedKernels, type EncodedDtype } from './wasm-qgemv.js';
+import { encodedKernels, inRowGroups, storeLaneSums, type EncodedDtype } from './wasm-qgemv.js';
 
 export interface SmallMatMul {
   /**
@@ -142,32 +142,12 @@ function ntKernel(): Code {
             c.inc(P, 16);
           },
         );
-        c.get(OUT).get(I).get(N).mul().get(J).add().i32(2).shl().add().set(OP);
-        for (let t = 0; t < count; t++) {
-          c.get(OP);
-          c.get(ACC[t]).f32x4Lane(0).get(ACC[t]).f32x4Lane(1).f32Add().get(ACC[t]).f32x4Lane(2).f32Add().get(ACC[t]).f32x4Lane(3).f32Add();
-          c.f32Store();
-          if (t + 1 < count) c.inc(OP, () => c.get(N).i32(2).shl());
-        }
+        storeLaneSums(c, { out: OUT, i: I, j: J, n: N, op: OP }, ACC.slice(0, count));
         c.inc(J, 1);
       },
     );
   };
-  c.i32(0).set(I);
-  c.whileNot(
-    () => c.get(I).i32(NT_ROWS).add().get(M).gtU(),
-    () => {
-      rows(NT_ROWS);
-      c.inc(I, NT_ROWS);
-    },
-  );
-  c.whileNot(
-    () => c.get(I).get(M).geU(),
-    () => {
-      rows(1);
-      c.inc(I, 1);
-    },
-  );
+  inRowGroups(c, I, M, NT_ROWS, rows);
   return c;
 }
 

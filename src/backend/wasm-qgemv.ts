@@ -196,26 +196,36 @@ function ntEncoded(dtype: EncodedDtype): Code {
         }
         c.inc(P, 128);
       });
-      c.get(OUT).get(I).get(N).mul().get(J).add().i32(2).shl().add().set(OP);
-      for (let t = 0; t < count; t++) {
-        c.get(OP);
-        c.get(ACC[t]).f32x4Lane(0).get(ACC[t]).f32x4Lane(1).f32Add().get(ACC[t]).f32x4Lane(2).f32Add().get(ACC[t]).f32x4Lane(3).f32Add();
-        c.f32Store();
-        if (t + 1 < count) c.inc(OP, () => c.get(N).i32(2).shl());
-      }
+      storeLaneSums(c, { out: OUT, i: I, j: J, n: N, op: OP }, ACC.slice(0, count));
       c.inc(J, 1);
     });
   };
-  c.i32(0).set(I);
-  c.whileNot(() => c.get(I).i32(ROWS).add().get(M).gtU(), () => {
-    rows(ROWS);
-    c.inc(I, ROWS);
-  });
-  c.whileNot(() => c.get(I).get(M).geU(), () => {
-    rows(1);
-    c.inc(I, 1);
-  });
+  inRowGroups(c, I, M, ROWS, rows);
   return c;
+}
+
+/** nt's results: out[i + t, j] = the sum of ACC[t]'s lanes, ((l0 + l1) + l2) + l3, for each t. */
+export function storeLaneSums(c: Code, at: { out: number; i: number; j: number; n: number; op: number }, acc: number[]): void {
+  c.get(at.out).get(at.i).get(at.n).mul().get(at.j).add().i32(2).shl().add().set(at.op);
+  for (const [t, v] of acc.entries()) {
+    c.get(at.op);
+    c.get(v).f32x4Lane(0).get(v).f32x4Lane(1).f32Add().get(v).f32x4Lane(2).f32Add().get(v).f32x4Lane(3).f32Add();
+    c.f32Store();
+    if (t + 1 < acc.length) c.inc(at.op, () => c.get(at.n).i32(2).shl());
+  }
+}
+
+/** rows(group) over rows [i, m) in groups while whole ones fit, then rows(1) over the rest. */
+export function inRowGroups(c: Code, i: number, m: number, group: number, rows: (count: number) => void): void {
+  c.i32(0).set(i);
+  c.whileNot(() => c.get(i).i32(group).add().get(m).gtU(), () => {
+    rows(group);
+    c.inc(i, group);
+  });
+  c.whileNot(() => c.get(i).get(m).geU(), () => {
+    rows(1);
+    c.inc(i, 1);
+  });
 }
 
 /** The encoded kernels, named nn_f16, nn_q8_0, nt_f16, nt_q8_0, each with 8 i32 parameters. */
