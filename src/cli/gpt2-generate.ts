@@ -31,7 +31,7 @@ const program = createProgram({
     "printf 'The town of\\nOnce upon a time\\n' | gpt2-generate --model gpt2 --batch-size 8 --format jsonl > out.jsonl",
     'echo "464 3290 286" | gpt2-generate --model gpt2 --input-format ids --format ids',
     'gpt2-generate --model gpt2 --stop "\\n\\n" --max-new-tokens 200 --stats "Q: Why is the sky blue?\\nA:"',
-    'gpt2-generate --model gpt2-xl --random-init --weights-dtype q8_0 --stats -n 16 "Hello"',
+    'gpt2-generate --model gpt2-tiny --random-init --backend wasm --weights-dtype q8_0 -n 16 "Hello"',
   ],
   notes: `Prompts come from the arguments, --prompt-file (one per line) or standard input (one per line);
 with none of them, generation starts from <|endoftext|> alone, as GPT-2 samples unconditionally (an
@@ -57,7 +57,8 @@ alone; applying it to any other base is refused.
 
 --weights-dtype f16 or q8_0 keeps the weight matrices (every linear layer and the embedding, which
 is also the LM head) encoded in memory and widens them in the kernels, on wasm: decoding reads
-fewer bytes a token, and models whose float32 weights exceed wasm's 4 GiB (gpt2-xl) fit as q8_0.
+fewer bytes a token, and models whose float32 weights exceed wasm's 4 GiB fit (gpt2-xl: 6.2 GB as
+fp32, 3.1 GB as f16, 1.75 GB as q8_0; with --random-init, drawn and quantised tensor by tensor).
 The output is that of the model with its weights rounded to f16 or Q8_0 (llama.cpp's quantiser).`,
 })
   .argument('[prompts...]', 'prompts (text, or ids with --input-format ids)')

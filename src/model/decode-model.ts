@@ -92,8 +92,8 @@ export class DecodeModel implements DecodeHeap {
     const pages = Math.ceil(bytes / PAGE) + 1;
     if (pages > MAX_PAGES) {
       const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
-      const q8 = DecodeModel.weightBytes(config, 'q8_0');
-      const hint = dtype !== 'q8_0' && q8 / PAGE + 1 <= MAX_PAGES ? `--weights-dtype q8_0 (${gib(q8)}) fits` : 'use the tensorflow backend';
+      const fit = (['f16', 'q8_0'] as const).filter((d) => d !== dtype && DecodeModel.weightBytes(config, d) / PAGE + 1 <= MAX_PAGES);
+      const hint = fit.length ? `--weights-dtype ${fit.map((d) => `${d} (${gib(DecodeModel.weightBytes(config, d))})`).join(' or ')} fits` : 'use the tensorflow backend';
       throw new ToolError(`the model's ${gib(bytes)} of weights as ${dtype} exceed wasm's 4 GiB memory; ${hint}`);
     }
     const memory = new wasmApi.Memory({ initial: pages, maximum: MAX_PAGES, shared: true });

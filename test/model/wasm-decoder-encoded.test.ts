@@ -124,7 +124,7 @@ describe('DecodeModel memory', () => {
     expect(DecodeModel.weightBytes(xl, 'f32')).toBeGreaterThan(2 ** 32);
     expect(DecodeModel.weightBytes(xl, 'q8_0')).toBeLessThan(1.9e9);
     // q8_0: 1 byte a value and a 4-byte scale per 32 — 1.125 bytes a weight-matrix parameter.
-    await expect(DecodeModel.fromSources(xl, new Map(), 1, 'f32')).rejects.toThrow(/of weights as f32 exceed wasm's 4 GiB memory; --weights-dtype q8_0 \(1\.\d GiB\) fits/);
+    await expect(DecodeModel.fromSources(xl, new Map(), 1, 'f32')).rejects.toThrow(/of weights as f32 exceed wasm's 4 GiB memory; --weights-dtype f16 \(2\.\d GiB\) or q8_0 \(1\.\d GiB\) fits/);
     expect(DecodeModel.weightBytes(xl, 'f16')).toBeLessThan(2 ** 32); // 3.1 GB: f16 fits too
   });
 });
