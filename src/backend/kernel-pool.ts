@@ -13,13 +13,16 @@
 import { Worker } from 'node:worker_threads';
 import type { GemmProvider } from './gemm.js';
 import { isShared, type WasmMemory } from './wasm-asm.js';
-import { smallMatMul, smallMatMulModule, type SmallMatMul } from './wasm-gemv.js';
+import { smallMatMul, smallMatMulModule, type EncodedKernels, type SmallMatMul } from './wasm-gemv.js';
+import type { WeightRef } from './encoded-weights.js';
 import { checkGemm, GEMM_SCRATCH_BYTES, GEMM_SHAPE, gemmCall, gemmColumns, gemmKernel, gemmModule, gemmRows, type GemmArgs } from './wasm-gemm.js';
 
 // Control block per helper (Int32): sequence number of the posted job, kernel (0 nn, 1 nt, 2
-// gemm, -1 stop), the kernel's seven arguments (gemm: the number of jobs in the pool's job table
-// and the helper's scratch), sequence number of the finished job, 1 if it failed.
-const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 9, 10, 11];
+// gemm, 3… the encoded kernels in ENCODED's order, -1 stop), the kernel's up to eight arguments
+// (gemm: the number of jobs in the pool's job table and the helper's scratch), sequence number of
+// the finished job, 1 if it failed.
+const [SEQ, KERNEL, ARGS, DONE, FAILED, SLOTS] = [0, 1, 2, 10, 11, 12];
+const ENCODED = ['nn_f16', 'nn_q8_0', 'nt_f16', 'nt_q8_0'] as const;
 
 /**
  * A GEMM is cut into up to this many jobs a thread, which threads claim from a shared counter: a
@@ -55,6 +58,7 @@ for (let seen = 0; ; ) {
   try {
     if (kernel === 0) k.nn(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}], c[${ARGS + 6}]);
     else if (kernel === 1) k.nt(c[${ARGS}], c[${ARGS + 1}], c[${ARGS + 2}], c[${ARGS + 3}], c[${ARGS + 4}], c[${ARGS + 5}]);
+    else if (kernel >= 3) k[${JSON.stringify(ENCODED)}[kernel - 3]](...c.subarray(${ARGS}, ${ARGS + 8}));
     else for (let j, g = gemm ??= new WebAssembly.Instance(receiveMessageOnPort(parentPort).message, { env: { memory } }).exports.gemm; (j = Atomics.add(jobs, 0, 1)) < c[${ARGS}]; ) g(...jobs.subarray(1 + ${JOB_INTS} * j, ${1 + JOB_INTS} + ${JOB_INTS} * j), c[${ARGS + 1}]);
   } catch {
     c[${FAILED}] = 1;
@@ -68,7 +72,7 @@ for (let seen = 0; ; ) {
 const MIN_SPLIT = 1 << 18;
 
 export class KernelPool implements SmallMatMul {
-  private readonly local: SmallMatMul;
+  private readonly local: SmallMatMul & EncodedKernels;
   private readonly helpers: { worker: Worker; control: Int32Array; seq: number }[];
   /** GEMM jobs: [0] the next to claim, then JOB_INTS each. */
   private readonly jobs: Int32Array;
@@ -127,6 +131,42 @@ export class KernelPool implements SmallMatMul {
       const rows = Math.min(block, m - from);
       return rows > 0 ? [1, a + from * k * 4, b, out + from * n * 4, rows, k, n, 0] : undefined;
     }, (args) => this.local.nt(args[1], args[2], args[3], args[4], args[5], args[6]));
+  }
+
+  /**
+   * nnThen over an encoded Conv1D weight w [k, n] (f16 or Q8_0; see wasm-qgemv.ts): out[m, n] =
+   * a[m, k]·w, columns split into blocks of a multiple of 8 (the Q8_0 kernel's step).
+   */
+  nnEncoded(a: number, w: WeightRef, out: number, m: number, then?: (from: number, to: number) => void): void {
+    const [k, n] = [w.rows, w.cols];
+    const kernel = ENCODED.indexOf(`nn_${w.dtype as 'f16' | 'q8_0'}`);
+    const parts = this.parts(m * k * n);
+    const block = Math.ceil(n / parts / 8) * 8;
+    const range = (p: number): [number, number] => [Math.min(n, p * block), Math.min(n, (p + 1) * block)];
+    const bytes = w.dtype === 'f16' ? 2 : 1;
+    this.split(
+      parts,
+      (p) => {
+        const [from, to] = range(p);
+        return to > from ? [3 + kernel, a, w.offset + from * bytes, out + from * 4, m, k, to - from, n, w.scales + from * 4] : undefined;
+      },
+      (args) => this.local[ENCODED[kernel]](args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8]),
+      then && ((p) => then(...range(p))),
+    );
+  }
+
+  /** nt over an encoded embedding w [rows, k] (the LM head): out[rows, n] = w·b[n, k]ᵀ, rows split into blocks. */
+  ntEncoded(w: WeightRef, b: number, out: number, n: number): void {
+    const [m, k] = [w.rows, w.cols];
+    const kernel = ENCODED.indexOf(`nt_${w.dtype as 'f16' | 'q8_0'}`);
+    const parts = this.parts(m * k * n);
+    const block = Math.ceil(m / parts);
+    const bytes = w.dtype === 'f16' ? 2 : 1;
+    this.split(parts, (p) => {
+      const from = p * block;
+      const rows = Math.min(block, m - from);
+      return rows > 0 ? [3 + kernel, w.offset + from * k * bytes, b, out + from * n * 4, rows, k, n, 0, w.scales + (from * k) / 8] : undefined;
+    }, (args) => this.local[ENCODED[kernel]](args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8]));
   }
 
   /**

@@ -12,6 +12,7 @@
  * logits do not depend on the batch it runs in.
  */
 import { assemble, Code, I32, isShared, V128, wasmApi, type WasmMemory, type WasmModule } from './wasm-asm.js';
+import { encodedKernels, inRowGroups, storeLaneSums, type EncodedDtype } from './wasm-qgemv.js';
 
 export interface SmallMatMul {
   /**
@@ -24,6 +25,13 @@ export interface SmallMatMul {
   /** out[m, n] = a[m, k] · b[n, k]ᵀ; k a multiple of 4. Byte offsets into the heap. */
   nt(a: number, b: number, out: number, m: number, k: number, n: number): void;
 }
+
+/**
+ * nn and nt over weights encoded as f16 or Q8_0 (wasm-qgemv.ts): `w` is nn's b and nt's a, `s`
+ * the Q8_0 scales (byte offsets); the same bits as nn and nt over the decoded weights.
+ */
+export type EncodedKernel = (a: number, b: number, out: number, m: number, k: number, n: number, ld: number, s: number) => void;
+export type EncodedKernels = Record<`${'nn' | 'nt'}_${EncodedDtype}`, EncodedKernel>;
 
 // Parameters of both kernels: a, b, out, m, k, n (then nn's ld).
 const [A, B, OUT, M, K, N, LD] = [0, 1, 2, 3, 4, 5, 6];
@@ -134,32 +142,12 @@ function ntKernel(): Code {
             c.inc(P, 16);
           },
         );
-        c.get(OUT).get(I).get(N).mul().get(J).add().i32(2).shl().add().set(OP);
-        for (let t = 0; t < count; t++) {
-          c.get(OP);
-          c.get(ACC[t]).f32x4Lane(0).get(ACC[t]).f32x4Lane(1).f32Add().get(ACC[t]).f32x4Lane(2).f32Add().get(ACC[t]).f32x4Lane(3).f32Add();
-          c.f32Store();
-          if (t + 1 < count) c.inc(OP, () => c.get(N).i32(2).shl());
-        }
+        storeLaneSums(c, { out: OUT, i: I, j: J, n: N, op: OP }, ACC.slice(0, count));
         c.inc(J, 1);
       },
     );
   };
-  c.i32(0).set(I);
-  c.whileNot(
-    () => c.get(I).i32(NT_ROWS).add().get(M).gtU(),
-    () => {
-      rows(NT_ROWS);
-      c.inc(I, NT_ROWS);
-    },
-  );
-  c.whileNot(
-    () => c.get(I).get(M).geU(),
-    () => {
-      rows(1);
-      c.inc(I, 1);
-    },
-  );
+  inRowGroups(c, I, M, NT_ROWS, rows);
   return c;
 }
 
@@ -173,6 +161,7 @@ export function smallMatMulModule(shared: boolean): WasmModule {
       [
         { name: 'nn', params: 7, locals: [{ count: 15, type: I32 }, { count: 8, type: V128 }], code: nnKernel() },
         { name: 'nt', params: 6, locals: [{ count: 14, type: I32 }, { count: 9, type: V128 }], code: ntKernel() },
+        ...encodedKernels(),
       ],
       shared,
     );
@@ -181,14 +170,14 @@ export function smallMatMulModule(shared: boolean): WasmModule {
   return module;
 }
 
-const instances = new WeakMap<WasmMemory, SmallMatMul>();
+const instances = new WeakMap<WasmMemory, SmallMatMul & EncodedKernels>();
 
 /** The kernels bound to a wasm memory (the backend's heap, or a shared one). */
-export function smallMatMul(memory: WasmMemory): SmallMatMul {
+export function smallMatMul(memory: WasmMemory): SmallMatMul & EncodedKernels {
   let kernels = instances.get(memory);
   if (kernels === undefined) {
-    const exports = new wasmApi.Instance(smallMatMulModule(isShared(memory)), { env: { memory } }).exports as unknown as SmallMatMul;
-    kernels = { nn: exports.nn, nt: exports.nt };
+    const exports = new wasmApi.Instance(smallMatMulModule(isShared(memory)), { env: { memory } }).exports as unknown as SmallMatMul & EncodedKernels;
+    kernels = { nn: exports.nn, nt: exports.nt, nn_f16: exports.nn_f16, nn_q8_0: exports.nn_q8_0, nt_f16: exports.nt_f16, nt_q8_0: exports.nt_q8_0 };
     instances.set(memory, kernels);
   }
   return kernels;

@@ -3,6 +3,7 @@
  * how it runs), turns prompts into ids (checked, truncated if asked), generates, and writes streamed
  * text, JSON lines or ids to stdout (every write checked), plus --stats on stderr.
  */
+import type { WeightDtype } from '../backend/encoded-weights.js';
 import { openGenerationModel } from '../generate/choose.js';
 import { generate, type GenerateOptions } from '../generate/generate.js';
 import type { GenerationModel } from '../generate/model.js';
@@ -19,6 +20,7 @@ export interface RunFlags {
   randomInit?: boolean;
   backend?: string;
   threads?: number;
+  weightsDtype: WeightDtype;
   inputFormat: 'text' | 'ids';
   maxNewTokens: number;
   maxLength?: number;
@@ -43,7 +45,7 @@ export interface RunFlags {
 }
 
 export async function runGeneration(prompts: string[], flags: RunFlags, ctx: { started: number; log: Logger }): Promise<void> {
-  const opened = await openGenerationModel(flags.model, { backend: flags.backend, log: ctx.log.info, randomInit: flags.randomInit, lora: flags.lora, seed: flags.seed, cache: flags.cache, threads: flags.threads });
+  const opened = await openGenerationModel(flags.model, { backend: flags.backend, log: ctx.log.info, randomInit: flags.randomInit, lora: flags.lora, seed: flags.seed, cache: flags.cache, threads: flags.threads, weightsDtype: flags.weightsDtype });
   try {
     const tokenizer = tokenizerFor(opened.tokenizerDir, opened.model.config, flags, ctx.log);
     await run(opened.model, tokenizer, prompts, flags, ctx.started);

@@ -31,6 +31,7 @@ const program = createProgram({
     "printf 'The town of\\nOnce upon a time\\n' | gpt2-generate --model gpt2 --batch-size 8 --format jsonl > out.jsonl",
     'echo "464 3290 286" | gpt2-generate --model gpt2 --input-format ids --format ids',
     'gpt2-generate --model gpt2 --stop "\\n\\n" --max-new-tokens 200 --stats "Q: Why is the sky blue?\\nA:"',
+    'gpt2-generate --model gpt2-tiny --random-init --backend wasm --weights-dtype q8_0 -n 16 "Hello"',
   ],
   notes: `Prompts come from the arguments, --prompt-file (one per line) or standard input (one per line);
 with none of them, generation starts from <|endoftext|> alone, as GPT-2 samples unconditionally (an
@@ -52,7 +53,13 @@ the preset's shape with random weights instead (seeded by --seed).
 weights as they load, so generation runs at full speed on every engine:
   gpt2-generate --model gpt2 --lora runs/lora/checkpoints/latest "The meaning of life is"
 An adapter this toolchain wrote records its base, so --model may also be the adapter directory
-alone; applying it to any other base is refused.`,
+alone; applying it to any other base is refused.
+
+--weights-dtype f16 or q8_0 keeps the weight matrices (every linear layer and the embedding, which
+is also the LM head) encoded in memory and widens them in the kernels, on wasm: decoding reads
+fewer bytes a token, and models whose float32 weights exceed wasm's 4 GiB fit (gpt2-xl: 6.2 GB as
+fp32, 3.1 GB as f16, 1.75 GB as q8_0; with --random-init, drawn and quantised tensor by tensor).
+The output is that of the model with its weights rounded to f16 or Q8_0 (llama.cpp's quantiser).`,
 })
   .argument('[prompts...]', 'prompts (text, or ids with --input-format ids)')
   .requiredOption('-m, --model <dir|preset>', 'checkpoint directory or preset name')
@@ -84,6 +91,7 @@ alone; applying it to any other base is refused.`,
   .addOption(new Option('--truncate <side>', 'drop the oldest prompt tokens that do not fit').choices(['left']))
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
   .option('--threads <n>', 'threads for decoding on wasm (default: one per core)', intArg('--threads', 1, 64))
+  .addOption(choiceOption('--weights-dtype <dtype>', 'weight matrices in memory on wasm: f32, f16 (half the bytes a token) or q8_0 (llama.cpp\'s 8-bit blocks, ~0.28×), quantised as they load', ['f32', 'f16', 'q8_0'], 'f32'))
   .action(async (args: string[], flags: Flags) => {
     const started = performance.now();
     const log = logger('gpt2-generate', !!flags.quiet);

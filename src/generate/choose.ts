@@ -15,6 +15,8 @@ import { GPT2 } from '../model/gpt2.js';
 import { loadModel, type LoadedModel, type OpenOptions } from '../model/open.js';
 import { decoderLimit } from '../model/wasm-decoder.js';
 import { decoderModel, tfjsModel, type GenerationModel } from './model.js';
+import type { WeightDtype } from '../backend/encoded-weights.js';
+import { UsageError } from '../util/errors.js';
 
 export type Engine = 'wasm-decoder' | 'tfjs';
 
@@ -30,6 +32,8 @@ export interface GenerationOpenOptions extends OpenOptions {
   cache: boolean;
   /** Threads of the wasm decoder (default: one per core). */
   threads?: number;
+  /** How the wasm decoder keeps its weight matrices (default f32); tfjs runs float32 only. */
+  weightsDtype?: WeightDtype;
 }
 
 /** The model `source` names (see loadModel) on the engine chooseEngine picks. */
@@ -40,7 +44,8 @@ export async function openGenerationModel(source: string, options: GenerationOpe
   const opened = await loadModel(source, options, async (config, params) => {
     const choice = chooseEngine(config, selected?.name ?? 'wasm');
     why = choice.why;
-    if (choice.engine === 'wasm-decoder') return decoderModel(await DecodeModel.fromSources(config, params, options.threads), options.cache);
+    if (choice.engine === 'wasm-decoder') return decoderModel(await DecodeModel.fromSources(config, params, options.threads, options.weightsDtype), options.cache);
+    if ((options.weightsDtype ?? 'f32') !== 'f32') throw new UsageError(`--weights-dtype ${options.weightsDtype} needs the wasm decoder (--backend wasm); it runs here on tfjs (${choice.why})`);
     selected ??= await selectBackend(options.backend, options.log, { gradients: false });
     return tfjsModel(await GPT2.fromSources(selected.tf, config, params), options.cache, selected.name);
   });

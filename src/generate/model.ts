@@ -58,7 +58,7 @@ export function decoderModel(dm: DecodeModel, cache: boolean): GenerationModel {
   return {
     config: dm.config,
     backend: 'wasm',
-    description: `wasm decoder of our own (SIMD, ${plural(dm.threads, 'thread')}), ${cache ? 'key/value cache' : 'whole context every step'}`,
+    description: `wasm decoder of our own (SIMD, ${plural(dm.threads, 'thread')}${dm.weightsDtype === 'f32' ? '' : `, ${dm.weightsDtype} weights`}), ${cache ? 'key/value cache' : 'whole context every step'}`,
     start: (batch) => {
       const padding = batch.rows().map((_, b) => batch.padOf(b));
       const all = (rows: number[][], from: number) => rows.map((r, b) => positions(batch, b, from, r.length));

@@ -20,7 +20,7 @@ import { SCORE, type ClassificationHead } from './classification.js';
 import { presetConfig, type GPT2Config } from './config.js';
 import { GPT2 } from './gpt2.js';
 import { mergedSources } from './lora-merge.js';
-import { initialParameters, sourcesOf, type ParameterSources } from './params.js';
+import { initialSources, sourcesOf, type ParameterSources } from './params.js';
 import { pretrainedDir, resolveModelSource } from './source.js';
 
 
@@ -82,7 +82,7 @@ export async function loadModel<M extends { dispose(): void }>(
   if (resolved.kind === 'random') {
     if (adapter !== undefined) throw new UsageError(`--lora ${adapter}: an adapter is merged into the weights it was trained on, not into random ones`);
     const config = presetConfig(resolved.preset);
-    const model = await build(config, sourcesOf(initialParameters(config, options.seed ?? 0)));
+    const model = await build(config, initialSources(config, options.seed ?? 0));
     return { model, tokenizerDir: builtinTokenizerDir(), ignored: [] };
   }
   const ck = await openCheckpoint(resolved.dir);

@@ -73,9 +73,31 @@ export function sourcesOf(values: ParameterValues): ParameterSources {
  * (c_proj) scaled by 1/√(2·n_layer), zero biases, LayerNorm weight 1.
  */
 export function initialParameters(c: GPT2Config, seed: number): ParameterValues {
+  return new Map([...initialTensors(c, seed)].map(([name, shape, data]) => [name, { shape, data }]));
+}
+
+/**
+ * initialParameters' values drawn as they are read, one tensor at a time (a model quantised at
+ * load, such as gpt2-xl's 6.2 GB of float32, never holds them all); read out of order, the draws
+ * start again from the seed.
+ */
+export function initialSources(c: GPT2Config, seed: number): ParameterSources {
+  let tensors = initialTensors(c, seed);
+  let done: string[] = [];
+  const read = async (name: string, dest: Float32Array) => {
+    if (done.includes(name)) [tensors, done] = [initialTensors(c, seed), []];
+    for (let next = tensors.next(); !next.done; next = tensors.next()) {
+      const [drawn, , data] = next.value; // (not for…of: leaving it would close the generator)
+      done.push(drawn);
+      if (drawn === name) return void dest.set(data);
+    }
+  };
+  return new Map(parameterShapes(c).map(([name, shape]) => [name, { shape, readInto: (dest: Float32Array) => read(name, dest) }]));
+}
+
+function* initialTensors(c: GPT2Config, seed: number): Generator<[string, number[], Float32Array]> {
   const rng = new Rng(seed, 0x6770);
   const normal = gaussian(rng);
-  const values: ParameterValues = new Map();
   for (const [name, shape] of parameterShapes(c)) {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (name.endsWith('ln_1.weight') || name.endsWith('ln_2.weight') || name.endsWith('ln_f.weight')) {
@@ -84,9 +106,8 @@ export function initialParameters(c: GPT2Config, seed: number): ParameterValues 
       const std = name.endsWith('c_proj.weight') ? c.initializer_range / Math.sqrt(2 * c.n_layer) : c.initializer_range;
       for (let k = 0; k < data.length; k++) data[k] = std * normal();
     }
-    values.set(name, { shape, data });
+    yield [name, shape, data];
   }
-  return values;
 }
 
 /** Standard normal samples (Box–Muller, both outputs used). */

@@ -16,6 +16,7 @@
 import type { WasmMemory } from '../backend/wasm-asm.js';
 import type { KernelPool } from '../backend/kernel-pool.js';
 import { GEMM_SCRATCH_BYTES } from '../backend/wasm-gemm.js';
+import { readRows, type WeightRef } from '../backend/encoded-weights.js';
 import type { RowKernels } from '../backend/wasm-rows.js';
 import { innerSize, type GPT2Config } from './config.js';
 import { activate } from './train-ops.js';
@@ -26,14 +27,18 @@ export interface DecodeHeap {
   readonly kernels: KernelPool;
   /** SIMD kernels for the elementwise steps and softmax (one module for every decoder). */
   readonly rows: RowKernels;
-  /** Float offset of a parameter, by HF name without the "transformer." prefix. */
+  /** Float offset of a float32 parameter (bias, layer norm, wpe), by HF name without the "transformer." prefix. */
   param(name: string): number;
+  /** Where a weight matrix (a Conv1D weight, wte) is and how it is encoded. */
+  weight(name: string): WeightRef;
   /** Float offset of `floats` zeroed floats (16-byte aligned), until `release`. */
   allocate(floats: number): number;
   release(offset: number): void;
 }
 
 type Pair = [number, number];
+/** A weight matrix and its bias (a float offset). */
+type Linear = [WeightRef, number];
 
 /**
  * Why WasmDecoder cannot run a model, or undefined when it can: its kernels take product widths
@@ -64,9 +69,11 @@ export class WasmDecoder {
   private heap: Float32Array;
   private length = 0;
   private readonly arena: number;
-  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'last' | 'scores' | 'logits' | 'scratch' | 'kv', number>;
-  private readonly layers: { ln1: Pair; attn: Pair; proj: Pair; ln2: Pair; fc: Pair; out: Pair }[];
-  private readonly wte: number;
+  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'last' | 'scores' | 'logits' | 'scratch' | 'panel' | 'kv', number>;
+  private readonly layers: { ln1: Pair; attn: Linear; proj: Linear; ln2: Pair; fc: Linear; out: Linear }[];
+  private readonly wte: WeightRef;
+  /** A row of wte decoded (an encoded embedding's lookup). */
+  private readonly embedding: Float32Array;
   private readonly wpe: number;
   private readonly lnF: Pair;
   /**
@@ -91,22 +98,27 @@ export class WasmDecoder {
     const limit = decoderLimit(config);
     if (limit) throw new Error(limit);
     const pair = (name: string): Pair => [dh.param(`${name}.weight`), dh.param(`${name}.bias`)];
-    this.wte = dh.param('wte.weight');
+    const linear = (name: string): Linear => [dh.weight(`${name}.weight`), dh.param(`${name}.bias`)];
+    this.wte = dh.weight('wte.weight');
+    this.embedding = new Float32Array(d);
     this.wpe = dh.param('wpe.weight');
     this.lnF = pair('ln_f');
     this.layers = Array.from({ length: layers }, (_, i) => ({
       ln1: pair(`h.${i}.ln_1`),
-      attn: pair(`h.${i}.attn.c_attn`),
-      proj: pair(`h.${i}.attn.c_proj`),
+      attn: linear(`h.${i}.attn.c_attn`),
+      proj: linear(`h.${i}.attn.c_proj`),
       ln2: pair(`h.${i}.ln_2`),
-      fc: pair(`h.${i}.mlp.c_fc`),
-      out: pair(`h.${i}.mlp.c_proj`),
+      fc: linear(`h.${i}.mlp.c_fc`),
+      out: linear(`h.${i}.mlp.c_proj`),
     }));
     this.keyStride = Math.ceil(capacity / 4) * 4;
     const rows = batch * maxRows;
     const gemm = rows >= GEMM_MIN_ROWS ? (dh.kernels.threads * GEMM_SCRATCH_BYTES) / 4 : 0;
     const scoreRows = maxRows >= GEMM_MIN_ROWS ? Math.min(maxRows, ATTENTION_BLOCK) : 1;
-    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * innerSize(config), last: batch * d, scores: scoreRows * this.keyStride, logits: batch * vocab, scratch: gemm };
+    // An encoded matrix goes to the GEMM decoded, a whole matrix at a time (here).
+    const encoded = this.layers.flatMap((l) => [l.attn, l.proj, l.fc, l.out]).filter(([w]) => w.dtype !== 'f32');
+    const panel = gemm ? Math.max(0, ...encoded.map(([w]) => w.rows * w.cols)) : 0;
+    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * innerSize(config), last: batch * d, scores: scoreRows * this.keyStride, logits: batch * vocab, scratch: gemm, panel };
     const slot = (size: number) => Math.ceil(size / 4) * 4 + 4; // 16-byte aligned, apart
     const total = Object.values(sizes).reduce((sum, size) => sum + slot(size), 0) + layers * 2 * batch * this.keyStride * d;
     this.arena = dh.allocate(total);
@@ -147,18 +159,32 @@ export class WasmDecoder {
     // `nn`, overlapping other threads' blocks; with many through the GEMM, then over all columns.
     // Both sum each element in k order from 0 (see test/backend/wasm-gemv.test.ts), so a row's
     // bits do not depend on which of them ran.
-    const product = (a: number, w: number, out: number, k: number, n: number, then: (c0: number, c1: number) => void) => {
-      if (R < GEMM_MIN_ROWS) return kernels.nnThen(a * 4, w * 4, out * 4, R, k, n, n, then);
-      kernels.gemm({ m: R, n, k, a: a * 4, lda: k, b: w * 4, ldb: n, c: out * 4, ldc: n }, scratch * 4);
+    // An encoded weight takes the same order through its own kernels (wasm-qgemv.ts), or through
+    // the GEMM decoded: the bits of the f32 path over the decoded weights.
+    const product = (a: number, w: WeightRef, out: number, k: number, n: number, then: (c0: number, c1: number) => void) => {
+      if (R < GEMM_MIN_ROWS) {
+        if (w.dtype === 'f32') return kernels.nnThen(a * 4, w.offset, out * 4, R, k, n, n, then);
+        return kernels.nnEncoded(a * 4, w, out * 4, R, then);
+      }
+      let b = w.offset;
+      if (w.dtype !== 'f32') {
+        readRows(this.dh.memory.buffer, w, 0, k, this.heap.subarray(this.at.panel, this.at.panel + k * n));
+        b = this.at.panel * 4;
+      }
+      kernels.gemm({ m: R, n, k, a: a * 4, lda: k, b, ldb: n, c: out * 4, ldc: n }, scratch * 4);
       then(0, n);
     };
     this.refresh();
     const heap = this.heap;
     for (let r = 0; r < R; r++) {
       const [b, t] = [Math.floor(r / T), r % T];
-      const e = this.wte + ids[b][t] * d;
+      let [row, e] = [heap, this.wte.offset / 4 + ids[b][t] * d];
+      if (this.wte.dtype !== 'f32') {
+        readRows(this.dh.memory.buffer, this.wte, ids[b][t], ids[b][t] + 1, this.embedding);
+        [row, e] = [this.embedding, 0];
+      }
       const p = this.wpe + positions[b][t] * d;
-      for (let j = 0; j < d; j++) heap[x + r * d + j] = heap[e + j] + heap[p + j];
+      for (let j = 0; j < d; j++) heap[x + r * d + j] = row[e + j] + heap[p + j];
     }
     for (const [l, layer] of this.layers.entries()) {
       this.layerNorm(x, h, layer.ln1, R, d, eps);
@@ -177,7 +203,8 @@ export class WasmDecoder {
     for (let b = 0; b < B; b++) heap.copyWithin(x + b * d, x + (b * T + T - 1) * d, x + (b * T + T) * d); // last rows
     this.layerNorm(x, last, this.lnF, B, d, eps);
     // logits as wte·lastᵀ, [vocab, B]: eight rows of wte in flight, each read once for the batch.
-    kernels.nt(this.wte * 4, last * 4, logits * 4, vocab, d, B);
+    if (this.wte.dtype === 'f32') kernels.nt(this.wte.offset, last * 4, logits * 4, vocab, d, B);
+    else kernels.ntEncoded(this.wte, last * 4, logits * 4, B);
     this.length += T;
     const out = new Float32Array(B * vocab);
     if (B === 1) out.set(heap.subarray(logits, logits + vocab));

@@ -1,0 +1,130 @@
+/**
+ * WasmDecoder over weights kept as f16 and Q8_0 (DecodeModel.fromSources(…, dtype)): its logits
+ * are those of the same model with each weight matrix replaced by its f16 / Q8_0 value, decoded
+ * here by the formats' own code (src/formats/dtypes.ts, q8_0.ts, llama.cpp's quantiser) — bit for
+ * bit against the f32 decoder over those values (itself held to PyTorch by wasm-decoder.test.ts),
+ * within float32 tolerance of GPT2.forward on tfjs; on one thread and two, prompts through the
+ * GEMM (decoded panels) and the few-row kernels alike.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { selectBackend, type Tf } from '../../src/backend/select.js';
+import { loadCheckpoint } from '../../src/formats/checkpoint.js';
+import { encodeF16, storageToFloat32 } from '../../src/formats/dtypes.js';
+import { dequantizeQ8_0, quantizeQ8_0 } from '../../src/formats/q8_0.js';
+import type { GPT2Config } from '../../src/model/config.js';
+import { DecodeModel } from '../../src/model/decode-model.js';
+import { GPT2 } from '../../src/model/gpt2.js';
+import { initialParameters, sourcesOf, type ParameterValues } from '../../src/model/params.js';
+import { fixture, maxAbsDiff } from '../helpers.js';
+
+let tf: Tf;
+beforeAll(async () => {
+  tf = (await selectBackend('wasm')).tf;
+});
+
+type Dtype = 'f16' | 'q8_0';
+
+/**
+ * The model with its weight matrices as `dtype` would round them: f16 each value; Q8_0 in blocks
+ * of 32 along the input (a Conv1D weight's column, GGUF's [out, in] rows; wte's rows), a matrix
+ * Q8_0 cannot block (32 ∤ its input width, or 8 ∤ a Conv1D's outputs) left float32.
+ */
+function rounded(values: ParameterValues, dtype: Dtype): ParameterValues {
+  const out: ParameterValues = new Map();
+  for (const [name, { shape, data }] of values) {
+    const matrix = /(wte|c_attn|c_proj|c_fc)\.weight$/.test(name);
+    if (!matrix) out.set(name, { shape, data });
+    else if (dtype === 'f16') out.set(name, { shape, data: storageToFloat32(new Uint8Array(encodeF16(data).buffer), 'F16') });
+    else {
+      const [rows, cols] = shape;
+      const embedding = name.endsWith('wte.weight');
+      if ((embedding ? cols : rows) % 32 !== 0 || (!embedding && cols % 8 !== 0)) out.set(name, { shape, data });
+      else if (embedding) out.set(name, { shape, data: dequantizeQ8_0(quantizeQ8_0(data), data.length) });
+      else {
+        const t = new Float32Array(data.length);
+        for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = data[r * cols + c];
+        const back = dequantizeQ8_0(quantizeQ8_0(t), t.length);
+        const d = new Float32Array(data.length);
+        for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) d[r * cols + c] = back[c * rows + r];
+        out.set(name, { shape, data: d });
+      }
+    }
+  }
+  return out;
+}
+
+/** The prompt in one call (or token by token), then the steps: logits after each. */
+function decode(dm: DecodeModel, prompt: number[], steps: number[], promptAtOnce = true): Float32Array[] {
+  const decoder = dm.decoder(1, prompt.length + steps.length, [0], promptAtOnce ? prompt.length : 1);
+  let first: Float32Array;
+  if (promptAtOnce) first = decoder.forward([prompt], [prompt.map((_, t) => t)]);
+  else for (const [t, id] of prompt.entries()) first = decoder.step([id], [t]);
+  const out = [first!, ...steps.map((id, s) => decoder.step([id], [prompt.length + s]))];
+  decoder.dispose();
+  return out;
+}
+
+const bits = (logits: Float32Array[]) => logits.map((l) => Array.from(l));
+const argmax = (l: Float32Array) => l.reduce((best, v, i) => (v > l[best] ? i : best), 0);
+
+/** Greedy continuation of `prompt`, n tokens. */
+function greedy(dm: DecodeModel, prompt: number[], n: number): number[] {
+  const decoder = dm.decoder(1, prompt.length + n, [0], prompt.length);
+  const out = [argmax(decoder.forward([prompt], [prompt.map((_, t) => t)]))];
+  while (out.length < n) out.push(argmax(decoder.step([out[out.length - 1]], [prompt.length + out.length - 1])));
+  decoder.dispose();
+  return out;
+}
+
+describe.each(['f16', 'q8_0'] as const)('WasmDecoder with %s weights', (dtype) => {
+  it.each(['tiny', 'tiny-gelu', 'tiny-ninner'])('%s: the f32 decoder’s bits over the rounded weights, and GPT2.forward’s logits', async (dir) => {
+    const ck = await loadCheckpoint(fixture('models', dir));
+    const values = rounded(ck.values, dtype);
+    const [encoded, reference] = [await DecodeModel.fromSources(ck.config, sourcesOf(ck.values), 1, dtype), await DecodeModel.fromSources(ck.config, sourcesOf(values), 1)];
+    const m = GPT2.fromValues(tf, ck.config, values);
+    const prompt = [5, 17, 200, 3, 99, 1, 2, 3, 4, 5, 6, 7]; // 12 rows: the products through the GEMM
+    const next = [42, 7, 311, 0, 128];
+    const got = decode(encoded, prompt, next);
+    expect(bits(got)).toEqual(bits(decode(reference, prompt, next)));
+    expect(bits(decode(encoded, prompt, next, false)), 'prompt token by token').toEqual(bits(got));
+    const { logits } = m.forward([[...prompt, ...next]]);
+    const all = (await logits.data()) as Float32Array;
+    const vocab = ck.config.vocab_size;
+    for (const [s, l] of got.entries()) {
+      const t = prompt.length - 1 + s;
+      expect(maxAbsDiff(l, all.subarray(t * vocab, (t + 1) * vocab)), `step ${s}`).toBeLessThan(1e-4);
+    }
+    logits.dispose();
+    m.dispose();
+    encoded.dispose();
+    reference.dispose();
+  });
+
+  // Products big enough to be split across threads (KernelPool splits from 2¹⁸ multiply-adds), a
+  // vocabulary that leaves the LM head's 8-row blocks a remainder.
+  it('gives the same bits on one thread and on two; greedy continuations as the rounded f32 model', async () => {
+    const base = (await loadCheckpoint(fixture('models', 'tiny'))).config;
+    const config: GPT2Config = { ...base, n_embd: 256, n_head: 4, n_layer: 2, vocab_size: 1001, n_positions: 64 };
+    const values = initialParameters(config, 5);
+    const [one, two] = [await DecodeModel.fromSources(config, sourcesOf(values), 1, dtype), await DecodeModel.fromSources(config, sourcesOf(values), 2, dtype)];
+    const reference = await DecodeModel.fromSources(config, sourcesOf(rounded(values, dtype)), 2);
+    expect(two.threads).toBe(2);
+    const prompt = [1, 500, 1000, 3];
+    const next = [9, 99, 999];
+    expect(bits(decode(two, prompt, next))).toEqual(bits(decode(one, prompt, next)));
+    expect(greedy(two, prompt, 24)).toEqual(greedy(reference, prompt, 24));
+    for (const dm of [one, two, reference]) dm.dispose();
+  });
+});
+
+describe('DecodeModel memory', () => {
+  it('refuses weights beyond wasm’s 4 GiB, saying whether q8_0 fits; gpt2-xl as q8_0 or f16 fits', async () => {
+    const { presetConfig } = await import('../../src/model/config.js');
+    const xl = presetConfig('gpt2-xl');
+    expect(DecodeModel.weightBytes(xl, 'f32')).toBeGreaterThan(2 ** 32);
+    expect(DecodeModel.weightBytes(xl, 'q8_0')).toBeLessThan(1.9e9);
+    // q8_0: 1 byte a value and a 4-byte scale per 32 — 1.125 bytes a weight-matrix parameter.
+    await expect(DecodeModel.fromSources(xl, new Map(), 1, 'f32')).rejects.toThrow(/of weights as f32 exceed wasm's 4 GiB memory; --weights-dtype f16 \(2\.\d GiB\) or q8_0 \(1\.\d GiB\) fits/);
+    expect(DecodeModel.weightBytes(xl, 'f16')).toBeLessThan(2 ** 32); // 3.1 GB: f16 fits too
+  });
+});
