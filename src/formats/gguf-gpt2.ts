@@ -24,6 +24,7 @@ import { PREFIX, type ParameterValues } from '../model/params.js';
 import { encodeF16 } from './dtypes.js';
 import { metaValue, openGguf, ValueType, type GgmlType, type GgufFile, type GgufTensor, type GgufValue } from './gguf.js';
 import { writeGguf, type GgufTensorToWrite } from './gguf-write.js';
+import type { EncodedTensor } from '../backend/encoded-weights.js';
 import { Q8_0_BLOCK, quantizeQ8_0 } from './q8_0.js';
 import { ggufTokenizerFromDir, TOKEN_NORMAL, tokenizerDirFor, type GgufTokenizer } from './gguf-tokenizer.js';
 
@@ -179,6 +180,20 @@ export interface GgufParameter {
   transposed: boolean;
   read(): Promise<Float32Array>;
   readInto(dest: Float32Array): Promise<void>;
+  /**
+   * The stored bytes when they are already `want` (an F16 or Q8_0 tensor), in GGUF's layout, for a
+   * decoder that keeps weights encoded (src/model/decode-model.ts): no dequantising and quantising
+   * again. Undefined otherwise.
+   */
+  readEncoded(want: 'f16' | 'q8_0'): Promise<EncodedTensor | undefined>;
+}
+
+async function encodedOf(tensor: GgufTensor, want: 'f16' | 'q8_0'): Promise<EncodedTensor | undefined> {
+  if (want === 'q8_0' && tensor.type === 'Q8_0') return { dtype: 'q8_0', blocks: await tensor.read() };
+  if (want !== 'f16' || tensor.type !== 'F16') return undefined;
+  const bytes = await tensor.read();
+  // A copy: the bytes need not sit at an even offset of their buffer.
+  return { dtype: 'f16', bits: new Uint16Array(bytes.slice().buffer, 0, bytes.length / 2) };
 }
 
 /**
@@ -204,7 +219,7 @@ export async function gpt2ParametersOf(file: GgufFile, config: GPT2Config): Prom
       return transposed ? transpose(data, tensor.shape[0], tensor.shape[1]) : data;
     };
     const dtype = tensor.type === 'Q8_0' ? 'F32' : tensor.type;
-    params.set(PREFIX + hf, { shape, dtype, tensor, transposed, read, readInto: async (dest) => dest.set(await read()) });
+    params.set(PREFIX + hf, { shape, dtype, tensor, transposed, read, readInto: async (dest) => dest.set(await read()), readEncoded: (want) => encodedOf(tensor, want) });
   }
   const output = file.tensors.get('output.weight');
   if (output) {

@@ -8,11 +8,14 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
-import { loadCheckpoint } from '../../src/formats/checkpoint.js';
+import { readFileSync } from 'node:fs';
+import { loadCheckpoint, openCheckpoint } from '../../src/formats/checkpoint.js';
+import { readGgufWeights } from '../../src/formats/gguf-gpt2.js';
+import { parseSafetensors } from '../../src/formats/safetensors.js';
 import { encodeF16, storageToFloat32 } from '../../src/formats/dtypes.js';
 import { dequantizeQ8_0, quantizeQ8_0 } from '../../src/formats/q8_0.js';
 import type { GPT2Config } from '../../src/model/config.js';
-import { DecodeModel } from '../../src/model/decode-model.js';
+import { DecodeModel, type EncodedSource } from '../../src/model/decode-model.js';
 import { GPT2 } from '../../src/model/gpt2.js';
 import { initialParameters, sourcesOf, type ParameterValues } from '../../src/model/params.js';
 import { fixture, maxAbsDiff } from '../helpers.js';
@@ -114,6 +117,32 @@ describe.each(['f16', 'q8_0'] as const)('WasmDecoder with %s weights', (dtype) =
     expect(bits(decode(two, prompt, next))).toEqual(bits(decode(one, prompt, next)));
     expect(greedy(two, prompt, 24)).toEqual(greedy(reference, prompt, 24));
     for (const dm of [one, two, reference]) dm.dispose();
+  });
+});
+
+describe('GGUF tensors kept as the file holds them', () => {
+  // The decoder takes an F16 / Q8_0 tensor's bytes as stored (GGUF's [out, in] layout, blocks along
+  // the input) instead of quantising its float32 values again: the logits are the f32 decoder's
+  // over the file's values as gguf-py's quants.py dequantises them (fixtures/gguf/tiny-q8_0.safetensors)
+  // or as our reader gives them for f16 (bit-exact against torch: gguf.test.ts).
+  it.each(['f16', 'q8_0'] as const)('%s: a .gguf of that type decodes as the f32 model of its values', async (dtype) => {
+    const path = fixture('gguf', `tiny-${dtype}.gguf`);
+    const opened = await openCheckpoint(path);
+    const values = dtype === 'q8_0' ? (await loadCheckpoint(path)).values : (await readGgufWeights(path)).values;
+    if (dtype === 'q8_0') {
+      const quants = parseSafetensors(readFileSync(fixture('gguf', 'tiny-q8_0.safetensors')), 'quants').tensors;
+      for (const [name, v] of values) expect(Array.from(v.data), name).toEqual(Array.from(quants.get(name)!.data));
+    }
+    let encodedReads = 0;
+    const sources = new Map([...opened.params].map(([name, p]) => [name, { ...p, readEncoded: async (want: 'f16' | 'q8_0') => { const t = await (p as EncodedSource).readEncoded?.(want); if (t) encodedReads++; return t; } }]));
+    const [encoded, reference] = [await DecodeModel.fromSources(opened.config, sources, 1, dtype), await DecodeModel.fromSources(opened.config, sourcesOf(values), 1)];
+    await opened.close();
+    expect(encodedReads).toBe(1 + 4 * opened.config.n_layer); // wte and every Conv1D weight, as stored
+    const prompt = [5, 17, 200, 3, 99, 1, 2, 3, 4, 5, 6, 7];
+    const next = [42, 7, 311, 0, 128];
+    expect(bits(decode(encoded, prompt, next))).toEqual(bits(decode(reference, prompt, next)));
+    encoded.dispose();
+    reference.dispose();
   });
 });
 
