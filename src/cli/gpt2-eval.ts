@@ -2,10 +2,13 @@
 import { createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
 import { writeStdout } from '../util/output.js';
+import { UsageError } from '../util/errors.js';
 
 interface Flags {
-  model: string;
-  data: string;
+  model?: string;
+  data?: string;
+  part?: string;
+  merge?: string[];
   batchSize: number;
   maxRecords?: number;
   backend?: string;
@@ -26,6 +29,7 @@ const program = createProgram({
     'gpt2-eval --model gpt2-tiny --random-init --data data/valid   # a preset\'s shape with random weights (a baseline)',
     'gpt2-eval --model runs/cls/checkpoints/latest --data data/sst2-dev      # a classifier on labelled shards',
     'gpt2-eval --model models/gpt2 --lora runs/lora/checkpoints/latest --data data/valid   # a LoRA adapter merged at load',
+    'for k in 1 2 3; do gpt2-eval --model gpt2 --data data/valid --part $k/3 > part$k.jsonl & done; wait; gpt2-eval --merge part*.jsonl',
   ],
   notes: `Prints {"loss", "perplexity", "tokens", "records"} on stdout: the token-weighted mean cross-entropy
 of every predicted position whose target is real (attention_mask 1), inputs = ids[:-1] and
@@ -38,14 +42,23 @@ A classification checkpoint (config.json: GPT2ForSequenceClassification) on labe
 the true one, the mean cross-entropy over records, and the mean F1 over the labels that occur
 among the true labels or the predictions.
 
+--part K/N evaluates the K-th (1-based) of N contiguous, equal slices of the records (after
+--max-records) and prints {"format":"gpt2-eval.part","part","of","loss_sum","tokens","records"},
+"of" naming the data (its manifest's sha256), model, adapter and --max-records; --merge FILE…
+checks that the parts are 1/N…N/N of one run and prints what the single run prints (equal to it
+up to float64 rounding of the sums). Any batch engine can run the parts: make -j, xargs -P, GNU
+parallel, Slurm arrays (--part $((SLURM_ARRAY_TASK_ID+1))/N), Kubernetes Indexed Jobs.
+
 --model takes a checkpoint directory or a preset name (gpt2, gpt2-medium, ...). A preset name means
 its pretrained weights, found in $GPT2_TOOLCHAIN_HOME/models/<name> (default
 ~/.cache/gpt2-toolchain/models/<name>; fill it once with convert-weights); --random-init asks for
 the preset's shape with random weights instead.`,
 })
-  .requiredOption('-m, --model <dir|preset>', 'checkpoint directory (HF layout) or a preset name')
+  .option('-m, --model <dir|preset>', 'checkpoint directory (HF layout) or a preset name (required unless --merge)')
   .option('--random-init', 'with a preset name: random weights (from --seed) instead of its pretrained ones')
-  .requiredOption('-d, --data <dir>', 'record shards written by bpe-encode')
+  .option('-d, --data <dir>', 'record shards written by bpe-encode (required unless --merge)')
+  .option('--part <K/N>', 'evaluate only the K-th of N equal slices of the records and print its sums (a language model)')
+  .option('--merge <files...>', 'add the part lines in these files (from --part) into the single run\'s result')
   .option('-b, --batch-size <n>', 'records per forward pass', intArg('--batch-size', 1), 8)
   .option('--max-records <n>', 'evaluate only the first n records', intArg('--max-records', 1))
   .option('--backend <name>', 'compute backend: auto, tensorflow-gpu, tensorflow, wasm, cpu')
@@ -54,29 +67,46 @@ the preset's shape with random weights instead.`,
   .option('--seed <n>', 'seed for --random-init', intArg('--seed', 0), 0)
   .action(async (flags: Flags) => {
     const log = logger('gpt2-eval', !!flags.quiet);
+    if (flags.merge) {
+      if (flags.model !== undefined || flags.data !== undefined || flags.part !== undefined) throw new UsageError('--merge takes only part files: no --model, --data or --part');
+      const { mergePartFiles } = await import('../train/eval-parts.js');
+      await writeStdout(`${JSON.stringify(await mergePartFiles(flags.merge))}\n`);
+      return;
+    }
+    if (flags.model === undefined || flags.data === undefined) throw new UsageError('give --model and --data (or --merge PART_FILE…)');
+    const [model, data] = [flags.model, flags.data];
     const { openShards } = await import('../data/shard-reader.js');
-    const dataset = await openShards(flags.data);
-    const { evaluateClassifierModel, evaluateModel } = await import('../train/eval-model.js');
+    const dataset = await openShards(data);
+    const { evaluateClassifierModel, evaluateModel, evaluateModelPart } = await import('../train/eval-model.js');
     const { modelHead } = await import('../model/open.js');
-    const total = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
-    const classifier = !!(await modelHead(flags.model, flags));
-    const evaluator = classifier ? evaluateClassifierModel : evaluateModel;
+    const { dataIdentity, parsePart, partLine, partRange } = await import('../train/eval-parts.js');
+    const part = flags.part === undefined ? undefined : parsePart(flags.part);
+    const capped = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
+    const total = part ? partRange(part, capped).end - partRange(part, capped).start : capped;
+    const classifier = !!(await modelHead(model, flags));
+    if (classifier && part) throw new UsageError('--part is for language models (a classifier\'s metrics do not add up from parts)');
     const progress = await createProgress({ quiet: flags.quiet, total, label: 'gpt2-eval', unit: 'items', rateUnit: 'records' });
+    const options = {
+      backend: flags.backend,
+      threads: flags.threads,
+      log: log.info,
+      randomInit: flags.randomInit,
+      lora: flags.lora,
+      seed: flags.seed,
+      batchSize: flags.batchSize,
+      maxRecords: flags.maxRecords,
+      modelName: model,
+      onIgnored: (name: string) => log.warn(`${model}: ignoring tensor ${name} (not a GPT-2 parameter)`),
+      onProgress: (n: number) => progress.update(n),
+    };
     let result;
     try {
-      result = await evaluator(flags.model, dataset, {
-        backend: flags.backend,
-        threads: flags.threads,
-        log: log.info,
-        randomInit: flags.randomInit,
-        lora: flags.lora,
-        seed: flags.seed,
-        batchSize: flags.batchSize,
-        maxRecords: flags.maxRecords,
-        modelName: flags.model,
-        onIgnored: (name) => log.warn(`${flags.model}: ignoring tensor ${name} (not a GPT-2 parameter)`),
-        onProgress: (n) => progress.update(n),
-      });
+      if (part) {
+        const of = { data: await dataIdentity(data), model, lora: flags.lora ?? null, max_records: flags.maxRecords ?? null };
+        result = partLine(part, of, await evaluateModelPart(model, dataset, { ...options, part }));
+      } else {
+        result = await (classifier ? evaluateClassifierModel : evaluateModel)(model, dataset, options);
+      }
     } finally {
       progress.stop();
     }

@@ -9,8 +9,9 @@ import { requireTask, type ShardDataset } from '../data/shard-reader.js';
 import { loadModel, tokenizerIdentityOf, type OpenOptions } from '../model/open.js';
 import { ToolError } from '../util/errors.js';
 import { evaluateClassifier, type ClassifierScorer, type ClassifyEvalOptions } from './classify-eval.js';
-import { openClassifierEngine, openEvalEngine } from './engine.js';
-import { checkDataFitsModel, evaluate, type EvalOptions, type EvalResult } from './evaluate.js';
+import { openClassifierEngine, openEvalEngine, type EvalEngine } from './engine.js';
+import { partRange, type PartSpec } from './eval-parts.js';
+import { checkDataFitsModel, evaluate, evaluateSums, type EvalOptions, type EvalResult, type EvalSums } from './evaluate.js';
 import { CLASSIFIER, LM } from './run-start.js';
 
 export interface EvalModelOptions extends OpenOptions, EvalOptions {
@@ -20,6 +21,18 @@ export interface EvalModelOptions extends OpenOptions, EvalOptions {
 }
 
 export async function evaluateModel(source: string, data: ShardDataset<Task>, options: EvalModelOptions): Promise<EvalResult> {
+  return withLanguageModel(source, data, options, (scorer, dataset, batchSize) => evaluate(scorer, dataset, { ...options, batchSize }));
+}
+
+/** Part `part` of a split evaluation (eval-parts.ts): its slice of the (--max-records-capped) records, as sums. */
+export async function evaluateModelPart(source: string, data: ShardDataset<Task>, options: EvalModelOptions & { part: PartSpec }): Promise<EvalSums> {
+  const total = Math.min(data.numRecords, options.maxRecords ?? Infinity);
+  const range = partRange(options.part, total);
+  return withLanguageModel(source, data, options, (scorer, dataset, batchSize) => evaluateSums(scorer, dataset, { ...options, batchSize, range }));
+}
+
+/** The language model `source` names on the engine chosen for `data`, given to `run`, disposed after. */
+async function withLanguageModel<T>(source: string, data: ShardDataset<Task>, options: EvalModelOptions, run: (scorer: EvalEngine, dataset: ShardDataset, batchSize: number) => Promise<T>): Promise<T> {
   const dataset = requireTask(data, 'causal_lm', LM);
   const batch = Math.min(options.batchSize ?? 8, dataset.numRecords || 1);
   const opened = await loadModel(source, options, async (config, params) => {
@@ -29,7 +42,7 @@ export async function evaluateModel(source: string, data: ShardDataset<Task>, op
   try {
     for (const name of opened.ignored) options.onIgnored?.(name);
     dataset.requireTokenizer(await tokenizerIdentityOf(opened.tokenizerDir), "the model's tokenizer");
-    return await evaluate(opened.model, dataset, { ...options, batchSize: batch });
+    return await run(opened.model, dataset, batch);
   } finally {
     opened.model.dispose();
   }

@@ -23,6 +23,8 @@ export interface EvalResult {
 export interface EvalOptions {
   batchSize?: number;
   maxRecords?: number;
+  /** Only the records at positions [start, end) of the (maxRecords-capped) data set: one part of a split evaluation (eval-parts.ts). */
+  range?: { start: number; end: number };
   onProgress?: (records: number, total: number) => void;
   /** How messages name the model (default "the model"). */
   modelName?: string;
@@ -59,9 +61,25 @@ export function checkDataFitsModel(dataset: ShardDataset<Task>, c: GPT2Config): 
 }
 
 export async function evaluate(scorer: Scorer, dataset: ShardDataset, options: EvalOptions = {}): Promise<EvalResult> {
+  const { loss_sum, tokens, records } = await evaluateSums(scorer, dataset, options);
+  if (tokens === 0) throw new ToolError(`${dataset.dir}: no tokens to evaluate (${records} records)`);
+  const loss = loss_sum / tokens;
+  return { loss, perplexity: Math.exp(loss), tokens, records };
+}
+
+/** What an evaluation adds up: Σ −log p over the counted positions, their count, the records. Parts of one add up to it. */
+export interface EvalSums {
+  loss_sum: number;
+  tokens: number;
+  records: number;
+}
+
+export async function evaluateSums(scorer: Scorer, dataset: ShardDataset, options: EvalOptions = {}): Promise<EvalSums> {
   checkDataFitsModel(dataset, scorer.config);
   const batchSize = options.batchSize ?? 8;
-  const total = Math.min(dataset.numRecords, options.maxRecords ?? Infinity);
+  const capped = Math.min(dataset.numRecords, options.maxRecords ?? Infinity);
+  const start = Math.min(options.range?.start ?? 0, capped);
+  const total = Math.min(options.range?.end ?? capped, capped) - start;
   let sum = 0;
   let tokens = 0;
   let records = 0;
@@ -81,7 +99,7 @@ export async function evaluate(scorer: Scorer, dataset: ShardDataset, options: E
     batch = [];
   };
 
-  for await (const { record, shard, index } of dataset.iterate()) {
+  for await (const { record, shard, index } of dataset.iterate({ start })) {
     if (records >= total) break;
     // Ids within the model's vocabulary: the reader checks them against the tokenizer's,
     // checkDataFitsModel the tokenizer's against the model's.
@@ -96,9 +114,7 @@ export async function evaluate(scorer: Scorer, dataset: ShardDataset, options: E
     await run();
     options.onProgress?.(records, total);
   }
-  if (tokens === 0) throw new ToolError(`${dataset.dir}: no tokens to evaluate (${records} records)`);
-  const loss = sum / tokens;
-  return { loss, perplexity: Math.exp(loss), tokens, records };
+  return { loss_sum: sum, tokens, records };
 }
 
 /** GPT2 on its tfjs backend as a Scorer: hidden states, then the loss a few rows of logits at a time. */
