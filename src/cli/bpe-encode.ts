@@ -41,10 +41,12 @@ interface Flags {
   maxLength: number;
   truncationSide: TruncationSide;
   skipBad?: boolean;
+  part?: string;
+  merge?: string[];
 }
 
 /** Flags of one kind of input only: text (a causal LM's blocks) or labelled rows. */
-const TEXT_ONLY = ['blockSize', 'docSeparator', 'keepTail'] as const;
+const TEXT_ONLY = ['blockSize', 'docSeparator', 'keepTail', 'part'] as const;
 const LABELLED_ONLY = ['textColumn', 'labelColumn', 'textSeparator', 'header', 'labels', 'maxLength', 'truncationSide', 'skipBad'] as const;
 const flagName = (key: string) => (key === 'header' ? '--no-header' : `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
 
@@ -60,6 +62,7 @@ const program = createProgram({
     'bpe-encode --input-format tsv --text-column sentence --label-column label --max-length 128 --out data/sst2-dev dev.tsv',
     'bpe-encode --input-format csv --no-header --text-column 1 --text-column 2 --label-column 0 --out data/ag-news train.csv',
     'bpe-encode --inspect data/train',
+    'for k in 1 2 3 4; do bpe-encode --block-size 1025 --part $k/4 --out parts/$k train.txt & done; wait; bpe-encode --merge parts/* --out data/train',
   ],
   notes: `Records: the token stream of all documents, joined by --doc-separator (eos = <|endoftext|>, as
 GPT-2 training does; newline = "\\n" as MindFormers' wikitext2_data_process.py does), cut into
@@ -73,7 +76,14 @@ unpadded. TSV/CSV files start with a header line unless --no-header; a column is
 or a 0-based index. TSV splits on tabs with no quoting; CSV is RFC 4180. Labels are --labels in
 that order, else the distinct values sorted (numerically if all are numbers: 1..4 → ids 0..3).
 A bad row (ragged, missing column, empty text or label, label not in --labels, invalid JSON) is
-an error naming file and line; --skip-bad leaves such rows out and counts them.`,
+an error naming file and line; --skip-bad leaves such rows out and counts them.
+
+Split across processes or machines: --part K/N (1-based) encodes the lines of the one input file
+that start in its K-th of N equal byte slices into a part directory (ids.bin: the slice's token
+stream; part.json: the input's size and sha256, the options, the counts); --merge PART_DIR…
+checks that the parts are 1/N…N/N of the same file and options and writes the data set — shard
+for shard the bytes one run on the whole file writes. Parts can run anywhere that sees the file
+(make -j, xargs -P, GNU parallel, Slurm arrays, Kubernetes Indexed Jobs).`,
 })
   .argument('[files...]', 'documents, one per line, or labelled rows; "-" or none reads standard input')
   .option('-o, --out <path>', 'output directory for shards (with --ids/--decode: output file, default stdout)')
@@ -90,6 +100,8 @@ an error naming file and line; --skip-bad leaves such rows out and counts them.`
   .option('--overwrite', 'replace an output directory bpe-encode wrote before (nothing else)')
   .option('--ids', 'print the ids of each input line, space-separated, one line per line')
   .option('--decode', 'read lines of space-separated ids and print their text')
+  .option('--part <K/N>', 'encode only the lines of the one input file that start in its K-th of N byte slices, into a part directory (--out)')
+  .option('--merge <dirs...>', 'join part directories 1/N…N/N into the data set one run on the whole file writes (--out)')
   .option('--inspect <dir>', 'verify a shard directory and print its summary and first records')
   .option('--records <n>', 'records to show with --inspect', intArg('--records', 0), 3)
   .addOption(choiceOption('--input-format <format>', 'text: documents, one per line (a causal LM\'s blocks); tsv, csv, jsonl: labelled rows (classification)', ['text', 'tsv', 'csv', 'jsonl'], 'text'))
@@ -107,6 +119,16 @@ an error naming file and line; --skip-bad leaves such rows out and counts them.`
     const modes = ['ids', 'decode', 'inspect'].filter((m) => flags[m as keyof Flags] !== undefined);
     if (modes.length > 1) throw new UsageError(`--${modes[0]} and --${modes[1]} cannot be combined`);
     if (flags.numShards !== undefined && flags.shardRecords !== undefined) throw new UsageError('give --num-shards or --shard-records, not both');
+
+    if (flags.merge !== undefined) {
+      if (files.length > 0 || flags.part !== undefined) throw new UsageError('--merge takes part directories only: no input files or --part');
+      if (flags.out === undefined) throw new UsageError('--merge needs --out DIR');
+      const { mergeParts } = await import('../data/parts.js');
+      const { replaceableRecords } = await import('../data/manifest.js');
+      const m = await mergeParts(flags.merge, flags.out, { overwrite: flags.overwrite ? replaceableRecords(flags.merge) : undefined, command: ['bpe-encode', ...process.argv.slice(2)], onWarning: log.warn });
+      log.info(`${flags.out}: ${m.totals.records} records of ${m.block_size} tokens in ${m.shards.length} shard(s) from ${m.totals.documents} documents, merged from ${flags.merge.length} parts`);
+      return;
+    }
 
     if (flags.inspect !== undefined) {
       if (files.length > 0) throw new UsageError('--inspect takes no input files');
@@ -185,19 +207,24 @@ an error naming file and line; --skip-bad leaves such rows out and counts them.`
       log.info(`${flags.out}: ${t.records} records (${counts}), ${t.tokens} tokens, in ${m.shards.length} shard(s) (${(t.input_bytes / 1e6).toFixed(1)} MB in ${seconds.toFixed(2)} s)`);
       return;
     }
-    const { encodeDataset } = await import('../data/encode-dataset.js');
-    const { result: m, seconds } = await withProgress(flags.quiet, total, (onBytes) =>
-      encodeDataset({
-        ...common,
-        blockSize: flags.blockSize,
-        docSeparator: flags.docSeparator,
-        keepTail: flags.keepTail,
-        workers: flags.workers,
-        chunkBytes: flags.chunkBytes,
-        expectedBytes: total,
-        onBytes,
-      }),
-    );
+    const { encodeDataset, encodePart } = await import('../data/encode-dataset.js');
+    const text = {
+      ...common,
+      blockSize: flags.blockSize,
+      docSeparator: flags.docSeparator,
+      keepTail: flags.keepTail,
+      workers: flags.workers,
+      chunkBytes: flags.chunkBytes,
+      expectedBytes: total,
+    };
+    if (flags.part !== undefined) {
+      const { parsePart } = await import('../util/parts.js');
+      const part = parsePart(flags.part);
+      const { result: p, seconds } = await withProgress(flags.quiet, undefined, (onBytes) => encodePart({ ...text, part, onBytes }));
+      log.info(`${flags.out}: part ${p.part}, ${p.documents} documents, ${p.tokens} tokens (bytes ${p.slice.start}–${p.slice.end} of ${p.input.file}, in ${seconds.toFixed(2)} s); join the parts with bpe-encode --merge`);
+      return;
+    }
+    const { result: m, seconds } = await withProgress(flags.quiet, total, (onBytes) => encodeDataset({ ...text, onBytes }));
     const t = m.totals;
     log.info(`${flags.out}: ${t.records} records of ${m.block_size} tokens in ${m.shards.length} shard(s) from ${t.documents} documents (${(t.input_bytes / 1e6).toFixed(1)} MB in ${seconds.toFixed(2)} s, ${(t.input_bytes / 1e6 / seconds).toFixed(1)} MB/s)`);
   });

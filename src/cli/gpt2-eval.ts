@@ -79,7 +79,8 @@ the preset's shape with random weights instead.`,
     const dataset = await openShards(data);
     const { evaluateClassifierModel, evaluateModel, evaluateModelPart } = await import('../train/eval-model.js');
     const { modelHead } = await import('../model/open.js');
-    const { dataIdentity, parsePart, partLine, partRange } = await import('../train/eval-parts.js');
+    const { dataIdentity, partLine } = await import('../train/eval-parts.js');
+    const { parsePart, partRange } = await import('../util/parts.js');
     const part = flags.part === undefined ? undefined : parsePart(flags.part);
     const capped = Math.min(dataset.numRecords, flags.maxRecords ?? Infinity);
     const total = part ? partRange(part, capped).end - partRange(part, capped).start : capped;

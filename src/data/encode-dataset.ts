@@ -1,6 +1,7 @@
 /**
  * bpe-encode's main job as a library function: documents (one per line) from files or stdin →
- * token stream (in parallel, order kept) → record shards + manifest.
+ * token stream (in parallel, order kept) → record shards + manifest; or, with a part, one slice
+ * of a file's lines → a part directory that parts.ts merges with the others into the same shards.
  */
 import { availableParallelism } from 'node:os';
 import type { DocSeparator } from '../tokenizer/documents.js';
@@ -8,8 +9,10 @@ import { separatorIds } from '../tokenizer/documents.js';
 import { createEncoderPool } from '../tokenizer/pool.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { UsageError } from '../util/errors.js';
-import { readTextChunks, STDIN } from '../util/input.js';
+import { lineRange, readTextChunks, STDIN } from '../util/input.js';
+import { partRange, type PartSpec } from '../util/parts.js';
 import { dtypeForVocab, replaceableRecords, type CausalLmManifest, type IdDtype } from './manifest.js';
+import { fileIdentity, replaceablePart, writePart, type PartInput, type PartManifest } from './parts.js';
 import type { ShardPlan } from './shard-writer.js';
 import { checkOutputDir } from '../util/atomic-dir.js';
 
@@ -34,6 +37,16 @@ export interface EncodeDatasetOptions {
   command?: string[];
   onWarning?: (message: string) => void;
   onBytes?: (bytes: number) => void;
+  /** Encode only this part of the one input file, into a part directory (parts.ts). */
+  part?: PartSpec;
+}
+
+/** The one file a part reads, its identity (size, sha256) and its line-aligned slice. */
+async function partInput(files: readonly string[], part: PartSpec): Promise<{ spec: PartSpec; input: PartInput; slice: { start: number; end: number } }> {
+  if (files.length !== 1 || files[0] === STDIN) throw new UsageError('--part reads one input file (not standard input): every part must see the same bytes');
+  const input = await fileIdentity(files[0]);
+  const bytes = partRange(part, input.bytes);
+  return { spec: part, input, slice: await lineRange(files[0], bytes.start, bytes.end) };
 }
 
 export const defaultWorkers = () => availableParallelism();
@@ -74,10 +87,21 @@ export function checkPadId(tokenizer: Tokenizer, padId: number | undefined): num
   return id;
 }
 
-export async function encodeDataset(options: EncodeDatasetOptions): Promise<CausalLmManifest> {
+export async function encodeDataset(options: Omit<EncodeDatasetOptions, 'part'>): Promise<CausalLmManifest> {
+  return (await encode(options)) as CausalLmManifest;
+}
+
+/** One part of a split encoding (parts.ts): its slice of the one input file → a part directory. */
+export async function encodePart(options: EncodeDatasetOptions & { part: PartSpec }): Promise<PartManifest> {
+  return (await encode(options)) as PartManifest;
+}
+
+async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest | PartManifest> {
   checkBlockSize(options.blockSize);
+  // A part (--part K/N): the lines of one file whose first byte falls in the K-th of N byte slices.
+  const part = options.part && (await partInput(options.files, options.part));
   const inputs = [...options.files.filter((f) => f !== STDIN), ...(options.tokenizerDir ? [options.tokenizerDir] : [])];
-  const overwrite = options.overwrite ? replaceableRecords(inputs) : undefined;
+  const overwrite = options.overwrite ? (part ? replaceablePart(inputs) : replaceableRecords(inputs)) : undefined;
   await checkOutputDir(options.out, { overwrite });
   const docSeparator = options.docSeparator ?? 'eos';
   const workers = Math.max(1, options.workers ?? defaultWorkers());
@@ -99,7 +123,7 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Caus
     throw err;
   }
   const dtype = dtypeForVocab(tokenizer.vocabSize);
-  const writer = import('./shard-writer.js'); // msgpackr and friends load while the threads work
+  void import('./shard-writer.js'); // msgpackr and friends load while the threads work
   const stream = new TokenStream(dtype);
   let documents = 0;
   let inputBytes = 0;
@@ -110,7 +134,7 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Caus
     }
   };
   try {
-    for await (const chunk of readTextChunks(options.files, { lossy: options.lossy, onWarning: options.onWarning, onBytes: options.onBytes, chunkBytes })) {
+    for await (const chunk of readTextChunks(options.files, { lossy: options.lossy, onWarning: options.onWarning, onBytes: options.onBytes, chunkBytes, range: part?.slice })) {
       inputBytes += chunk.bytes.length;
       await pool.submit(chunk);
       collect(pool.drain());
@@ -120,33 +144,11 @@ export async function encodeDataset(options: EncodeDatasetOptions): Promise<Caus
     await pool.close();
   }
   if (documents > 0) stream.length -= separator.length; // separators go between documents
-  if (documents === 0) options.onWarning?.('the input holds no documents; writing an empty data set');
-  const { countRecords, writeDataset } = await writer;
-  const records = countRecords(stream.length, options.blockSize, !!options.keepTail);
-  if (documents > 0 && records === 0) {
-    options.onWarning?.(`${stream.length} tokens make no block of ${options.blockSize}; writing an empty data set (--keep-tail keeps a padded partial block)`);
-  }
-  let plan = options.plan ?? {};
-  if (plan.numShards !== undefined && plan.numShards > records) {
-    options.onWarning?.(`--num-shards ${plan.numShards} is more than the ${records} records; writing ${records} shard${records === 1 ? '' : 's'}`);
-    plan = { numShards: records };
-  }
   const ids = stream.data.subarray(0, stream.length);
-  return writeDataset(
-    options.out,
-    ids,
-    {
-      blockSize: options.blockSize,
-      dtype,
-      padId,
-      keepTail: !!options.keepTail,
-      tokenizer: tokenizer.identity,
-      docSeparator,
-      plan,
-      documents,
-      inputBytes,
-      command: options.command ?? [],
-    },
-    overwrite,
-  );
+  const spec = { blockSize: options.blockSize, dtype, padId, keepTail: !!options.keepTail, tokenizer: tokenizer.identity, docSeparator, plan: options.plan ?? {}, documents, inputBytes, command: options.command ?? [] };
+  if (part) {
+    return writePart(options.out, { part: part.spec, input: part.input, slice: part.slice, spec, separator, ids, lossy: !!options.lossy, allowSpecial: !!options.allowSpecial }, overwrite);
+  }
+  const { writeStream } = await import('./shard-writer.js');
+  return writeStream(options.out, ids, spec, overwrite, options.onWarning);
 }

@@ -196,3 +196,21 @@ export async function writeLabelledDataset(dir: string, records: readonly Labell
   });
   return writeShards(dir, records[Symbol.iterator](), sizes, (r) => r.input_ids.length, finish, overwrite);
 }
+
+/**
+ * Writes a whole token stream as the data set (a single run's, or the parts' merged): the warnings
+ * for an empty stream, too few tokens for a block and more shards asked for than records.
+ */
+export async function writeStream(out: string, ids: Uint16Array | Int32Array, spec: DatasetSpec, overwrite: Replaceable | undefined, onWarning?: (m: string) => void): Promise<CausalLmManifest> {
+  if (spec.documents === 0) onWarning?.('the input holds no documents; writing an empty data set');
+  const records = countRecords(ids.length, spec.blockSize, spec.keepTail);
+  if (spec.documents > 0 && records === 0) {
+    onWarning?.(`${ids.length} tokens make no block of ${spec.blockSize}; writing an empty data set (--keep-tail keeps a padded partial block)`);
+  }
+  let plan = spec.plan;
+  if (plan.numShards !== undefined && plan.numShards > records) {
+    onWarning?.(`--num-shards ${plan.numShards} is more than the ${records} records; writing ${records} shard${records === 1 ? '' : 's'}`);
+    plan = { numShards: records };
+  }
+  return writeDataset(out, ids, { ...spec, plan }, overwrite);
+}

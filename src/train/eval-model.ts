@@ -10,7 +10,7 @@ import { loadModel, tokenizerIdentityOf, type OpenOptions } from '../model/open.
 import { ToolError } from '../util/errors.js';
 import { evaluateClassifier, type ClassifierScorer, type ClassifyEvalOptions } from './classify-eval.js';
 import { openClassifierEngine, openEvalEngine, type EvalEngine } from './engine.js';
-import { partRange, type PartSpec } from './eval-parts.js';
+import { partRange, type PartSpec } from '../util/parts.js';
 import { checkDataFitsModel, evaluate, evaluateSums, type EvalOptions, type EvalResult, type EvalSums } from './evaluate.js';
 import { CLASSIFIER, LM } from './run-start.js';
 

@@ -14,28 +14,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_FILE } from '../data/manifest.js';
 import { fsError, ToolError, UsageError } from '../util/errors.js';
+import { parsePart, type PartSpec } from '../util/parts.js';
 import type { EvalResult, EvalSums } from './evaluate.js';
-
-export interface PartSpec {
-  /** 1-based: parts 1/N … N/N. */
-  k: number;
-  n: number;
-}
-
-/** "K/N" with 1 ≤ K ≤ N. */
-export function parsePart(text: string): PartSpec {
-  const m = /^(\d+)\/(\d+)$/.exec(text.trim());
-  const [k, n] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
-  if (!(Number.isSafeInteger(k) && Number.isSafeInteger(n) && n >= 1 && k >= 1 && k <= n)) {
-    throw new UsageError(`--part ${text}: give K/N with 1 ≤ K ≤ N (the K-th of N equal slices of the records), e.g. --part 2/8`);
-  }
-  return { k, n };
-}
-
-/** Records [start, end) of part k of n over `total` records: contiguous slices whose sizes differ by at most one. */
-export function partRange(part: PartSpec, total: number): { start: number; end: number } {
-  return { start: Math.floor(((part.k - 1) * total) / part.n), end: Math.floor((part.k * total) / part.n) };
-}
 
 /** What a part line identifies, besides its sums. */
 export interface PartOf {

@@ -4,8 +4,9 @@
  * WikiText-103 never sits in memory as one string.
  */
 import { createReadStream, statSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import { isUtf8 } from 'node:buffer';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { findInvalidUtf8 } from '../tokenizer/utf8.js';
 import { fsError, ToolError } from './errors.js';
 
@@ -39,6 +40,8 @@ export interface ReadOptions {
   chunkBytes?: number;
   /** Called with the bytes read so far, for progress bars. */
   onBytes?: (bytes: number) => void;
+  /** One file's lines from byte start to byte end (lineRange's), not all of it. */
+  range?: { start: number; end: number };
 }
 
 export const STDIN = '-';
@@ -64,8 +67,39 @@ export function checkInputs(files: readonly string[]): number | undefined {
   return total;
 }
 
-function open(file: string): Readable {
-  return file === STDIN ? process.stdin : createReadStream(file, { highWaterMark: 1 << 20 });
+function open(file: string, range?: { start: number; end: number }): Readable {
+  if (file === STDIN) return process.stdin;
+  if (range && range.start >= range.end) return Readable.from([]); // a slice with no line of its own
+  return createReadStream(file, { highWaterMark: 1 << 20, ...(range ? { start: range.start, end: range.end - 1 } : {}) });
+}
+
+/**
+ * The bytes [start, end) of the lines whose first byte lies in [from, to) of a file: a line
+ * belongs to the slice its first byte falls in, so slices that tile a file split it at line
+ * boundaries into parts that tile its lines (bpe-encode --part).
+ */
+export async function lineRange(file: string, from: number, to: number): Promise<{ start: number; end: number }> {
+  const handle = await openFile(file, 'r').catch((err) => {
+    throw fsError(err, file);
+  });
+  try {
+    const size = (await handle.stat()).size;
+    // The first line starting at or after `at`: at itself if a line ends just before it.
+    const lineStart = async (at: number): Promise<number> => {
+      if (at <= 0) return 0;
+      if (at >= size) return size;
+      const buf = Buffer.alloc(1 << 16);
+      for (let pos = at - 1; pos < size; pos += buf.length) {
+        const { bytesRead } = await handle.read(buf, 0, buf.length, pos);
+        const nl = buf.subarray(0, bytesRead).indexOf(0x0a);
+        if (nl >= 0) return pos + nl + 1;
+      }
+      return size;
+    };
+    return { start: await lineStart(from), end: await lineStart(to) };
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Yields each input's text in chunks of whole lines. */
@@ -75,11 +109,12 @@ export async function* readTextChunks(files: readonly string[], options: ReadOpt
   const inputs = files.length === 0 ? [STDIN] : files;
   for (const [index, file] of inputs.entries()) {
     const lastInput = index === inputs.length - 1;
-    const source = sourceName(file);
+    // A slice's lines are counted from its start: the name says where that is.
+    const source = options.range ? `${sourceName(file)} (from byte ${options.range.start})` : sourceName(file);
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let line = 1;
-    let offset = 0; // byte offset of pending[0] in the source
+    let offset = options.range?.start ?? 0; // byte offset of pending[0] in the source
     let warned = false;
     let threshold = chunkBytes;
     const emit = (buf: Buffer, final: boolean): TextChunk => {
@@ -101,7 +136,7 @@ export async function* readTextChunks(files: readonly string[], options: ReadOpt
       offset += buf.length;
       return chunk;
     };
-    const stream = open(file);
+    const stream = open(file, options.range);
     try {
       for await (const data of stream as AsyncIterable<Buffer>) {
         bytesRead += data.length;

@@ -1,0 +1,29 @@
+/**
+ * "The K-th of N": how every map/merge split in the toolchain names a part (bpe-encode --part over
+ * an input's bytes, gpt2-eval --part over records), 1-based as people count and as GNU parallel's
+ * {#} and Slurm arrays started at 1 give it (a Kubernetes Indexed Job adds 1 to its 0-based index).
+ */
+import { UsageError } from './errors.js';
+
+export interface PartSpec {
+  /** 1 ≤ k ≤ n. */
+  k: number;
+  n: number;
+}
+
+/** "K/N" with 1 ≤ K ≤ N. */
+export function parsePart(text: string, flag = '--part'): PartSpec {
+  const m = /^(\d+)\/(\d+)$/.exec(text.trim());
+  const [k, n] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
+  if (!(Number.isSafeInteger(k) && Number.isSafeInteger(n) && n >= 1 && k >= 1 && k <= n)) {
+    throw new UsageError(`${flag} ${text}: give K/N with 1 ≤ K ≤ N (the K-th of N equal slices), e.g. ${flag} 2/8`);
+  }
+  return { k, n };
+}
+
+/** [start, end) of part k of n over `total` units: contiguous slices whose sizes differ by at most one. */
+export function partRange(part: PartSpec, total: number): { start: number; end: number } {
+  return { start: Math.floor(((part.k - 1) * total) / part.n), end: Math.floor((part.k * total) / part.n) };
+}
+
+export const partName = (part: PartSpec) => `${part.k}/${part.n}`;
