@@ -5,10 +5,11 @@
  * a part missing or twice, parts of other options or input, an altered ids.bin, and --part on
  * standard input or two files are refused with one line.
  */
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { expectOneLineError, fixture, runCli, tempDir } from '../helpers.js';
+import { expectOneLineError, fixture, ROOT, runCli, tempDir } from '../helpers.js';
 
 const dir = tempDir();
 const DOCS = fixture('wikitext', 'wikitext2-sample.docs.txt');
@@ -62,6 +63,21 @@ describe('bpe-encode --part / --merge', () => {
     expect(dirs.map((d) => JSON.parse(readFileSync(join(d, 'part.json'), 'utf8')).documents).filter((n: number) => n === 0).length).toBeGreaterThan(0);
     encode(['--merge', ...dirs, '--out', merged]);
     expect(dataset(merged)).toEqual(dataset(single));
+  });
+
+  it('the README recipes: make -j (fixtures/recipes/parts.mk) and xargs -P write the single run’s files', () => {
+    const single = join(dir, 'recipe-single');
+    encode(['--block-size', '65', '--out', single, DOCS]);
+    const bpe = `${process.execPath} ${join(ROOT, 'bin', 'bpe-encode.js')}`;
+    const viaMake = join(dir, 'recipe-make');
+    const made = spawnSync('make', ['-j2', '-s', '-f', join(ROOT, 'fixtures', 'recipes', 'parts.mk'), 'N=3', `IN=${DOCS}`, `OUT=${viaMake}`, 'BLOCK=65', `BPE_ENCODE=${bpe}`], { encoding: 'utf8' });
+    expect(made.status, made.stderr).toBe(0);
+    expect(dataset(viaMake)).toEqual(dataset(single));
+    const viaXargs = join(dir, 'recipe-xargs');
+    const script = `seq 3 | xargs -P 3 -I{} ${bpe} -q --block-size 65 --part {}/3 --out ${viaXargs}.parts/{} ${DOCS} && ${bpe} -q --merge ${viaXargs}.parts/* --out ${viaXargs}`;
+    const ran = spawnSync('sh', ['-c', script], { encoding: 'utf8' });
+    expect(ran.status, ran.stderr).toBe(0);
+    expect(dataset(viaXargs)).toEqual(dataset(single));
   });
 
   it('refuses a missing part, a part twice, parts of other options, an altered ids.bin, --part without one file', () => {
