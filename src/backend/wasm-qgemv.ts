@@ -17,11 +17,12 @@
  * at once and token by token differ by about that much (logits within 1e-4 relative on the
  * fixtures, greedy continuations unchanged).
  *
- * Measured (29 Nov 2026, a shared 2-core EPYC). One thread, GPT-2's 768×3072 weight, G
- * weights/s: nn f32 1.9, f16 1.9, Q8_0 (integer) 11.0; nt f32 4.8, f16 2.9, Q8_0 7.8 (the
- * float-widening Q8_0 kernels this replaced: nt 1.4, nn 2.1 against f32's 2.1 and 3.0, bound by
- * the 4–5 widening instructions per four weights). bench:generate, GPT-2 124M decode on two
- * threads: q8_0 29.7 tokens/s against f32 16.5 (the widening kernels: 19.2 against 18.6).
+ * Measured (29 Nov 2026, a shared 2-core EPYC). One thread, one 768×3072 weight over and over
+ * (so partly cached), G weights/s: nn f32 1.9, f16 1.9, Q8_0 11.0; nt f32 4.8, f16 2.9, Q8_0
+ * 7.8. The float-widening Q8_0 kernels this replaced (weights out of cache: nt 1.4, nn 2.1
+ * against f32's 2.1 and 3.0) were bound by the 4–5 widening instructions per four weights.
+ * bench:generate, GPT-2 124M decode on two threads: q8_0 39.9 tokens/s, f32 17.5, f16 18.6,
+ * PyTorch fp32 8.1 (q8_0 4.94×; the widening kernels gave 19.2 against f32's 18.6).
  *
  * Layouts (all rows 16-byte aligned where the model puts them):
  * - nn over a Conv1D weight [k, n]: f16 rows of n halves; Q8_0 int8 rows interleaved in pairs,
