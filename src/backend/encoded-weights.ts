@@ -7,8 +7,9 @@
  * Two shapes of matrix: a Conv1D weight [k, n] (x·W; Q8_0 blocks run down a column, along k, the
  * input — GGUF stores these transposed, [n, k], with blocks along its rows) and the embedding
  * [vocab, d] (Q8_0 blocks along a row, as GGUF's token_embd). Q8_0 keeps llama.cpp's values:
- * the int8 in a matrix of their own and each block's f16 scale widened to a float32 (exact) in
- * another, so that both are read with aligned vector loads.
+ * the int8 in a matrix of their own (a Conv1D weight's rows interleaved in pairs: pairedIndex)
+ * and each block's f16 scale widened to a float32 (exact) in another, so that both are read with
+ * aligned vector loads.
  */
 import { f16ToF32, storageToFloat32, encodeF16 } from '../formats/dtypes.js';
 import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES, q8_0Bytes, quantizeQ8_0 } from '../formats/q8_0.js';
@@ -114,23 +115,30 @@ function writeQ8_0(buffer: ArrayBufferLike, ref: WeightRef, blocks: Uint8Array, 
     } else {
       // line = column c, rows block·32 …: scales [rows/32, cols]
       scales[block * ref.cols + line] = d;
-      for (let t = 0; t < Q8_0_BLOCK; t++) q[(block * Q8_0_BLOCK + t) * ref.cols + line] = signed[src + t];
+      for (let t = 0; t < Q8_0_BLOCK; t++) q[pairedIndex(block * Q8_0_BLOCK + t, line, ref.cols)] = signed[src + t];
     }
   }
 }
+
+/**
+ * Where a column-blocked Q8_0 matrix [rows, cols] keeps (r, c): rows in pairs, interleaved
+ * (r even, c), (r + 1, c), (r, c + 1), …, so that the integer kernel (wasm-qgemv.ts) loads the
+ * pairs (k, k+1) of four columns as one i16x8 for i32x4.dot_i16x8_s.
+ */
+const pairedIndex = (r: number, c: number, cols: number) => (r & ~1) * cols + 2 * c + (r & 1);
 
 /** Rows [r0, r1) of the matrix as float32 (the exact values the kernels use) into `dest`. */
 export function readRows(buffer: ArrayBufferLike, ref: WeightRef, r0: number, r1: number, dest: Float32Array): void {
   const [from, count] = [r0 * ref.cols, (r1 - r0) * ref.cols];
   if (ref.dtype === 'f32') return void dest.set(new Float32Array(buffer, ref.offset + 4 * from, count));
   if (ref.dtype === 'f16') return void dest.set(storageToFloat32(new Uint8Array(buffer, ref.offset + 2 * from, 2 * count), 'F16'));
-  const q = new Int8Array(buffer, ref.offset + from, count);
+  const q = new Int8Array(buffer, ref.offset, ref.rows * ref.cols);
   const scales = new Float32Array(buffer, ref.scales, (ref.rows * ref.cols) / Q8_0_BLOCK);
   for (let r = r0; r < r1; r++) {
     for (let c = 0; c < ref.cols; c++) {
-      const s = ref.blocks === 'row' ? scales[(r * ref.cols + c) / Q8_0_BLOCK | 0] : scales[(r / Q8_0_BLOCK | 0) * ref.cols + c];
       const i = (r - r0) * ref.cols + c;
-      dest[i] = s * q[i];
+      if (ref.blocks === 'row') dest[i] = scales[(r * ref.cols + c) / Q8_0_BLOCK | 0] * q[r * ref.cols + c];
+      else dest[i] = scales[(r / Q8_0_BLOCK | 0) * ref.cols + c] * q[pairedIndex(r, c, ref.cols)];
     }
   }
 }

@@ -135,7 +135,8 @@ export class KernelPool implements SmallMatMul {
 
   /**
    * nnThen over an encoded Conv1D weight w [k, n] (f16 or Q8_0; see wasm-qgemv.ts): out[m, n] =
-   * a[m, k]·w, columns split into blocks of a multiple of 8 (the Q8_0 kernel's step).
+   * a[m, k]·w, columns split into blocks of a multiple of 8 (the Q8_0 kernel's step). For Q8_0, a
+   * is the activations quantised (wasm-qgemv.ts's quantizeActivations).
    */
   nnEncoded(a: number, w: WeightRef, out: number, m: number, then?: (from: number, to: number) => void): void {
     const [k, n] = [w.rows, w.cols];
@@ -143,7 +144,7 @@ export class KernelPool implements SmallMatMul {
     const parts = this.parts(m * k * n);
     const block = Math.ceil(n / parts / 8) * 8;
     const range = (p: number): [number, number] => [Math.min(n, p * block), Math.min(n, (p + 1) * block)];
-    const bytes = w.dtype === 'f16' ? 2 : 1;
+    const bytes = 2; // a column of f16, or of Q8_0's rows interleaved in pairs
     this.split(
       parts,
       (p) => {
@@ -155,7 +156,10 @@ export class KernelPool implements SmallMatMul {
     );
   }
 
-  /** nt over an encoded embedding w [rows, k] (the LM head): out[rows, n] = w·b[n, k]ᵀ, rows split into blocks. */
+  /**
+   * nt over an encoded embedding w [rows, k] (the LM head): out[rows, n] = w·b[n, k]ᵀ, rows split
+   * into blocks; for Q8_0, b quantised (quantizeActivations).
+   */
   ntEncoded(w: WeightRef, b: number, out: number, n: number): void {
     const [m, k] = [w.rows, w.cols];
     const kernel = ENCODED.indexOf(`nt_${w.dtype as 'f16' | 'q8_0'}`);

@@ -17,6 +17,7 @@ import type { WasmMemory } from '../backend/wasm-asm.js';
 import type { KernelPool } from '../backend/kernel-pool.js';
 import { GEMM_SCRATCH_BYTES } from '../backend/wasm-gemm.js';
 import { readRows, type WeightRef } from '../backend/encoded-weights.js';
+import { quantizeActivations, quantizedActivationBytes } from '../backend/wasm-qgemv.js';
 import type { RowKernels } from '../backend/wasm-rows.js';
 import { innerSize, type GPT2Config } from './config.js';
 import { activate } from './train-ops.js';
@@ -69,7 +70,7 @@ export class WasmDecoder {
   private heap: Float32Array;
   private length = 0;
   private readonly arena: number;
-  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'last' | 'scores' | 'logits' | 'scratch' | 'panel' | 'kv', number>;
+  private readonly at: Record<'x' | 'h' | 'qkv' | 'ctx' | 'tmp' | 'fc' | 'last' | 'scores' | 'logits' | 'scratch' | 'panel' | 'qx' | 'kv', number>;
   private readonly layers: { ln1: Pair; attn: Linear; proj: Linear; ln2: Pair; fc: Linear; out: Linear }[];
   private readonly wte: WeightRef;
   /** A row of wte decoded (an encoded embedding's lookup). */
@@ -118,7 +119,10 @@ export class WasmDecoder {
     // An encoded matrix goes to the GEMM decoded, a whole matrix at a time (here).
     const encoded = this.layers.flatMap((l) => [l.attn, l.proj, l.fc, l.out]).filter(([w]) => w.dtype !== 'f32');
     const panel = gemm ? Math.max(0, ...encoded.map(([w]) => w.rows * w.cols)) : 0;
-    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * innerSize(config), last: batch * d, scores: scoreRows * this.keyStride, logits: batch * vocab, scratch: gemm, panel };
+    // Q8_0's kernels read the activations quantised (wasm-qgemv.ts), at most the rows that skip the GEMM.
+    const q8 = [this.wte, ...encoded.map(([w]) => w)].some((w) => w.dtype === 'q8_0');
+    const qx = q8 ? quantizedActivationBytes(1, Math.max(Math.min(rows, GEMM_MIN_ROWS - 1) * Math.max(innerSize(config), d), batch * d)) / 4 : 0;
+    const sizes = { x: rows * d, h: rows * d, qkv: rows * 3 * d, ctx: rows * d, tmp: rows * d, fc: rows * innerSize(config), last: batch * d, scores: scoreRows * this.keyStride, logits: batch * vocab, scratch: gemm, panel, qx };
     const slot = (size: number) => Math.ceil(size / 4) * 4 + 4; // 16-byte aligned, apart
     const total = Object.values(sizes).reduce((sum, size) => sum + slot(size), 0) + layers * 2 * batch * this.keyStride * d;
     this.arena = dh.allocate(total);
@@ -164,7 +168,7 @@ export class WasmDecoder {
     const product = (a: number, w: WeightRef, out: number, k: number, n: number, then: (c0: number, c1: number) => void) => {
       if (R < GEMM_MIN_ROWS) {
         if (w.dtype === 'f32') return kernels.nnThen(a * 4, w.offset, out * 4, R, k, n, n, then);
-        return kernels.nnEncoded(a * 4, w, out * 4, R, then);
+        return kernels.nnEncoded(this.quantized(a, w, R, k), w, out * 4, R, then);
       }
       let b = w.offset;
       if (w.dtype !== 'f32') {
@@ -204,12 +208,19 @@ export class WasmDecoder {
     this.layerNorm(x, last, this.lnF, B, d, eps);
     // logits as wte·lastᵀ, [vocab, B]: eight rows of wte in flight, each read once for the batch.
     if (this.wte.dtype === 'f32') kernels.nt(this.wte.offset, last * 4, logits * 4, vocab, d, B);
-    else kernels.ntEncoded(this.wte, last * 4, logits * 4, B);
+    else kernels.ntEncoded(this.wte, this.quantized(last, this.wte, B, d), logits * 4, B);
     this.length += T;
     const out = new Float32Array(B * vocab);
     if (B === 1) out.set(heap.subarray(logits, logits + vocab));
     else for (let v = 0; v < vocab; v++) for (let b = 0; b < B; b++) out[b * vocab + v] = heap[logits + v * B + b];
     return out;
+  }
+
+  /** The byte offset of the activations a [m, k] (floats at `a`) as w's kernel reads them. */
+  private quantized(a: number, w: WeightRef, m: number, k: number): number {
+    if (w.dtype !== 'q8_0') return a * 4;
+    quantizeActivations(this.dh.memory.buffer, a * 4, m, k, this.at.qx * 4);
+    return this.at.qx * 4;
   }
 
   dispose(): void {

@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { wasmApi } from '../../src/backend/wasm-asm.js';
 import { smallMatMul } from '../../src/backend/wasm-gemv.js';
+import { quantizeActivations } from '../../src/backend/wasm-qgemv.js';
 import { readRows, weightBytes, writeEncoded, writeWeight, type WeightDtype, type WeightRef } from '../../src/backend/encoded-weights.js';
 import { dequantizeQ8_0, quantizeQ8_0 } from '../../src/formats/q8_0.js';
 import { encodeF16 } from '../../src/formats/dtypes.js';
@@ -95,12 +96,13 @@ describe('encoded weights', () => {
   });
 });
 
-describe.each(['f16', 'q8_0'] as const)('%s kernels', (dtype) => {
-  // The encoded weight at W, its decoded copy at F, activations at X, outputs at O and P.
-  const [W, F, X, O, P] = [0, 1 << 20, 2 << 20, 3 << 20, 4 << 20];
+// The encoded weight at W, its decoded copy at F, activations at X (quantised: QX), outputs at O and P.
+const [W, F, X, O, P, QX] = [0, 1 << 20, 2 << 20, 3 << 20, 4 << 20, 5 << 20];
+
+describe.each(['f16'] as const)('%s kernels', (dtype) => {
 
   it('nn: the bits of nn over the decoded weights, for 1–9 rows, a block of columns, leftover rows of k (f16)', () => {
-    const shapes: [number, number, number, number][] = dtype === 'f16' ? [[1, 7, 4, 4], [3, 32, 12, 16], [9, 45, 36, 40], [2, 96, 64, 64]] : [[1, 32, 8, 8], [3, 64, 16, 24], [9, 96, 40, 48], [2, 128, 64, 64]];
+    const shapes: [number, number, number, number][] = [[1, 7, 4, 4], [3, 32, 12, 16], [9, 45, 36, 40], [2, 96, 64, 64]];
     for (const [m, k, n, ld] of shapes) {
       const ref = place(dtype, k, ld, 'column', W);
       writeWeight(memory.buffer, ref, weights(k * ld), 'w');
@@ -110,7 +112,7 @@ describe.each(['f16', 'q8_0'] as const)('%s kernels', (dtype) => {
       heap.set(normals(rng, m * k), X / 4);
       // Columns [c0, c0 + n) of the matrix, as KernelPool hands a thread its block.
       const c0 = ld - n;
-      const [encodedAt, scalesAt] = [W + c0 * (dtype === 'f16' ? 2 : 1), ref.scales + 4 * c0];
+      const [encodedAt, scalesAt] = [W + c0 * 2, ref.scales + 4 * c0];
       heap.fill(NaN, O / 4, O / 4 + m * ld);
       kernels[`nn_${dtype}`](X, encodedAt, O + 4 * c0, m, k, n, ld, scalesAt);
       kernels.nn(X, F + 4 * c0, P + 4 * c0, m, k, n, ld);
@@ -132,10 +134,82 @@ describe.each(['f16', 'q8_0'] as const)('%s kernels', (dtype) => {
       heap.set(normals(rng, n * k), X / 4);
       // Rows [r0, m) alone, as KernelPool hands a thread its block of the vocabulary.
       const r0 = Math.floor(m / 3);
-      const bytesPerRow = dtype === 'f16' ? 2 * k : k;
+      const bytesPerRow = 2 * k;
       kernels[`nt_${dtype}`](W + r0 * bytesPerRow, X, O, m - r0, k, n, 0, ref.scales + (r0 * k) / 8);
       kernels.nt(F + 4 * r0 * k, X, P, m - r0, k, n);
       expect(Array.from(heap.subarray(O / 4, O / 4 + (m - r0) * n)), `${m}×${k}·${n}`).toEqual(Array.from(heap.subarray(P / 4, P / 4 + (m - r0) * n)));
     }
+  });
+});
+
+/**
+ * Q8_0's integer kernels against float64 over the decoded weights and the unquantised activations.
+ * Each block of 32 activations is rounded to int16 with step s = max|x|/32767, so |x − x̂| ≤ s/2
+ * and a sum's rounding error is at most Σ_blocks (s/2)·Σ|w|; the integer sums are exact (|Σ| <
+ * 32·128·32767 < 2³¹) and the float32 steps after them (the sum's conversion, d·s, its product,
+ * one add a block, the four lanes' sum) add at most (blocks + 5)·2⁻²⁴ of Σ|w·x̂| (first order).
+ */
+describe('q8_0 kernels', () => {
+  /** max over outputs of |got − exact| / bound; w [k, n] row-major decoded, x [m, k]. */
+  function worst(got: (i: number, c: number) => number, w: Float32Array, x: Float32Array, m: number, k: number, n: number): number {
+    let ratio = 0;
+    for (let i = 0; i < m; i++) {
+      const s = Array.from({ length: k / 32 }, (_, b) => Math.fround(Math.max(...Array.from(x.subarray(i * k + 32 * b, i * k + 32 * b + 32), Math.abs)) / 32767));
+      for (let c = 0; c < n; c++) {
+        let [exact, rounding, magnitude] = [0, 0, 0];
+        for (let j = 0; j < k; j++) {
+          const wv = w[j * n + c];
+          exact += x[i * k + j] * wv;
+          rounding += (s[j >> 5] / 2) * Math.abs(wv);
+          magnitude += Math.abs(x[i * k + j] * wv);
+        }
+        const bound = rounding + (k / 32 + 5) * 2 ** -24 * (magnitude + rounding) + 1e-30;
+        ratio = Math.max(ratio, Math.abs(got(i, c) - exact) / bound);
+      }
+    }
+    return ratio;
+  }
+
+  it('nn: within the int16 rounding bound of the exact product, for 1–9 rows and a block of columns', () => {
+    let ratio = 0;
+    for (const [m, k, n, ld] of [[1, 32, 8, 8], [3, 64, 16, 24], [9, 96, 40, 48], [2, 768, 64, 72]]) {
+      const ref = place('q8_0', k, ld, 'column', W);
+      writeWeight(memory.buffer, ref, weights(k * ld), 'w');
+      const decoded = new Float32Array(k * ld);
+      readRows(memory.buffer, ref, 0, k, decoded);
+      const x = Float32Array.from(normals(rng, m * k), (v, j) => (j % 50 === 0 ? v * 30 : v)); // some outliers widen a block's step
+      heap.set(x, X / 4);
+      quantizeActivations(memory.buffer, X, m, k, QX);
+      const c0 = ld - n; // columns [c0, ld), as KernelPool hands a thread its block
+      heap.fill(NaN, O / 4, O / 4 + m * ld);
+      kernels.nn_q8_0(QX, W + 2 * c0, O + 4 * c0, m, k, n, ld, ref.scales + 4 * c0);
+      const block = new Float32Array(k * n);
+      for (let j = 0; j < k; j++) block.set(decoded.subarray(j * ld + c0, j * ld + ld), j * n);
+      ratio = Math.max(ratio, worst((i, c) => heap[O / 4 + i * ld + c0 + c], block, x, m, k, n));
+      if (c0 > 0) for (let i = 0; i < m; i++) expect(heap[O / 4 + i * ld + c0 - 1], 'columns outside the block untouched').toBeNaN();
+    }
+    expect(ratio).toBeLessThanOrEqual(1);
+    expect(ratio, 'the bound is near what the rounding does').toBeGreaterThan(0.05);
+  });
+
+  it('nt (the LM head): within the int16 rounding bound, for row counts around its 8-row blocks', () => {
+    let ratio = 0;
+    for (const [m, k, n] of [[1, 32, 1], [8, 64, 2], [13, 96, 3], [21, 768, 1]]) {
+      const ref = place('q8_0', m, k, 'row', W);
+      writeWeight(memory.buffer, ref, weights(m * k), 'wte');
+      const decoded = new Float32Array(m * k);
+      readRows(memory.buffer, ref, 0, m, decoded);
+      const x = Float32Array.from(normals(rng, n * k), (v, j) => (j % 50 === 0 ? v * 30 : v));
+      heap.set(x, X / 4);
+      quantizeActivations(memory.buffer, X, n, k, QX);
+      const r0 = Math.floor(m / 3); // rows [r0, m), as KernelPool hands a thread its block
+      kernels.nt_q8_0(W + r0 * k, QX, O, m - r0, k, n, 0, ref.scales + (r0 * k) / 8);
+      // out[r, j] = w[r0 + r]·x[j]: as nn of x [n, k] by wᵀ [k, m − r0].
+      const wt = new Float32Array(k * (m - r0));
+      for (let r = r0; r < m; r++) for (let j = 0; j < k; j++) wt[j * (m - r0) + r - r0] = decoded[r * k + j];
+      ratio = Math.max(ratio, worst((j, r) => heap[O / 4 + r * n + j], wt, x, n, k, m - r0));
+    }
+    expect(ratio).toBeLessThanOrEqual(1);
+    expect(ratio, 'the bound is near what the rounding does').toBeGreaterThan(0.05);
   });
 });
