@@ -16,13 +16,13 @@
  * missing or twice, and an ids.bin whose size or sha256 is not its part.json's.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, ToolError, UsageError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
-import { partName, parsePart, type PartSpec } from '../util/parts.js';
+import { sha256OfFile } from '../util/sha256-file.js';
+import { orderedParts, partName, parsePart, type PartSpec } from '../util/parts.js';
 import type { CausalLmManifest, IdDtype } from './manifest.js';
 import { writeStream, type DatasetSpec } from './shard-writer.js';
 
@@ -63,17 +63,10 @@ export interface PartManifest {
   ids: { file: string; bytes: number; sha256: string };
 }
 
-/** Size and sha256 of a file, streamed. */
+/** Size and sha256 of a file. */
 export async function fileIdentity(path: string): Promise<PartInput> {
   const bytes = (await stat(path).catch((err) => { throw fsError(err, path); })).size;
-  const hash = createHash('sha256');
-  await new Promise<void>((resolve, reject) => {
-    createReadStream(path, { highWaterMark: 1 << 22 })
-      .on('data', (d) => hash.update(d))
-      .on('end', () => resolve())
-      .on('error', (err) => reject(fsError(err, path)));
-  });
-  return { file: basename(path), bytes, sha256: hash.digest('hex') };
+  return { file: basename(path), bytes, sha256: await sha256OfFile(path) };
 }
 
 /** What --overwrite may replace in part mode: a part directory bpe-encode wrote, never an input. */
@@ -161,26 +154,16 @@ export async function mergeParts(dirs: readonly string[], out: string, options: 
   if (dirs.length === 0) throw new UsageError('--merge needs the part directories');
   const parts = [];
   for (const dir of dirs) parts.push({ dir, ...(await readPart(dir)) });
-  const first = parts[0];
-  const n = parsePart(first.manifest.part).n;
-  const seen = new Map<number, string>();
-  for (const p of parts) {
-    const spec = parsePart(p.manifest.part);
-    if (spec.n !== n) throw new ToolError(`${p.dir}: part ${p.manifest.part}, but ${first.dir} is a part of ${n}`);
+  const ordered = orderedParts(parts, (p) => p.manifest.part, (p) => p.dir, (p, first) => {
     for (const key of ['input', 'options'] as const) {
       if (JSON.stringify(p.manifest[key]) !== JSON.stringify(first.manifest[key])) {
         throw new ToolError(`${p.dir}: its ${key} differ from ${first.dir}'s (${key === 'input' ? 'another input file' : 'other options'}): parts of different runs`);
       }
     }
-    if (seen.has(spec.k)) throw new ToolError(`${p.dir}: part ${p.manifest.part} again (also ${seen.get(spec.k)})`);
-    seen.set(spec.k, p.dir);
-  }
-  const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !seen.has(k));
-  if (missing.length > 0) throw new ToolError(`--merge: part${missing.length > 1 ? 's' : ''} ${missing.map((k) => `${k}/${n}`).join(', ')} missing`);
-  parts.sort((a, b) => parsePart(a.manifest.part).k - parsePart(b.manifest.part).k);
-
+  });
+  const first = ordered[0];
   const o = first.manifest.options;
-  const withDocs = parts.filter((p) => p.manifest.documents > 0);
+  const withDocs = ordered.filter((p) => p.manifest.documents > 0);
   const length = withDocs.reduce((sum, p) => sum + p.ids.length, 0) + Math.max(0, withDocs.length - 1) * o.separator.length;
   const ids = o.id_dtype === 'uint16' ? new Uint16Array(length) : new Int32Array(length);
   let at = 0;
@@ -200,7 +183,7 @@ export async function mergeParts(dirs: readonly string[], out: string, options: 
     tokenizer: o.tokenizer,
     docSeparator: o.doc_separator,
     plan: o.plan,
-    documents: parts.reduce((sum, p) => sum + p.manifest.documents, 0),
+    documents: ordered.reduce((sum, p) => sum + p.manifest.documents, 0),
     inputBytes: first.manifest.input.bytes,
     command: options.command ?? [],
   };

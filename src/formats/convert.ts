@@ -178,9 +178,9 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   const srcDir = srcIsDir ? src : dirname(src);
   const weightsPath = srcIsDir ? await weightsPathIn(src) : src;
   // A nanoGPT ckpt.pt (its model_args) and a GGUF file carry their config (a nanoGPT's: only its pickle is read here).
-  const format = srcIsDir ? undefined : await identifyWeightsFile(src);
-  const nanogpt = format === 'zip' ? await sniffNanogpt(src) : undefined;
-  const gguf = format === 'gguf';
+  const format = await identifyWeightsFile(weightsPath);
+  const nanogpt = !srcIsDir && format === 'zip' ? await sniffNanogpt(src) : undefined;
+  const gguf = !srcIsDir && format === 'gguf';
   if ((nanogpt || gguf) && options.config !== undefined) throw new UsageError(`--config: ${src} is a ${gguf ? 'GGUF file' : 'nanoGPT checkpoint'}, which carries its own config`);
   const { config, head: baseHead } = nanogpt ? { config: nanogpt.config, head: undefined } : gguf ? { config: await ggufConfig(src), head: undefined } : await configFor(options.config, srcDir);
   const inputs = [src, ...(options.config && !isPreset(options.config) ? [options.config] : []), ...(options.lora ? [options.lora] : [])];
@@ -202,7 +202,7 @@ export async function convertWeights(src: string, dst: string, options: ConvertO
   } else {
     // A MindSpore checkpoint also holds what is no tensor (strings, MapTensors): reported as ignored.
     const { tensors, skipped } =
-      (await identifyWeightsFile(weightsPath)) === 'mindspore'
+      format === 'mindspore'
         ? await readMindsporeCheckpoint(weightsPath, options.onProgress)
         : { tensors: await readWeightsFile(weightsPath, options.onProgress), skipped: [] };
     if (isMindformers(tensors.keys())) {

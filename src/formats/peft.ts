@@ -18,10 +18,10 @@
  * slices); any other PEFT LoRA of GPT-2 is read as the modules' updates it makes.
  */
 import { realpath, stat, writeFile } from 'node:fs/promises';
-import { Worker } from 'node:worker_threads';
 import { basename, join } from 'node:path';
 import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { fsError, outOfSpace, ToolError } from '../util/errors.js';
+import { sha256OfFile } from '../util/sha256-file.js';
 import { readJsonFile } from '../util/json-file.js';
 import { innerSize, type GPT2Config } from '../model/config.js';
 import { LORA_MODULES, LORA_TARGETS, orderedTargets, type LoraModule, type LoraSpec, type LoraTarget } from '../model/lora.js';
@@ -51,37 +51,6 @@ export interface BaseRef {
   weights: string;
   bytes: number;
   sha256: string;
-}
-
-/**
- * Hashes a file on a thread of its own, so that checking a base overlaps loading it: synchronous
- * reads into one 16 MiB buffer (a read stream's chunks cost ~0.2 s of allocation and GC on 500 MB).
- */
-const HASHER = `
-const { workerData, parentPort } = require('node:worker_threads');
-const fs = require('node:fs');
-const hash = require('node:crypto').createHash('sha256');
-const buffer = Buffer.allocUnsafe(1 << 24);
-try {
-  const fd = fs.openSync(workerData, 'r');
-  for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash.update(buffer.subarray(0, n));
-  fs.closeSync(fd);
-  parentPort.postMessage({ sha256: hash.digest('hex') });
-} catch (err) {
-  parentPort.postMessage({ code: err.code, message: err.message });
-}
-`;
-
-export function sha256OfFile(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(HASHER, { eval: true, workerData: path });
-    worker.once('message', (m: { sha256?: string; code?: string; message?: string }) => {
-      void worker.terminate();
-      if (m.sha256) resolve(m.sha256);
-      else reject(fsError(Object.assign(new Error(m.message), { code: m.code }), path));
-    });
-    worker.once('error', (err) => reject(fsError(err, path)));
-  });
 }
 
 /** The BaseRef of a checkpoint directory (hashes its weights file). */

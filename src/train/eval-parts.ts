@@ -14,7 +14,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_FILE } from '../data/manifest.js';
 import { fsError, ToolError, UsageError } from '../util/errors.js';
-import { parsePart, type PartSpec } from '../util/parts.js';
+import { orderedParts, parsePart, type PartSpec } from '../util/parts.js';
 import type { EvalResult, EvalSums } from './evaluate.js';
 
 /** What a part line identifies, besides its sums. */
@@ -80,21 +80,11 @@ function checkedLine(line: unknown, where: string): PartLine {
 
 export function mergeParts(lines: readonly { line: PartLine; where: string }[]): EvalResult {
   if (lines.length === 0) throw new UsageError('--merge: no part lines to merge');
-  const first = lines[0];
-  const n = parsePart(first.line.part).n;
-  const seen = new Map<number, string>();
-  for (const { line, where } of lines) {
-    const p = parsePart(line.part);
-    if (p.n !== n) throw new ToolError(`${where}: part ${line.part}, but ${first.where} is a part of ${n}`);
+  // In part order, so that the sum is the same whatever order the files come in.
+  const ordered = orderedParts(lines, ({ line }) => line.part, ({ where }) => where, ({ line, where }, first) => {
     const differs = (Object.keys(first.line.of) as (keyof PartOf)[]).find((key) => JSON.stringify(line.of[key]) !== JSON.stringify(first.line.of[key]));
     if (differs) throw new ToolError(`${where}: evaluated ${differs} ${JSON.stringify(line.of[differs])}, ${first.where} ${JSON.stringify(first.line.of[differs])}: parts of different runs`);
-    if (seen.has(p.k)) throw new ToolError(`${where}: part ${line.part} again (also ${seen.get(p.k)})`);
-    seen.set(p.k, where);
-  }
-  const missing = Array.from({ length: n }, (_, i) => i + 1).filter((k) => !seen.has(k));
-  if (missing.length > 0) throw new ToolError(`--merge: part${missing.length > 1 ? 's' : ''} ${missing.map((k) => `${k}/${n}`).join(', ')} missing`);
-  // In part order, so that the sum is the same whatever order the files come in.
-  const ordered = [...lines].sort((a, b) => parsePart(a.line.part).k - parsePart(b.line.part).k);
+  });
   const sum = ordered.reduce((s, { line }) => s + line.loss_sum, 0);
   const tokens = ordered.reduce((s, { line }) => s + line.tokens, 0);
   const records = ordered.reduce((s, { line }) => s + line.records, 0);
