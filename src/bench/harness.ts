@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { prepareWikitext } from '../data/wikitext.js';
-import { writeDataset } from '../data/shard-writer.js';
+import { writeDataset } from '../data/dataset-writer.js';
 import { innerSize, type GPT2Config } from '../model/config.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { KernelPool } from '../backend/kernel-pool.js';

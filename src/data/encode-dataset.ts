@@ -2,17 +2,20 @@
  * bpe-encode's main job as a library function: documents (one per line) from files or stdin →
  * token stream (in parallel, order kept) → record shards + manifest; or, with a part, one slice
  * of a file's lines → a part directory that parts.ts merges with the others into the same shards.
+ * Nothing holds the whole input or stream: chunks of lines go to the workers, their ids straight
+ * to the writer (dataset-writer.ts, or a part's ids.bin), so memory is bounded whatever the size.
  */
 import { availableParallelism } from 'node:os';
 import type { DocSeparator } from '../tokenizer/documents.js';
 import { separatorIds } from '../tokenizer/documents.js';
-import { createEncoderPool } from '../tokenizer/pool.js';
+import { createEncoderPool, type EncodedChunk } from '../tokenizer/pool.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { UsageError } from '../util/errors.js';
 import { lineRange, readTextChunks, STDIN } from '../util/input.js';
 import { partRange, type PartSpec } from '../util/parts.js';
 import { dtypeForVocab, replaceableRecords, type CausalLmManifest, type IdDtype } from './manifest.js';
-import { fileIdentity, replaceablePart, writePart, type PartInput, type PartManifest } from './parts.js';
+import { DatasetWriter } from './dataset-writer.js';
+import { fileIdentity, PartWriter, replaceablePart, type PartInput, type PartManifest } from './parts.js';
 import type { ShardPlan } from './shard-writer.js';
 import { checkOutputDir } from '../util/atomic-dir.js';
 
@@ -50,27 +53,6 @@ async function partInput(files: readonly string[], part: PartSpec): Promise<{ sp
 }
 
 export const defaultWorkers = () => availableParallelism();
-
-/** A growable id array in the data set's dtype (2 bytes a token for GPT-2, not 8 as a JS array). */
-class TokenStream {
-  data: Uint16Array | Int32Array;
-  length = 0;
-  constructor(readonly dtype: IdDtype) {
-    this.data = dtype === 'uint16' ? new Uint16Array(1 << 16) : new Int32Array(1 << 16);
-  }
-  append(ids: Uint32Array): void {
-    const need = this.length + ids.length;
-    if (need > this.data.length) {
-      let cap = this.data.length * 2;
-      while (cap < need) cap *= 2;
-      const next = this.dtype === 'uint16' ? new Uint16Array(cap) : new Int32Array(cap);
-      next.set(this.data.subarray(0, this.length));
-      this.data = next;
-    }
-    this.data.set(ids, this.length);
-    this.length = need;
-  }
-}
 
 export function checkBlockSize(blockSize: number): void {
   if (!Number.isSafeInteger(blockSize) || blockSize < 2 || blockSize > 2 ** 31 - 1) {
@@ -123,13 +105,23 @@ async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest |
     throw err;
   }
   const dtype = dtypeForVocab(tokenizer.vocabSize);
-  void import('./shard-writer.js'); // msgpackr and friends load while the threads work
-  const stream = new TokenStream(dtype);
+  const shape = { blockSize: options.blockSize, dtype, padId, keepTail: !!options.keepTail, tokenizer: tokenizer.identity, docSeparator, plan: options.plan ?? {}, command: options.command ?? [] };
+  let sink: DatasetWriter | PartWriter;
+  try {
+    sink = part ? await PartWriter.open(options.out, dtype, overwrite) : await DatasetWriter.open(options.out, shape, { overwrite, onWarning: options.onWarning });
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  // Every document comes with a separator after it; the stream keeps those between documents only.
+  const separatorIds32 = Uint32Array.from(separator);
   let documents = 0;
   let inputBytes = 0;
-  const collect = (chunks: { ids: Uint32Array; documents: number }[]) => {
+  const collect = async (chunks: EncodedChunk[]) => {
     for (const c of chunks) {
-      stream.append(c.ids);
+      if (c.documents === 0) continue;
+      if (documents > 0) await sink.append(separatorIds32);
+      await sink.append(c.ids.subarray(0, c.ids.length - separator.length));
       documents += c.documents;
     }
   };
@@ -137,18 +129,18 @@ async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest |
     for await (const chunk of readTextChunks(options.files, { lossy: options.lossy, onWarning: options.onWarning, onBytes: options.onBytes, chunkBytes, range: part?.slice })) {
       inputBytes += chunk.bytes.length;
       await pool.submit(chunk);
-      collect(pool.drain());
+      await collect(pool.drain());
     }
-    collect(await pool.finish());
+    await collect(await pool.finish());
+  } catch (err) {
+    await sink.abort();
+    throw err;
   } finally {
     await pool.close();
   }
-  if (documents > 0) stream.length -= separator.length; // separators go between documents
-  const ids = stream.data.subarray(0, stream.length);
-  const spec = { blockSize: options.blockSize, dtype, padId, keepTail: !!options.keepTail, tokenizer: tokenizer.identity, docSeparator, plan: options.plan ?? {}, documents, inputBytes, command: options.command ?? [] };
-  if (part) {
-    return writePart(options.out, { part: part.spec, input: part.input, slice: part.slice, spec, separator, ids, lossy: !!options.lossy, allowSpecial: !!options.allowSpecial }, overwrite);
+  const spec = { ...shape, documents, inputBytes };
+  if (sink instanceof PartWriter) {
+    return sink.finish({ part: part!.spec, input: part!.input, slice: part!.slice, spec, separator, lossy: !!options.lossy, allowSpecial: !!options.allowSpecial });
   }
-  const { writeStream } = await import('./shard-writer.js');
-  return writeStream(options.out, ids, spec, overwrite, options.onWarning);
+  return sink.finish({ documents, inputBytes });
 }

@@ -8,23 +8,25 @@
  * tokens every earlier part made. So a part hands over its token stream (ids.bin, raw little-endian
  * ids of the data set's dtype) with its document count and separator, and the merge joins the
  * streams — a separator between two parts' documents, as between any two documents — and writes
- * the shards through the same writer as a single run. Merging reads and writes 2 bytes a token;
- * the tokenising, the expensive part, is what the parts share out.
+ * the shards through the same writer as a single run. Merging streams 2 bytes a token through a
+ * few MiB of memory; the tokenising, the expensive part, is what the parts share out.
  *
  * part.json names the input (size and sha256 of the whole file, which every part hashes) and every
  * option that shapes the ids or the records; the merge refuses parts that disagree in any, a part
  * missing or twice, and an ids.bin whose size or sha256 is not its part.json's.
  */
-import { createHash } from 'node:crypto';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { ownedEntries, stageDir, type Replaceable } from '../util/atomic-dir.js';
+import { ownedEntries, stageDir, type Replaceable, type StagedDir } from '../util/atomic-dir.js';
 import { fsError, ToolError, UsageError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
+import { writeFileAtomic } from '../util/output.js';
 import { sha256OfFile } from '../util/sha256-file.js';
 import { orderedParts, partName, parsePart, type PartSpec } from '../util/parts.js';
+import { DatasetWriter } from './dataset-writer.js';
+import { IdsFileWriter, idWidth, readIdsFile, type TokenIds } from './ids-file.js';
 import type { CausalLmManifest, IdDtype } from './manifest.js';
-import { writeStream, type DatasetSpec } from './shard-writer.js';
+import type { DatasetSpec } from './shard-writer.js';
 
 const PART_FILE = 'part.json';
 const IDS_FILE = 'ids.bin';
@@ -75,72 +77,87 @@ export function replaceablePart(inputs: readonly string[]): Replaceable {
   return { inputs, foreign: ownedEntries('bpe-encode', (name) => (name === PART_FILE || name === IDS_FILE ? 'file' : undefined), PART_FILE, marked) };
 }
 
-export interface PartData {
+/** What part.json records besides the ids: the part, its input and slice, and the options. */
+export interface PartMeta {
   part: PartSpec;
   input: PartInput;
   slice: { start: number; end: number };
   spec: DatasetSpec;
   separator: number[];
-  ids: Uint16Array | Int32Array;
   lossy: boolean;
   allowSpecial: boolean;
 }
 
-const littleEndian = (ids: Uint16Array | Int32Array) => Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength); // the host is little-endian (x86, arm64)
+/** A part directory being written: ids.bin as the ids arrive, part.json at finish, atomically. */
+export class PartWriter {
+  private constructor(
+    private readonly staged: StagedDir,
+    private readonly ids: IdsFileWriter,
+  ) {}
 
-/** Writes a part directory atomically: ids.bin, then part.json. */
-export async function writePart(dir: string, p: PartData, overwrite?: Replaceable): Promise<PartManifest> {
-  const bytes = littleEndian(p.ids);
-  const manifest: PartManifest = {
-    format: PART_FORMAT,
-    version: 1,
-    part: partName(p.part),
-    input: p.input,
-    slice: p.slice,
-    options: {
-      block_size: p.spec.blockSize,
-      doc_separator: p.spec.docSeparator,
-      keep_tail: p.spec.keepTail,
-      pad_id: p.spec.padId,
-      id_dtype: p.spec.dtype,
-      tokenizer: p.spec.tokenizer,
-      plan: p.spec.plan,
-      lossy: p.lossy,
-      allow_special: p.allowSpecial,
-      separator: p.separator,
-    },
-    documents: p.spec.documents,
-    tokens: p.ids.length,
-    ids: { file: IDS_FILE, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') },
-  };
-  const staged = await stageDir(dir, { what: 'part directory', overwrite });
-  try {
-    await writeFile(join(staged.path, IDS_FILE), bytes).catch((err) => { throw fsError(err, join(dir, IDS_FILE)); });
-    await writeFile(join(staged.path, PART_FILE), `${JSON.stringify(manifest, null, 2)}\n`).catch((err) => { throw fsError(err, join(dir, PART_FILE)); });
-    await staged.commit();
-  } catch (err) {
-    await staged.abort();
-    throw err;
+  static async open(dir: string, dtype: IdDtype, overwrite?: Replaceable): Promise<PartWriter> {
+    const staged = await stageDir(dir, { what: 'part directory', overwrite });
+    try {
+      return new PartWriter(staged, await IdsFileWriter.create(join(staged.path, IDS_FILE), dtype, join(dir, IDS_FILE)));
+    } catch (err) {
+      await staged.abort();
+      throw err;
+    }
   }
-  return manifest;
+
+  append(ids: TokenIds): Promise<void> {
+    return this.ids.append(ids);
+  }
+
+  async finish(p: PartMeta): Promise<PartManifest> {
+    try {
+      const ids = await this.ids.close();
+      const manifest: PartManifest = {
+        format: PART_FORMAT,
+        version: 1,
+        part: partName(p.part),
+        input: p.input,
+        slice: p.slice,
+        options: {
+          block_size: p.spec.blockSize,
+          doc_separator: p.spec.docSeparator,
+          keep_tail: p.spec.keepTail,
+          pad_id: p.spec.padId,
+          id_dtype: p.spec.dtype,
+          tokenizer: p.spec.tokenizer,
+          plan: p.spec.plan,
+          lossy: p.lossy,
+          allow_special: p.allowSpecial,
+          separator: p.separator,
+        },
+        documents: p.spec.documents,
+        tokens: ids.tokens,
+        ids: { file: IDS_FILE, bytes: ids.bytes, sha256: ids.sha256 },
+      };
+      await writeFileAtomic(join(this.staged.path, PART_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+      await this.staged.commit();
+      return manifest;
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.ids.discard();
+    await this.staged.abort();
+  }
 }
 
-async function readPart(dir: string): Promise<{ manifest: PartManifest; ids: Uint16Array | Int32Array }> {
+async function readPart(dir: string): Promise<PartManifest> {
   const path = join(dir, PART_FILE);
   const m = (await readJsonFile(path)) as PartManifest | null;
   if (m?.format !== PART_FORMAT || m.version !== 1 || typeof m.part !== 'string' || !m.input || !m.options || !m.ids) {
     throw new ToolError(`${path}: not a part of bpe-encode --part (format "${PART_FORMAT}", version 1)`);
   }
   parsePart(m.part, `${path}: part`);
-  const idsPath = join(dir, m.ids.file);
-  const bytes = await readFile(idsPath).catch((err) => { throw fsError(err, idsPath); });
-  if (bytes.length !== m.ids.bytes || createHash('sha256').update(bytes).digest('hex') !== m.ids.sha256) {
-    throw new ToolError(`${idsPath}: size or sha256 is not what ${PART_FILE} says (altered or incomplete)`);
-  }
-  const width = m.options.id_dtype === 'uint16' ? 2 : 4;
-  if (bytes.length !== m.tokens * width) throw new ToolError(`${idsPath}: ${bytes.length} bytes, ${PART_FILE} says ${m.tokens} ${m.options.id_dtype} ids`);
-  const copy = new Uint8Array(bytes).buffer; // aligned for the typed array
-  return { manifest: m, ids: width === 2 ? new Uint16Array(copy) : new Int32Array(copy) };
+  if (m.ids.bytes !== m.tokens * idWidth(m.options.id_dtype)) throw new ToolError(`${path}: ${m.ids.bytes} bytes of ids cannot hold ${m.tokens} ${m.options.id_dtype} ids`);
+  return m;
 }
 
 export interface MergeOptions {
@@ -149,11 +166,15 @@ export interface MergeOptions {
   onWarning?: (message: string) => void;
 }
 
-/** Parts 1…N of one run → the data set a single run writes. */
+/**
+ * Parts 1…N of one run → the data set a single run writes. The parts' ids stream through (each
+ * ids.bin checked against its part.json's size and sha256 as it is read); their total is known
+ * from the part.json files, so --num-shards needs no spool.
+ */
 export async function mergeParts(dirs: readonly string[], out: string, options: MergeOptions = {}): Promise<CausalLmManifest> {
   if (dirs.length === 0) throw new UsageError('--merge needs the part directories');
   const parts = [];
-  for (const dir of dirs) parts.push({ dir, ...(await readPart(dir)) });
+  for (const dir of dirs) parts.push({ dir, manifest: await readPart(dir) });
   const ordered = orderedParts(parts, (p) => p.manifest.part, (p) => p.dir, (p, first) => {
     for (const key of ['input', 'options'] as const) {
       if (JSON.stringify(p.manifest[key]) !== JSON.stringify(first.manifest[key])) {
@@ -161,31 +182,22 @@ export async function mergeParts(dirs: readonly string[], out: string, options: 
       }
     }
   });
-  const first = ordered[0];
-  const o = first.manifest.options;
+  const first = ordered[0].manifest;
+  const o = first.options;
+  // Separators go between documents: between two parts that have any.
   const withDocs = ordered.filter((p) => p.manifest.documents > 0);
-  const length = withDocs.reduce((sum, p) => sum + p.ids.length, 0) + Math.max(0, withDocs.length - 1) * o.separator.length;
-  const ids = o.id_dtype === 'uint16' ? new Uint16Array(length) : new Int32Array(length);
-  let at = 0;
-  withDocs.forEach((p, i) => {
-    if (i > 0) {
-      ids.set(o.separator, at);
-      at += o.separator.length;
+  const totalTokens = withDocs.reduce((sum, p) => sum + p.manifest.tokens, 0) + Math.max(0, withDocs.length - 1) * o.separator.length;
+  const spec = { blockSize: o.block_size, dtype: o.id_dtype, padId: o.pad_id, keepTail: o.keep_tail, tokenizer: o.tokenizer, docSeparator: o.doc_separator, plan: o.plan, command: options.command ?? [] };
+  const writer = await DatasetWriter.open(out, spec, { overwrite: options.overwrite, totalTokens, onWarning: options.onWarning });
+  try {
+    const separator = Uint32Array.from(o.separator);
+    for (const [i, { dir, manifest: m }] of withDocs.entries()) {
+      if (i > 0) await writer.append(separator);
+      for await (const ids of readIdsFile(join(dir, m.ids.file), o.id_dtype, { bytes: m.ids.bytes, sha256: m.ids.sha256, what: PART_FILE })) await writer.append(ids);
     }
-    ids.set(p.ids, at);
-    at += p.ids.length;
-  });
-  const spec: DatasetSpec = {
-    blockSize: o.block_size,
-    dtype: o.id_dtype,
-    padId: o.pad_id,
-    keepTail: o.keep_tail,
-    tokenizer: o.tokenizer,
-    docSeparator: o.doc_separator,
-    plan: o.plan,
-    documents: ordered.reduce((sum, p) => sum + p.manifest.documents, 0),
-    inputBytes: first.manifest.input.bytes,
-    command: options.command ?? [],
-  };
-  return writeStream(out, ids, spec, options.overwrite, options.onWarning);
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  return writer.finish({ documents: ordered.reduce((sum, p) => sum + p.manifest.documents, 0), inputBytes: first.input.bytes });
 }

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { writeDataset } from '../../src/data/shard-writer.js';
+import { writeDataset } from '../../src/data/dataset-writer.js';
 import { PRESETS } from '../../src/model/config.js';
 import { parseHeader, parseSafetensors } from '../../src/formats/safetensors.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';

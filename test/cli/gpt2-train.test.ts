@@ -7,7 +7,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { writeDataset, type DatasetSpec } from '../../src/data/shard-writer.js';
+import { writeDataset } from '../../src/data/dataset-writer.js';
+import type { DatasetSpec } from '../../src/data/shard-writer.js';
 import { GPT2_TOKENIZER_SHA256 } from '../../src/tokenizer/tokenizer.js';
 import { expectOneLineError, fixture, ROOT, runCli, tempDir } from '../helpers.js';
 

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { writeDataset } from '../../src/data/shard-writer.js';
+import { writeDataset } from '../../src/data/dataset-writer.js';
 import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { initialLora } from '../../src/model/lora.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';

@@ -5,7 +5,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { parseLabels, sortLabels, truncate } from '../../src/data/encode-labelled.js';
 import { packer, unpacker, type LabelledRecord } from '../../src/data/records.js';
 import { openShards, requireTask, ShardDataset } from '../../src/data/shard-reader.js';
-import { writeDataset, writeLabelledDataset, type LabelledSpec } from '../../src/data/shard-writer.js';
+import { writeDataset } from '../../src/data/dataset-writer.js';
+import { writeLabelledDataset, type LabelledSpec } from '../../src/data/shard-writer.js';
 import { tempDir } from '../helpers.js';
 
 const dir = tempDir();

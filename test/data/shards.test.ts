@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { packer, unpacker, type StoredRecord } from '../../src/data/records.js';
 import { ShardDataset } from '../../src/data/shard-reader.js';
-import { blockRecords, shardSizes, writeDataset, type DatasetSpec } from '../../src/data/shard-writer.js';
+import { writeDataset } from '../../src/data/dataset-writer.js';
+import { shardSizes, type DatasetSpec } from '../../src/data/shard-writer.js';
 import { Rng } from '../../src/util/rng.js';
 import { tempDir } from '../helpers.js';
 
@@ -41,8 +42,16 @@ describe('shard writer', () => {
     expect(dataset.manifest.shards.map((s) => s.records)).toEqual([7, 7, 7, 7, 2]);
   });
 
-  it('pads and masks the tail only with keepTail', () => {
-    const records = [...blockRecords([1, 2, 3, 4, 5], { blockSize: 4, dtype: 'int32', padId: 0, keepTail: true })];
+  it('pads and masks the tail only with keepTail', async () => {
+    const read = async (keepTail: boolean) => {
+      const out = join(dir, `tail-${keepTail}`);
+      await writeDataset(out, Uint32Array.of(1, 2, 3, 4, 5), spec({ blockSize: 4, dtype: 'int32', padId: 0, keepTail, plan: {} }));
+      const records = unpacker.unpackMultiple(readFileSync(join(out, 'shard-00000.msgpack'))) as StoredRecord[];
+      rmSync(out, { recursive: true });
+      return records;
+    };
+    expect((await read(false)).map((r) => Array.from(r.input_ids))).toEqual([[1, 2, 3, 4]]);
+    const records = await read(true);
     expect(records.map((r) => Array.from(r.input_ids))).toEqual([[1, 2, 3, 4], [5, 0, 0, 0]]);
     expect(records[0].attention_mask).toBeUndefined();
     expect(Array.from(records[1].attention_mask!)).toEqual([1, 0, 0, 0]);

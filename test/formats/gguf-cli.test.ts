@@ -7,7 +7,7 @@
 import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { writeDataset } from '../../src/data/shard-writer.js';
+import { writeDataset } from '../../src/data/dataset-writer.js';
 import { readSafetensors } from '../../src/formats/safetensors.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { expectOneLineError, fixture, greedyReference, runCli, tempDir } from '../helpers.js';

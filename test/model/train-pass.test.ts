@@ -27,7 +27,7 @@ import { pooledGemm } from '../../src/backend/kernel-pool.js';
 import { selectBackend, type Tf } from '../../src/backend/select.js';
 import type { TokenRecord } from '../../src/data/records.js';
 import { ShardDataset } from '../../src/data/shard-reader.js';
-import { writeDataset } from '../../src/data/shard-writer.js';
+import { writeDataset } from '../../src/data/dataset-writer.js';
 import { loadCheckpoint } from '../../src/formats/checkpoint.js';
 import { readSafetensors, type Tensor32 } from '../../src/formats/safetensors.js';
 import { PRESETS, type GPT2Config } from '../../src/model/config.js';
