@@ -109,6 +109,7 @@ bench-deps:
 bench: $(BUILT)
 	@out=$$($(ANCHOR_CHECK) 2>&1) && echo "$$out" || echo "bench: the PyTorch anchor cannot run here ($$(tail -n1 <<< "$$out")); make bench-deps installs what it needs. Our figures only."
 	npm run --silent bench:bpe
+	npm run --silent bench:bpe-large
 	npm run --silent bench:train
 	npm run --silent bench:eval
 	npm run --silent bench:generate

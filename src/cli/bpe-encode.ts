@@ -220,7 +220,7 @@ for shard the bytes one run on the whole file writes. Parts can run anywhere tha
     if (flags.part !== undefined) {
       const { parsePart } = await import('../util/parts.js');
       const part = parsePart(flags.part);
-      const { result: p, seconds } = await withProgress(flags.quiet, undefined, (onBytes) => encodePart({ ...text, part, onBytes }));
+      const { result: p, seconds } = await withProgress(flags.quiet, undefined, (onBytes, onInputBytes) => encodePart({ ...text, part, onBytes, onInputBytes }));
       log.info(`${flags.out}: part ${p.part}, ${p.documents} documents, ${p.tokens} tokens (bytes ${p.slice.start}–${p.slice.end} of ${p.input.file}, in ${seconds.toFixed(2)} s); join the parts with bpe-encode --merge`);
       return;
     }
@@ -229,12 +229,15 @@ for shard the bytes one run on the whole file writes. Parts can run anywhere tha
     log.info(`${flags.out}: ${t.records} records of ${m.block_size} tokens in ${m.shards.length} shard(s) from ${t.documents} documents (${(t.input_bytes / 1e6).toFixed(1)} MB in ${seconds.toFixed(2)} s, ${(t.input_bytes / 1e6 / seconds).toFixed(1)} MB/s)`);
   });
 
-/** Runs an encode under a progress bar over the input bytes; returns what it made and the seconds it took. */
-async function withProgress<R>(quiet: boolean | undefined, total: number | undefined, encode: (onBytes: (bytes: number) => void) => Promise<R>): Promise<{ result: R; seconds: number }> {
+/**
+ * Runs an encode under a progress bar over the input bytes (a part learns its total, its slice,
+ * once it has found the slice's line boundaries); returns what it made and the seconds it took.
+ */
+async function withProgress<R>(quiet: boolean | undefined, total: number | undefined, encode: (onBytes: (bytes: number) => void, onTotal: (bytes: number) => void) => Promise<R>): Promise<{ result: R; seconds: number }> {
   const progress = await createProgress({ quiet, total, label: 'bpe-encode', unit: 'bytes' });
   const started = performance.now();
   try {
-    const result = await encode((b) => progress.update(b));
+    const result = await encode((b) => progress.update(b), (t) => progress.setTotal(t));
     return { result, seconds: (performance.now() - started) / 1000 };
   } finally {
     progress.stop();

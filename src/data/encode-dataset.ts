@@ -5,12 +5,13 @@
  * Nothing holds the whole input or stream: chunks of lines go to the workers, their ids straight
  * to the writer (dataset-writer.ts, or a part's ids.bin), so memory is bounded whatever the size.
  */
+import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import type { DocSeparator } from '../tokenizer/documents.js';
 import { separatorIds } from '../tokenizer/documents.js';
 import { createEncoderPool, type EncodedChunk } from '../tokenizer/pool.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
-import { UsageError } from '../util/errors.js';
+import { fsError, UsageError } from '../util/errors.js';
 import { lineRange, readTextChunks, STDIN } from '../util/input.js';
 import { partRange, type PartSpec } from '../util/parts.js';
 import { dtypeForVocab, replaceableRecords, type CausalLmManifest, type IdDtype } from './manifest.js';
@@ -42,13 +43,20 @@ export interface EncodeDatasetOptions {
   onBytes?: (bytes: number) => void;
   /** Encode only this part of the one input file, into a part directory (parts.ts). */
   part?: PartSpec;
+  /** Called once with the bytes this run reads, when a part's slice makes it other than the files' size. */
+  onInputBytes?: (bytes: number) => void;
 }
 
-/** The one file a part reads, its identity (size, sha256) and its line-aligned slice. */
-async function partInput(files: readonly string[], part: PartSpec): Promise<{ spec: PartSpec; input: PartInput; slice: { start: number; end: number } }> {
+/**
+ * The one file a part reads, its line-aligned slice and its identity (size, sha256): the hash of
+ * the whole file runs on its own thread while the part encodes, and is awaited at the end.
+ */
+async function partInput(files: readonly string[], part: PartSpec): Promise<{ spec: PartSpec; input: Promise<PartInput>; slice: { start: number; end: number } }> {
   if (files.length !== 1 || files[0] === STDIN) throw new UsageError('--part reads one input file (not standard input): every part must see the same bytes');
-  const input = await fileIdentity(files[0]);
-  const bytes = partRange(part, input.bytes);
+  const input = fileIdentity(files[0]);
+  input.catch(() => {}); // awaited later; a failure then is the error
+  const size = (await stat(files[0]).catch((err) => { throw fsError(err, files[0]); })).size;
+  const bytes = partRange(part, size);
   return { spec: part, input, slice: await lineRange(files[0], bytes.start, bytes.end) };
 }
 
@@ -82,6 +90,7 @@ async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest |
   checkBlockSize(options.blockSize);
   // A part (--part K/N): the lines of one file whose first byte falls in the K-th of N byte slices.
   const part = options.part && (await partInput(options.files, options.part));
+  if (part) options.onInputBytes?.(part.slice.end - part.slice.start);
   const inputs = [...options.files.filter((f) => f !== STDIN), ...(options.tokenizerDir ? [options.tokenizerDir] : [])];
   const overwrite = options.overwrite ? (part ? replaceablePart(inputs) : replaceableRecords(inputs)) : undefined;
   await checkOutputDir(options.out, { overwrite });
@@ -140,7 +149,7 @@ async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest |
   }
   const spec = { ...shape, documents, inputBytes };
   if (sink instanceof PartWriter) {
-    return sink.finish({ part: part!.spec, input: part!.input, slice: part!.slice, spec, separator, lossy: !!options.lossy, allowSpecial: !!options.allowSpecial });
+    return sink.finish({ part: part!.spec, input: await part!.input, slice: part!.slice, spec, separator, lossy: !!options.lossy, allowSpecial: !!options.allowSpecial });
   }
   return sink.finish({ documents, inputBytes });
 }

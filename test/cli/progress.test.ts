@@ -3,6 +3,7 @@
  * promises, and nothing of it when stderr is not a terminal.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { formatRate } from '../../src/cli/progress.js';
@@ -39,6 +40,29 @@ describe('progress bars', () => {
     expect(frames.length).toBeGreaterThan(1);
     expect(frames.at(-1)).toMatch(/100% \| (\d+)\/\1 \| [\d.]+ records\/s \| ETA \d+s$/);
     expect(runCli('gpt2-eval', args).stderr).not.toContain('records/s');
+  });
+
+  // Inputs of a few MiB, so the reads (1 MiB each) give the bar several values to rate.
+  const repeated = (name: string, copies: number) => {
+    const path = join(dir, `${copies}x-${name}`);
+    writeFileSync(path, readFileSync(fixture('wikitext', name), 'utf8').repeat(copies));
+    return path;
+  };
+  const lastFrame = (tool: string, args: string[]) => onTerminal(tool, args).split('\n').filter((l) => l.startsWith(`${tool} [`)).at(-1);
+
+  it.runIf(hasScript)('wikitext-prep shows MB of the file\'s MB, MB/s and an ETA', () => {
+    const input = repeated('wikitext2-sample.tokens', 30);
+    const mb = (statSync(input).size / 1e6).toFixed(1);
+    expect(lastFrame('wikitext-prep', ['--out', join(dir, 'docs.txt'), input])).toMatch(new RegExp(`100% \\| ${mb}/${mb} MB \\| [\\d.]+ MB/s \\| ETA \\d+s$`));
+  });
+
+  it.runIf(hasScript)('bpe-encode --part counts its own slice of the file', () => {
+    const input = repeated('wikitext2-sample.docs.txt', 80);
+    const frame = lastFrame('bpe-encode', ['--block-size', '33', '--part', '2/3', '--out', join(dir, 'part2'), input]);
+    const { slice } = JSON.parse(readFileSync(join(dir, 'part2', 'part.json'), 'utf8')) as { slice: { start: number; end: number } };
+    const mb = ((slice.end - slice.start) / 1e6).toFixed(1);
+    expect(mb).not.toBe((statSync(input).size / 1e6).toFixed(1));
+    expect(frame).toMatch(new RegExp(`100% \\| ${mb}/${mb} MB \\| [\\d.]+ MB/s \\| ETA \\d+s$`));
   });
 
   it.runIf(hasScript)('gpt2-train shows steps/s, loss, lr and tokens/s on a terminal', () => {
