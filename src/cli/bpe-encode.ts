@@ -125,8 +125,10 @@ for shard the bytes one run on the whole file writes. Parts can run anywhere tha
       if (flags.out === undefined) throw new UsageError('--merge needs --out DIR');
       const { mergeParts } = await import('../data/parts.js');
       const { replaceableRecords } = await import('../data/manifest.js');
-      const m = await mergeParts(flags.merge, flags.out, { overwrite: flags.overwrite ? replaceableRecords(flags.merge) : undefined, command: ['bpe-encode', ...process.argv.slice(2)], onWarning: log.warn });
-      log.info(`${flags.out}: ${m.totals.records} records of ${m.block_size} tokens in ${m.shards.length} shard(s) from ${m.totals.documents} documents, merged from ${flags.merge.length} parts`);
+      const overwrite = flags.overwrite ? replaceableRecords(flags.merge) : undefined;
+      const command = ['bpe-encode', ...process.argv.slice(2)];
+      const { result: m, seconds } = await withProgress(flags.quiet, undefined, (onBytes, onTotal) => mergeParts(flags.merge!, flags.out!, { overwrite, command, onWarning: log.warn, onBytes, onTotal }));
+      log.info(`${flags.out}: ${m.totals.records} records of ${m.block_size} tokens in ${m.shards.length} shard(s) from ${m.totals.documents} documents, merged from ${flags.merge.length} parts in ${seconds.toFixed(2)} s`);
       return;
     }
 

@@ -164,6 +164,9 @@ export interface MergeOptions {
   overwrite?: Replaceable;
   command?: string[];
   onWarning?: (message: string) => void;
+  /** The bytes of ids.bin the merge will read, once the parts are checked; then the bytes read so far. */
+  onTotal?: (bytes: number) => void;
+  onBytes?: (bytes: number) => void;
 }
 
 /**
@@ -189,11 +192,16 @@ export async function mergeParts(dirs: readonly string[], out: string, options: 
   const totalTokens = withDocs.reduce((sum, p) => sum + p.manifest.tokens, 0) + Math.max(0, withDocs.length - 1) * o.separator.length;
   const spec = { blockSize: o.block_size, dtype: o.id_dtype, padId: o.pad_id, keepTail: o.keep_tail, tokenizer: o.tokenizer, docSeparator: o.doc_separator, plan: o.plan, command: options.command ?? [] };
   const writer = await DatasetWriter.open(out, spec, { overwrite: options.overwrite, totalTokens, onWarning: options.onWarning });
+  options.onTotal?.(withDocs.reduce((sum, p) => sum + p.manifest.ids.bytes, 0));
   try {
     const separator = Uint32Array.from(o.separator);
+    let read = 0;
     for (const [i, { dir, manifest: m }] of withDocs.entries()) {
       if (i > 0) await writer.append(separator);
-      for await (const ids of readIdsFile(join(dir, m.ids.file), o.id_dtype, { bytes: m.ids.bytes, sha256: m.ids.sha256, what: PART_FILE })) await writer.append(ids);
+      for await (const ids of readIdsFile(join(dir, m.ids.file), o.id_dtype, { bytes: m.ids.bytes, sha256: m.ids.sha256, what: PART_FILE })) {
+        await writer.append(ids);
+        options.onBytes?.((read += ids.byteLength));
+      }
     }
   } catch (err) {
     await writer.abort();
