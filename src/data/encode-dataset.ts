@@ -14,7 +14,7 @@ import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { fsError, UsageError } from '../util/errors.js';
 import { lineRange, readTextChunks, STDIN } from '../util/input.js';
 import { partRange, type PartSpec } from '../util/parts.js';
-import { dtypeForVocab, replaceableRecords, type CausalLmManifest, type IdDtype } from './manifest.js';
+import { dtypeForVocab, replaceableRecords, type CausalLmManifest } from './manifest.js';
 import { DatasetWriter } from './dataset-writer.js';
 import { fileIdentity, PartWriter, replaceablePart, type PartInput, type PartManifest } from './parts.js';
 import type { ShardPlan } from './shard-writer.js';
@@ -149,7 +149,11 @@ async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest |
   }
   const spec = { ...shape, documents, inputBytes };
   if (sink instanceof PartWriter) {
-    return sink.finish({ part: part!.spec, input: await part!.input, slice: part!.slice, spec, separator, lossy: !!options.lossy, allowSpecial: !!options.allowSpecial });
+    const input = await part!.input.catch(async (err: unknown) => {
+      await sink.abort();
+      throw err;
+    });
+    return sink.finish({ part: part!.spec, input, slice: part!.slice, spec, separator, lossy: !!options.lossy, allowSpecial: !!options.allowSpecial });
   }
   return sink.finish({ documents, inputBytes });
 }
