@@ -55,8 +55,19 @@ export function spaceBefore(b: Uint8Array, j: number, lo: number): number {
 
 /** [s, e) without the leading and trailing whitespace String.prototype.trim removes (text without "\n"). */
 export function trimRange(b: Uint8Array, s: number, e: number): [number, number] {
-  for (let k; s < e && (k = spaceAt(b, s)) > 0; ) s += k;
-  for (let k; e > s && (k = spaceBefore(b, e, s)) > 0; ) e -= k;
+  // Spaces and printable ASCII are settled here: calls cost most before the JIT has optimized them.
+  while (s < e) {
+    const x = b[s];
+    const k = x === SPACE ? 1 : x > SPACE && x < 0x80 ? 0 : spaceAt(b, s);
+    if (k === 0) break;
+    s += k;
+  }
+  while (e > s) {
+    const x = b[e - 1];
+    const k = x === SPACE ? 1 : x > SPACE && x < 0x80 ? 0 : spaceBefore(b, e, s);
+    if (k === 0) break;
+    e -= k;
+  }
   return [s, e];
 }
 
@@ -132,7 +143,7 @@ function finish(buf: Buffer, r: number, w: number, end: number): number {
  * (the lazy group cannot pass a closer); the group is then the inside without its leading
  * whitespace (taken by the greedy [^\S\n]*) and trailing whitespace (the lazy group stops where
  * only whitespace is left), and all of it when the inside is only whitespace. When a "\n" comes
- * first, no opener before that "\n" matches; for quotes the next try is the next quote.
+ * first, no opener before that "\n" matches (for quotes: there is none between).
  */
 export function trimPairPass(open: string, close: string): BytePass {
   const o0 = open.charCodeAt(0);
@@ -153,10 +164,7 @@ export function trimPairPass(open: string, close: string): BytePass {
         o = view.indexOf(o0, nl + 1);
         continue;
       }
-      let i = o + 1;
-      for (let k; i < c && (k = spaceAt(buf, i)) > 0; ) i += k;
-      let j = c;
-      for (let k; j > i && (k = spaceBefore(buf, j, i)) > 0; ) j -= k;
+      const [i, j] = trimRange(buf, o + 1, c);
       if (i !== o + 1 || j !== c) {
         if (w !== r) buf.copyWithin(w, r, o + 1);
         w += o + 1 - r;

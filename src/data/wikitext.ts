@@ -83,23 +83,23 @@ const UNK = Buffer.from('<unk>');
 
 /** The first "<unk>" in b[from, end), or -1. */
 function findUnk(b: Buffer, from: number, end: number): number {
-  for (let a = b.indexOf(0x3c, from); a >= 0 && a + UNK.length <= end; a = b.indexOf(0x3c, a + 1)) {
+  const view = b.subarray(0, end); // a search of b could run on through the rest of the chunk, for each document
+  for (let a = view.indexOf(0x3c, from); a >= 0 && a + UNK.length <= end; a = view.indexOf(0x3c, a + 1)) {
     if (b[a + 1] === 0x75 && b[a + 2] === 0x6e && b[a + 3] === 0x6b && b[a + 4] === 0x3e) return a;
   }
   return -1;
 }
 
-/** Bytes appended into a buffer that grows; taken as one Buffer per push. */
+/** Bytes appended into a buffer that grows, allocated at the first append; taken as one Buffer per push. */
 class ByteSink {
-  buf: Buffer;
+  buf = Buffer.alloc(0);
   len = 0;
-  constructor(capacity: number) {
-    this.buf = Buffer.allocUnsafe(Math.max(capacity, 64));
-  }
+  /** The size to allocate at first: what the documents might take. */
+  constructor(private readonly expected: number) {}
   append(src: Uint8Array, s: number, e: number): void {
-    const need = this.len + (e - s) + 1;
+    const need = this.len + (e - s) + 1; // and a "\n"
     if (need > this.buf.length) {
-      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.buf.length));
+      const grown = Buffer.allocUnsafe(Math.max(need, this.expected, 2 * this.buf.length));
       this.buf.copy(grown, 0, 0, this.len);
       this.buf = grown;
     }
