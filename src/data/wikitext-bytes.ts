@@ -10,10 +10,11 @@
  * a byte match is a character match; the input is valid UTF-8 (readTextChunks checks, or replaces
  * bad bytes with U+FFFD under --lossy).
  *
- * wikitext-prep wiki.train.tokens (10.8 MB; medians of 5, wall s / user+sys s, 2 cores shared):
- * strings (before) 0.78 / 0.91 to /dev/null, 0.81 / 0.92 into a pipe; bytes 0.37 / 0.45 and
- * 0.36 / 0.46. Of the 0.37 s, 0.21 s is start-up (node alone 0.14, the rest mostly commander and
- * module loading) and ~0.06 s the JIT's warm-up (the first MiB takes ~40 ms, the next ~8.5 ms).
+ * wikitext-prep wiki.train.tokens (10.8 MB; wall s / user+sys s, medians of 5–7 in three sessions on
+ * 2 shared cores): strings (before) 0.78–0.85 / 0.91–1.00 to /dev/null, 0.81–0.89 / 0.92–0.99 into
+ * a pipe; bytes 0.37–0.40 / 0.45–0.49 and 0.36–0.43 / 0.46–0.49. Of the ~0.38 s, 0.21–0.24 s is
+ * start-up (node alone 0.14, the rest mostly commander and module loading) and ~0.06 s the JIT's
+ * warm-up (the first MiB takes ~40 ms, the next ~8.5 ms).
  *
  * Tried and dropped: needles for Buffer.indexOf ("@-@ " rather than "@": fewer stops, but each
  * native search costs more, 107 ms against 83 ms for the passes over train); cleaning in 64 KiB
