@@ -1,7 +1,7 @@
 /** wikitext-prep: WikiText files → one cleaned document per line. */
 import { InvalidArgumentError } from 'commander';
 import { DocumentAssembler, type PrepOptions, type SplitMode, type UnkMode } from '../data/wikitext.js';
-import { checkInputs, chunkLines, readTextChunks } from '../util/input.js';
+import { checkInputs, readTextChunks } from '../util/input.js';
 import { openOutput } from '../util/output.js';
 import { choiceOption, createProgram, intArg, logger, runProgram } from './common.js';
 import { createProgress } from './progress.js';
@@ -54,17 +54,13 @@ bracket trimming, ...) to each line; lines of a document are joined with single 
     try {
       for (const file of files.length === 0 ? ['-'] : files) {
         const assembler = new DocumentAssembler(options); // a new file starts a new document
-        const write = async (docs: string[]) => {
-          if (docs.length === 0) return;
-          documents += docs.length;
-          await output.write(`${docs.join('\n')}\n`);
-        };
         for await (const chunk of readTextChunks([file], { lossy: flags.lossy, onWarning: log.warn, onBytes: (b) => progress.update(b) })) {
-          const docs: string[] = [];
-          for (const line of chunkLines(chunk.text)) docs.push(...assembler.push(line));
-          await write(docs);
+          const docs = assembler.push(chunk.bytes);
+          if (docs.length > 0) await output.write(docs);
         }
-        await write(assembler.finish());
+        const docs = assembler.finish();
+        if (docs.length > 0) await output.write(docs);
+        documents += assembler.documents;
       }
       await output.commit();
     } catch (err) {

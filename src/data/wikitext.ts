@@ -1,11 +1,14 @@
 /**
- * WikiText (wiki.*.tokens / wiki.*.raw) → one document per line.
+ * WikiText (wiki.*.tokens / wiki.*.raw) → one document per line, on UTF-8 bytes (wikitext-bytes.ts).
  *
  * Cleaning follows the seed's `wikitext_clean`, rule for rule and in its order, with one repair:
  * its second rule, re.sub(r"/' [0-9]/", ...), is written with JavaScript-style slashes and never
- * matches anything; what it was after is WikiText's split decade apostrophe (" ' 80s" → " '80s"),
- * which we join, but only after whitespace so that plural possessives ("Keats' 1820") keep their space.
+ * matches anything; what it was after is WikiText's split decade apostrophe (" ' 80s" → " '80s"), which
+ * we join, but only after whitespace so that plural possessives ("Keats' 1820") keep their space.
+ * test/data/wikitext-rules.test.ts holds the rules as the seed writes them (str.replace, re.sub) and
+ * checks each pass against its rule.
  */
+import { decadePass, headingLevel, literalPass, trimPairPass, trimRange, utf16Length, type BytePass } from './wikitext-bytes.js';
 
 export type SplitMode = 'articles' | 'sections';
 export type UnkMode = { kind: 'keep' } | { kind: 'drop' } | { kind: 'replace'; with: string };
@@ -16,46 +19,22 @@ export interface PrepOptions {
   /** Apply the seed's cleaning rules (default true). */
   clean: boolean;
   unk: UnkMode;
-  /** Documents shorter than this many characters are dropped. */
+  /** Documents shorter than this many characters (UTF-16 code units, as String.length) are dropped. */
   minChars: number;
 }
 
 export const DEFAULT_PREP: PrepOptions = { split: 'articles', clean: true, unk: { kind: 'keep' }, minChars: 0 };
 
-type Rule = readonly [name: string, apply: (s: string) => string];
-const literal = (from: string, to: string): Rule => [`"${from}" → "${to}"`, (s) => replaceLiteral(s, from, to)];
-const regex = (name: string, re: RegExp, to: string): Rule => [name, (s) => s.replace(re, to)];
+const literal = (from: string, to: string): readonly [string, BytePass] => [`"${from}" → "${to}"`, literalPass(from, to)];
 
 /**
- * s.replaceAll(from, to) (Python's str.replace: leftmost, non-overlapping), but searching for the
- * pattern's rarest-looking character rather than its first: most patterns start with a space,
- * and stopping at every space made these replaces most of wikitext-prep's time.
+ * The seed's wikitext_clean, in order. The seed's \s and [^x] may cross newlines; ours may not, so
+ * that a pass can clean many lines at once and still pair brackets and quotes within each line only,
+ * as the seed (which cleans line by line) does.
  */
-export function replaceLiteral(s: string, from: string, to: string): string {
-  let off = [...from].findIndex((c) => c !== ' ' && !/\p{L}/u.test(c));
-  if (off < 0) off = Math.max(0, [...from].findIndex((c) => c !== ' '));
-  const anchor = from[off];
-  const parts: string[] = [];
-  let done = 0; // s[0..done) is settled
-  for (let a = s.indexOf(anchor, off); a >= 0; ) {
-    const m = a - off;
-    if (m >= done && s.startsWith(from, m)) {
-      parts.push(s.slice(done, m), to);
-      done = m + from.length;
-      a = s.indexOf(anchor, done + off);
-    } else {
-      a = s.indexOf(anchor, a + 1);
-    }
-  }
-  if (done === 0) return s;
-  parts.push(s.slice(done));
-  return parts.join('');
-}
-
-/** The seed's wikitext_clean, in order. Exported so each rule has its own test. */
-export const CLEAN_RULES: readonly Rule[] = [
+export const CLEAN_RULES: readonly (readonly [name: string, pass: BytePass])[] = [
   literal("s '", "s'"),
-  ['decade apostrophe', joinDecadeApostrophes],
+  ['decade apostrophe', decadePass],
   literal(' @-@ ', '-'),
   literal(' @,@ ', ','),
   literal(' @.@ ', '.'),
@@ -66,13 +45,11 @@ export const CLEAN_RULES: readonly Rule[] = [
   literal(' ! ', '! '),
   literal(' ? ', '? '),
   literal(' , ', ', '),
-  // The seed's \s and [^x] may cross newlines; ours may not, so that cleanLines() can clean many
-  // lines in one pass and still pair brackets and quotes within each line only, as the seed does.
-  regex('trim inside ( )', /\([^\S\n]*([^)\n]*?)[^\S\n]*\)/g, '($1)'),
-  regex('trim inside [ ]', /\[[^\S\n]*([^\]\n]*?)[^\S\n]*\]/g, '[$1]'),
-  regex('trim inside { }', /\{[^\S\n]*([^}\n]*?)[^\S\n]*\}/g, '{$1}'),
-  regex('trim inside " "', /"[^\S\n]*([^"\n]*?)[^\S\n]*"/g, '"$1"'),
-  regex("trim inside ' '", /'[^\S\n]*([^'\n]*?)[^\S\n]*'/g, "'$1'"),
+  ['trim inside ( )', trimPairPass('(', ')')],
+  ['trim inside [ ]', trimPairPass('[', ']')],
+  ['trim inside { }', trimPairPass('{', '}')],
+  ['trim inside " "', trimPairPass('"', '"')],
+  ["trim inside ' '", trimPairPass("'", "'")],
   literal('= = = =', '===='),
   literal('= = =', '==='),
   literal('= =', '=='),
@@ -83,40 +60,16 @@ export const CLEAN_RULES: readonly Rule[] = [
   literal(" 's", "'s"),
 ];
 
-/** " ' 80s" → " '80s" where the apostrophe follows whitespace or starts the line. */
-function joinDecadeApostrophes(s: string): string {
-  if (!s.includes("' ")) return s;
-  return s.replace(/' (\d\d)(s?)(?=\s|$)/gm, (match, digits: string, plural: string, at: number) =>
-    at === 0 || /\s/.test(s[at - 1]) ? `'${digits}${plural}` : match,
-  );
+/** wikitextClean of each line of buf[start, end) (lines split by "\n"), in place: returns the new end. */
+export function cleanBytes(buf: Buffer, start: number, end: number): number {
+  for (const [, pass] of CLEAN_RULES) end = pass(buf, start, end);
+  return end;
 }
 
+/** The seed's wikitext_clean of a (well-formed) string. */
 export function wikitextClean(text: string): string {
-  for (const [, apply] of CLEAN_RULES) text = apply(text);
-  return text;
-}
-
-/**
- * wikitextClean of each line, in one pass over all of them: ~25 scans of a long string instead of
- * ~25 per line. Same result as line by line for trimmed lines (no rule crosses a newline, and
- * the " \n" / "\n " rules find nothing to do between trimmed lines).
- */
-export function cleanLines(lines: readonly string[]): string[] {
-  if (lines.length === 1) return [wikitextClean(lines[0])];
-  return wikitextClean(lines.join('\n')).split('\n');
-}
-
-/** 1 for " = Title = ", 2 for " = = Section = = ", …; 0 if the (stripped) line is not a heading. */
-export function headingLevel(line: string): number {
-  if (!(line.startsWith('=') && line.endsWith('='))) return 0;
-  let level = 0;
-  let k = 0;
-  while (line[k] === '=') {
-    level++;
-    k++;
-    while (line[k] === ' ') k++;
-  }
-  return level;
+  const buf = Buffer.from(text);
+  return buf.toString('utf8', 0, cleanBytes(buf, 0, buf.length));
 }
 
 export function applyUnk(text: string, unk: UnkMode): string {
@@ -125,46 +78,190 @@ export function applyUnk(text: string, unk: UnkMode): string {
   return text.replace(/ ?<unk>/g, '').trim();
 }
 
-/**
- * Groups lines into documents as they stream by. push() returns the documents a line completes;
- * finish() returns the last one, which the seed's loop loses.
- */
-export class DocumentAssembler {
-  private passage: string[] = [];
+const NL = 0x0a;
+const UNK = Buffer.from('<unk>');
 
-  constructor(private readonly options: PrepOptions = DEFAULT_PREP) {}
+/** The first "<unk>" in b[from, end), or -1. */
+function findUnk(b: Buffer, from: number, end: number): number {
+  const view = b.subarray(0, end); // a search of b could run on through the rest of the chunk, for each document
+  for (let a = view.indexOf(0x3c, from); a >= 0 && a + UNK.length <= end; a = view.indexOf(0x3c, a + 1)) {
+    if (b[a + 1] === 0x75 && b[a + 2] === 0x6e && b[a + 3] === 0x6b && b[a + 4] === 0x3e) return a;
+  }
+  return -1;
+}
 
-  push(rawLine: string): string[] {
-    const line = rawLine.trim();
-    if (line === '') return [];
-    const level = headingLevel(line);
-    if (level === 0) {
-      this.passage.push(line);
-      return [];
+/** Bytes appended into a buffer that grows, allocated at the first append; taken as one Buffer per push. */
+class ByteSink {
+  buf = Buffer.alloc(0);
+  len = 0;
+  /** The size to allocate at first: what the documents might take. */
+  constructor(private readonly expected: number) {}
+  append(src: Uint8Array, s: number, e: number): void {
+    const need = this.len + (e - s) + 1; // and a "\n"
+    if (need > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.expected, 2 * this.buf.length));
+      this.buf.copy(grown, 0, 0, this.len);
+      this.buf = grown;
     }
-    if (this.options.split === 'articles' && level > 1) return [];
-    return this.flush();
-  }
-
-  finish(): string[] {
-    return this.flush();
-  }
-
-  private flush(): string[] {
-    if (this.passage.length === 0) return [];
-    const { clean, unk, minChars } = this.options;
-    const lines = clean ? cleanLines(this.passage) : this.passage;
-    this.passage = [];
-    const doc = applyUnk(lines.join(' ').trim(), unk);
-    return doc.length === 0 || doc.length < minChars ? [] : [doc];
+    this.buf.set(src.subarray(s, e), this.len);
+    this.len += e - s;
   }
 }
 
-/** All documents of a whole text (for tests and small inputs; the CLI streams). */
+/**
+ * Groups lines into documents as they stream by, cleans them and writes each document as a line.
+ * push() takes whole lines of one input (its bytes, valid UTF-8) and returns the output of the
+ * documents they complete; finish() that of the last one, which the seed's loop loses.
+ */
+export class DocumentAssembler {
+  /** Documents written so far. */
+  documents = 0;
+  /** work[0, kept): the current document so far, cleaned, its lines joined with spaces. */
+  private work = Buffer.allocUnsafe(0);
+  private kept = 0;
+  private readonly replacement: Buffer | undefined;
+
+  constructor(private readonly options: PrepOptions = DEFAULT_PREP) {
+    const { unk } = options;
+    // JavaScript's replaceAll gives "$&", "$$", … in a replacement a meaning: those go through applyUnk.
+    this.replacement = unk.kind === 'replace' && !unk.with.includes('$') ? Buffer.from(unk.with) : undefined;
+  }
+
+  push(input: Uint8Array): Buffer {
+    // The input is copied behind the kept text in one go and its passage lines moved down in
+    // place: copyWithin costs ~0.15 µs a line, Buffer.copy/set from another buffer ~0.5 µs (17 ms
+    // for WikiText-2 train's 36,718 lines).
+    const need = this.kept + 1 + input.length;
+    if (this.work.length < need) {
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.work.length));
+      this.work.copy(grown, 0, 0, this.kept);
+      this.work = grown;
+    }
+    const work = this.work;
+    const from = this.kept + 1;
+    work.set(input, from);
+    const ends: number[] = []; // a document ends after line ends[k] (counting the kept text as one)
+    const w = passageLines(work, from, from + input.length, this.kept, this.options.split === 'articles', ends);
+    const cleanFrom = this.kept > 0 ? this.kept + 1 : 0; // the kept text is cleaned already
+    const end = this.options.clean && w > cleanFrom ? cleanBytes(work, cleanFrom, w) : w;
+
+    const out = new ByteSink(end + ends.length);
+    const p = this.emitDocuments(out, work, end, ends);
+    // What follows the last complete document is kept, joined, for the next push.
+    if (p < end) {
+      const done = work.subarray(0, end);
+      for (let q = done.indexOf(NL, p); q >= 0; q = done.indexOf(NL, q + 1)) work[q] = 0x20;
+      work.copyWithin(0, p, end);
+    }
+    this.kept = Math.max(0, end - p);
+    return out.buf.subarray(0, out.len);
+  }
+
+  /** Emits the documents of work[0, end) that end after lines ends[]; returns where the rest starts. */
+  private emitDocuments(out: ByteSink, work: Buffer, end: number, ends: readonly number[]): number {
+    const done = work.subarray(0, end);
+    let p = 0;
+    let line = 0;
+    for (const last of ends) {
+      const docStart = p;
+      let q;
+      for (;;) {
+        q = done.indexOf(NL, p);
+        if (q < 0) q = end;
+        if (++line === last) break;
+        work[q] = 0x20; // a document's lines are joined with spaces
+        p = q + 1;
+      }
+      this.emit(out, work, docStart, q);
+      p = q + 1;
+    }
+    return p;
+  }
+
+  finish(): Buffer {
+    const out = new ByteSink(this.kept + 1);
+    if (this.kept > 0) this.emit(out, this.work, 0, this.kept);
+    this.kept = 0;
+    return out.buf.subarray(0, out.len);
+  }
+
+  /**
+   * Appends a document (buf[s, e), its lines joined) as a line, unless --unk or --min-chars drop it.
+   * The seed strips the joined document; that has nothing to do, for its lines are stripped and no
+   * rule changes a line's first or last character into whitespace (or empties a line).
+   */
+  private emit(out: ByteSink, buf: Buffer, s: number, e: number): void {
+    const { unk, minChars } = this.options;
+    const start = out.len;
+    let u = unk.kind === 'keep' ? -1 : findUnk(buf, s, e);
+    if (u < 0) {
+      out.append(buf, s, e);
+    } else if (unk.kind === 'drop') {
+      // text.replace(/ ?<unk>/g, '').trim(); a space before "<unk>" is never the end of the last match
+      for (; u >= 0; u = findUnk(buf, s, e)) {
+        out.append(buf, s, u > s && buf[u - 1] === 0x20 ? u - 1 : u);
+        s = u + UNK.length;
+      }
+      out.append(buf, s, e);
+      const [ts, te] = trimRange(out.buf, start, out.len);
+      out.buf.copyWithin(start, ts, te);
+      out.len = start + te - ts;
+    } else if (this.replacement) {
+      for (; u >= 0; u = findUnk(buf, s, e)) {
+        out.append(buf, s, u);
+        out.append(this.replacement, 0, this.replacement.length);
+        s = u + UNK.length;
+      }
+      out.append(buf, s, e);
+    } else {
+      const text = Buffer.from(applyUnk(buf.toString('utf8', s, e), unk));
+      out.append(text, 0, text.length);
+    }
+    if (out.len === start || (minChars > 0 && utf16Length(out.buf, start, out.len) < minChars)) {
+      out.len = start;
+      return;
+    }
+    out.buf[out.len++] = NL; // append() leaves room for it
+    this.documents++;
+  }
+}
+
+/**
+ * Moves the passage lines of buf[from, to) (trimmed, non-empty, not headings) down to follow
+ * buf[0, kept), each after a "\n"; pushes onto ends the line count at each document boundary.
+ * Returns the end of the lines.
+ */
+function passageLines(buf: Buffer, from: number, to: number, kept: number, articles: boolean, ends: number[]): number {
+  const view = buf.subarray(0, to);
+  let w = kept;
+  let lines = kept > 0 ? 1 : 0;
+  let boundary = 0;
+  for (let p = from; p < to; ) {
+    let q = view.indexOf(NL, p);
+    if (q < 0) q = to;
+    const [s, e] = trimRange(buf, p, q);
+    p = q + 1;
+    if (s === e) continue;
+    const level = headingLevel(buf, s, e);
+    if (level === 0) {
+      if (w > 0) buf[w++] = NL;
+      if (w !== s) buf.copyWithin(w, s, e);
+      w += e - s;
+      lines++;
+    } else if (!(articles && level > 1) && lines > boundary) {
+      ends.push(lines);
+      boundary = lines;
+    }
+  }
+  return w;
+}
+
+/**
+ * All documents of a whole (well-formed) text, for the benchmarks and tests; the CLI streams. The
+ * output is split at "\n", so a --unk replacement holding "\n" splits a document here.
+ */
 export function prepareWikitext(text: string, options: PrepOptions = DEFAULT_PREP): string[] {
   const assembler = new DocumentAssembler(options);
-  const docs: string[] = [];
-  for (const line of text.split('\n')) docs.push(...assembler.push(line));
-  docs.push(...assembler.finish());
-  return docs;
+  const out = Buffer.concat([assembler.push(Buffer.from(text)), assembler.finish()]).toString('utf8');
+  return out === '' ? [] : out.slice(0, -1).split('\n');
 }

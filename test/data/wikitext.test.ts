@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { applyUnk, CLEAN_RULES, cleanLines, DocumentAssembler, headingLevel, prepareWikitext, replaceLiteral, wikitextClean } from '../../src/data/wikitext.js';
+import { headingLevel } from '../../src/data/wikitext-bytes.js';
+import { applyUnk, CLEAN_RULES, cleanBytes, DocumentAssembler, prepareWikitext, wikitextClean } from '../../src/data/wikitext.js';
 import { expectOneLineError, fixture, runCli, tempDir } from '../helpers.js';
 
 // One case per rule of the seed's wikitext_clean, in its order: [input, output of that rule alone].
@@ -40,16 +41,27 @@ interface Oracle {
 const oracle = JSON.parse(readFileSync(fixture('wikitext', 'wikitext2-sample.oracle.json'), 'utf8')) as Oracle;
 const readLines = (name: string) => readFileSync(fixture('wikitext', name), 'utf8').split('\n').slice(0, -1);
 
+/** The rules' passes over a string, in the given order. */
 function applyRules(rules: typeof CLEAN_RULES, text: string): string {
-  for (const [, apply] of rules) text = apply(text);
-  return text;
+  const buf = Buffer.from(text);
+  let end = buf.length;
+  for (const [, pass] of rules) end = pass(buf, 0, end);
+  return buf.toString('utf8', 0, end);
 }
+
+/** cleanBytes over lines joined with "\n" (the batched path wikitext-prep takes), split again. */
+function cleanJoined(lines: readonly string[]): string[] {
+  const buf = Buffer.from(lines.join('\n'));
+  return buf.toString('utf8', 0, cleanBytes(buf, 0, buf.length)).split('\n');
+}
+
+const level = (line: string) => headingLevel(Buffer.from(line), 0, Buffer.byteLength(line));
 
 describe('wikitext_clean rules', () => {
   it("has the seed's 25 rules", () => expect(CLEAN_RULES).toHaveLength(RULE_CASES.length));
 
-  it.each(CLEAN_RULES.map(([name, apply], i) => [i + 1, name, apply, ...RULE_CASES[i]] as const))('rule %i: %s', (_i, _name, apply, input, output) => {
-    expect(apply(input)).toBe(output);
+  it.each(CLEAN_RULES.map((rule, i) => [i + 1, rule[0], rule, ...RULE_CASES[i]] as const))('rule %i: %s', (_i, _name, rule, input, output) => {
+    expect(applyRules([rule], input)).toBe(output);
   });
 
   it('applies the rules in order: swapping two rules changes these inputs (the seed’s outputs)', () => {
@@ -67,23 +79,23 @@ describe('wikitext_clean rules', () => {
     expect(wikitextClean('" well @-@ known "')).toBe('"well-known"');
   });
 
-  it('replaceLiteral matches str.replace: leftmost, non-overlapping', () => {
-    expect(replaceLiteral('aaaa', 'aa', 'b')).toBe('bb');
-    expect(replaceLiteral(' . . . ', ' . ', '. ')).toBe('. .. '); // as Python: ' . . . '.replace(' . ', '. ')
-    expect(replaceLiteral('= = = = =', '= =', '==')).toBe('== == =');
-    expect(replaceLiteral('none here', ' @-@ ', '-')).toBe('none here');
+  it('literal rules are str.replace: leftmost, non-overlapping', () => {
+    const rule = (name: string) => [CLEAN_RULES.find(([n]) => n === name)!];
+    expect(applyRules(rule('" . " → ". "'), ' . . . ')).toBe('. .. '); // as Python: ' . . . '.replace(' . ', '. ')
+    expect(applyRules(rule('"= =" → "=="'), '= = = = =')).toBe('== == =');
+    expect(applyRules(rule('" @-@ " → "-"'), 'none here')).toBe('none here');
   });
 
   it('cleans many lines at once exactly as line by line', () => {
-    const lines = ['a " b', 'c " d', "e ' f", "g ' h ( i", 'j ) k', "x ' 80s"];
-    expect(cleanLines(lines)).toEqual(lines.map(wikitextClean));
+    const lines = ['a " b', 'c " d', "e ' f", "g ' h ( i", 'j ) k', "x ' 80s", "' 90s ' 80s"];
+    expect(cleanJoined(lines)).toEqual(lines.map(wikitextClean));
   });
 });
 
 describe("against the seed's own wikitext_clean over real WikiText-2 (fixtures/wikitext/wikitext2-sample.*)", () => {
   const sample = readFileSync(fixture('wikitext', 'wikitext2-sample.tokens'), 'utf8');
   // The lines the seed's preprocess_data cleans: stripped, non-empty, not a "= ... =" heading.
-  const passage = sample.split('\n').map((l) => l.trim()).filter((l) => l !== '' && headingLevel(l) === 0);
+  const passage = sample.split('\n').map((l) => l.trim()).filter((l) => l !== '' && level(l) === 0);
   const seedLines = readLines('wikitext2-sample.clean.txt');
   // The one documented difference: our rule 2 joins a split decade apostrophe (" ' 80s" → " '80s"),
   // where the seed's re.sub(r"/' [0-9]/", ...) never matches. The oracle lists the lines where this
@@ -97,7 +109,7 @@ describe("against the seed's own wikitext_clean over real WikiText-2 (fixtures/w
     expect(passage.length).toBeGreaterThan(200);
     const wrong = passage.map((line, i) => [i, wikitextClean(line), expected[i]] as const).filter(([, ours, want]) => ours !== want);
     expect(wrong).toEqual([]);
-    expect(cleanLines(passage)).toEqual(expected); // the batched path wikitext-prep takes
+    expect(cleanJoined(passage)).toEqual(expected); // the batched path wikitext-prep takes
   });
 
   it('differs from the seed only on lines with a split decade apostrophe, which the seed leaves split', () => {
@@ -117,19 +129,22 @@ describe("against the seed's own wikitext_clean over real WikiText-2 (fixtures/w
   it("assembles the seed's documents (preprocess_data), plus the last passage it loses", () => {
     const docs = prepareWikitext(sample, { split: 'sections', clean: true, unk: { kind: 'keep' }, minChars: 0 });
     let seedDocs = readLines('wikitext2-sample.docs.txt');
-    for (const d of oracle.decade) seedDocs = seedDocs.map((doc) => replaceLiteral(doc, d.seed, d.repaired));
+    for (const d of oracle.decade) seedDocs = seedDocs.map((doc) => doc.replaceAll(d.seed, () => d.repaired));
     expect(docs.slice(0, -1)).toEqual(seedDocs);
-    const afterLastHeading = sample.split('\n').reverse().map((l) => l.trim()).filter((l) => l !== '').findIndex((l) => headingLevel(l) > 0);
+    const afterLastHeading = sample.split('\n').reverse().map((l) => l.trim()).filter((l) => l !== '').findIndex((l) => level(l) > 0);
     expect(docs.at(-1)).toBe(expected.slice(passage.length - afterLastHeading).join(' '));
   });
 });
 
 describe('documents', () => {
   it('recognises heading levels', () => {
-    expect(headingLevel('= Title =')).toBe(1);
-    expect(headingLevel('= = Section = =')).toBe(2);
-    expect(headingLevel('= = = Sub = = =')).toBe(3);
-    expect(headingLevel('Text = not a heading')).toBe(0);
+    expect(level('= Title =')).toBe(1);
+    expect(level('= = Section = =')).toBe(2);
+    expect(level('= = = Sub = = =')).toBe(3);
+    expect(level('==')).toBe(2);
+    expect(level('=')).toBe(1);
+    expect(level('Text = not a heading')).toBe(0);
+    expect(level('= not a heading')).toBe(0);
   });
 
   it('keeps the last passage, which the seed loses', () => {
@@ -145,8 +160,9 @@ describe('documents', () => {
 
   it('drops documents under --min-chars; text before any title is its own document', () => {
     const assembler = new DocumentAssembler({ split: 'articles', clean: false, unk: { kind: 'keep' }, minChars: 5 });
-    const docs = [...assembler.push(' preface text '), ...assembler.push(' = T = '), ...assembler.push(' tiny '), ...assembler.finish()];
-    expect(docs).toEqual(['preface text']);
+    const out = [assembler.push(Buffer.from(' preface text \n = T = \n')), assembler.push(Buffer.from(' tiny \n')), assembler.finish()];
+    expect(Buffer.concat(out).toString()).toBe('preface text\n');
+    expect(assembler.documents).toBe(1);
   });
 });
 
