@@ -75,7 +75,8 @@ class ShardFiles {
   }
 
   private async write(bytes: Uint8Array): Promise<void> {
-    await this.file!.handle.write(bytes).catch((err) => {
+    // writeFile goes on after a short write (a full disk then reports ENOSPC); write would not.
+    await this.file!.handle.writeFile(bytes).catch((err) => {
       throw fsError(err, join(this.shownDir, this.file!.name));
     });
   }
@@ -86,6 +87,9 @@ class ShardFiles {
     if (!f) return;
     try {
       await this.flush();
+      await f.handle.sync().catch((err) => {
+        throw fsError(err, join(this.shownDir, f.name)); // what the file system defers to here (ENOSPC, EDQUOT)
+      });
     } finally {
       await f.handle.close();
     }

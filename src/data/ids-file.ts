@@ -62,7 +62,8 @@ export class IdsFileWriter {
     this.hash.update(bytes);
     this.tokens += this.used;
     this.used = 0;
-    await this.handle.write(bytes).catch((err) => {
+    // writeFile goes on after a short write (a full disk then reports ENOSPC); write would not.
+    await this.handle.writeFile(bytes).catch((err) => {
       throw fsError(err, this.shownAs);
     });
   }
@@ -70,6 +71,9 @@ export class IdsFileWriter {
   async close(): Promise<IdsFileSummary> {
     try {
       await this.flush();
+      await this.handle.sync().catch((err) => {
+        throw fsError(err, this.shownAs); // what the file system defers to here (ENOSPC, EDQUOT)
+      });
     } finally {
       await this.handle.close();
     }

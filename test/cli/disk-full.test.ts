@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { expectOneLineError, fixture, ROOT, runCli, tempDir, type CliResult } from '../helpers.js';
 
-const mountPoint = join(tempDir(), 'tiny');
+const elsewhere = tempDir();
+const mountPoint = join(elsewhere, 'tiny');
 mkdirSync(mountPoint);
 let mounted = false;
 try {
@@ -68,6 +69,19 @@ describe.skipIf(!mounted)('disk full', () => {
   it('bpe-encode --out: error, no directory or temporaries left', () => {
     const r = runCli('bpe-encode', ['-q', '--block-size', '64', '--out', join(mountPoint, 'shards'), fixture('wikitext', 'wiki.train.tokens')]);
     expectOneLineError(r, 'bpe-encode', /no space left on device/);
+    expect(readdirSync(mountPoint)).toEqual([]);
+  });
+
+  // Every file bpe-encode streams: a part's ids.bin, the spool of --num-shards, a merge's shards.
+  it('bpe-encode --part, --num-shards and --merge: error, nothing left', () => {
+    const input = fixture('wikitext', 'wiki.train.tokens');
+    for (const args of [['--part', '1/1', '--out', join(mountPoint, 'part'), input], ['--num-shards', '2', '--out', join(mountPoint, 'shards'), input]]) {
+      expectOneLineError(runCli('bpe-encode', ['-q', '--block-size', '64', ...args]), 'bpe-encode', /no space left on device$/);
+      expect(readdirSync(mountPoint)).toEqual([]);
+    }
+    const parts = [1, 2].map((k) => join(elsewhere, `part${k}`));
+    parts.forEach((out, k) => expect(runCli('bpe-encode', ['-q', '--block-size', '64', '--part', `${k + 1}/2`, '--out', out, input]).code).toBe(0));
+    expectOneLineError(runCli('bpe-encode', ['-q', '--merge', ...parts, '--out', join(mountPoint, 'merged')]), 'bpe-encode', /no space left on device$/);
     expect(readdirSync(mountPoint)).toEqual([]);
   });
 });
