@@ -173,10 +173,10 @@ for shard the bytes one run on the whole file writes. Parts can run anywhere tha
     }
 
     if (flags.out === undefined) throw new UsageError('--out DIR is required (or use --ids, --decode or --inspect)');
-    if (!labelled && (total === undefined || total > (flags.chunkBytes ?? 1 << 18))) {
+    const fromFiles = files.length > 0 && !files.includes(STDIN);
+    if (!labelled && (!fromFiles || total! > (flags.chunkBytes ?? 1 << 18))) {
       // The threads the pool will want (this thread is one of them reading files): they boot
       // while the encoder's modules and the tokenizer load (see encoder-threads.ts).
-      const fromFiles = files.length > 0 && !files.includes(STDIN);
       prestartEncoders(fromFiles ? flags.workers - 1 : flags.workers);
     }
     const common = {

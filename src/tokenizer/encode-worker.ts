@@ -8,6 +8,7 @@ import { encodeDocuments, separatorIds, type DocSeparator, type DocumentEncoding
 import { IdBuffer } from './id-buffer.js';
 import { PieceCache } from './piece-cache.js';
 import { loadTokenizer, tokenizerFromImage, type Tokenizer } from './tokenizer.js';
+import { warmUp } from './warm-up.js';
 
 export interface WorkerSetup {
   tokenizerDir?: string;
@@ -34,6 +35,7 @@ function start(setup: WorkerStart): void {
   const cache = setup.cache && PieceCache.attach(setup.cache);
   tokenizer = setup.image ? tokenizerFromImage(setup.image, cache) : loadTokenizer(setup.tokenizerDir, cache);
   how = { separator: separatorIds(tokenizer, setup.docSeparator), allowSpecial: setup.allowSpecial };
+  warmUp(tokenizer, how);
 }
 
 parentPort!.on('message', (message: { start: WorkerStart } | WorkRequest) => {

@@ -22,6 +22,8 @@ export function prestartEncoders(n: number): void {
   }
 }
 
+export const spareEncoders = (): number => spares.size;
+
 /** A started thread if one is spare, else a new one. */
 export function takeEncoder(): Worker {
   const [spare] = spares;

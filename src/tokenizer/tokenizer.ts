@@ -13,7 +13,7 @@ import { IdBuffer } from './id-buffer.js';
 import { hashRange, MAX_CACHED_PIECE, PieceCache, type PieceCacheParts } from './piece-cache.js';
 import { pieceEnd } from './pretokenize.js';
 import { utf8EncodeRange } from './utf8.js';
-import { deserializeTables } from './compiled.js';
+import { deserializeTables, imageSha256 } from './compiled.js';
 import { parseVocabFiles, tokenizerSha256, type VocabTables } from './vocab-files.js';
 import { fsError, ToolError } from '../util/errors.js';
 
@@ -42,15 +42,15 @@ export class Tokenizer {
   /** Id of <|endoftext|>, or undefined when the vocabulary has none. */
   readonly eosId: number | undefined;
   private readonly merger: BpeMerger;
-  private cache: PieceCache;
+  private cache: PieceCache | undefined;
   private scratch = new Uint8Array(3 * 256);
   private readonly specials: [string, number][];
 
-  /** cache: one shared with other threads (see PieceCache.attach); by default one of its own. */
+  /** cache: one shared with other threads (see PieceCache.attach); by default one of its own, made on first use. */
   constructor(tables: VocabTables, name: string, cache?: PieceCache) {
     this.tables = tables;
     this.merger = new BpeMerger(tables);
-    this.cache = cache ?? PieceCache.create({ slots: CACHE_SLOTS, seed: tables.seedCache });
+    this.cache = cache;
     this.identity = {
       name: tables.sha256 === GPT2_TOKENIZER_SHA256 ? 'gpt2' : name,
       vocab_size: tables.vocabSize,
@@ -62,11 +62,14 @@ export class Tokenizer {
   }
 
   /**
-   * Switches to a cache shared with other threads. It must hold this vocabulary's pieces only:
-   * created for these tables (or ones equal to them) and seeded from their seedCache or nothing.
+   * Switches to a cache shared with other threads (undefined: one of its own); returns the one it
+   * had. It must hold this vocabulary's pieces only: created for these tables (or ones equal to
+   * them) and seeded from their seedCache or nothing.
    */
-  useCache(cache: PieceCache): void {
+  useCache(cache: PieceCache | undefined): PieceCache | undefined {
+    const had = this.cache;
     this.cache = cache;
+    return had;
   }
 
   get vocabSize(): number {
@@ -106,7 +109,7 @@ export class Tokenizer {
 
   /** Encodes text[start..end) with no special-token handling (tiktoken's encode_ordinary). */
   encodeOrdinary(text: string, start: number, end: number, out: IdBuffer): void {
-    const cache = this.cache;
+    const cache = (this.cache ??= PieceCache.create({ slots: CACHE_SLOTS, seed: this.tables.seedCache }));
     let i = start;
     while (i < end) {
       const j = pieceEnd(text, i, end);
@@ -204,28 +207,34 @@ export const builtinImagePath = (): string => fileURLToPath(new URL('./gpt2.bin'
  */
 export const CACHE_SLOTS = 1 << 18;
 
-export interface BuiltinImage {
-  /** The image bytes, shared: encoding threads build their tables over it instead of a copy. */
-  image: SharedArrayBuffer;
-  tables: VocabTables;
-}
+let builtin: { image: SharedArrayBuffer; tables?: VocabTables } | null | undefined;
 
-let builtin: BuiltinImage | null | undefined;
-
-/** The built-in image and its tables, read once per process; null if not built (under vitest). */
-export function builtinImage(): BuiltinImage | null {
-  if (builtin !== undefined) return builtin;
-  try {
-    const image = readShared(builtinImagePath());
-    const tables = deserializeTables(new Uint8Array(image));
-    builtin = tables?.sha256 === GPT2_TOKENIZER_SHA256 ? { image, tables } : null;
-  } catch {
-    builtin = null; // not built (e.g. running from src/ under vitest): parse the text files
+/**
+ * The built-in image, read once per process into a SharedArrayBuffer: encoding threads build
+ * their tables over it (tokenizerFromImage) instead of reading and holding a copy each. Null if
+ * not built (e.g. running from src/ under vitest: the text files are parsed instead).
+ */
+export function builtinImage(): SharedArrayBuffer | null {
+  if (builtin === undefined) {
+    try {
+      const image = readShared(builtinImagePath());
+      builtin = imageSha256(new Uint8Array(image)) === GPT2_TOKENIZER_SHA256 ? { image } : null;
+    } catch {
+      builtin = null;
+    }
   }
-  return builtin;
+  return builtin?.image ?? null;
 }
 
-/** A tokenizer over the built-in image another thread read (builtinImage().image), using cache. */
+/** The tables of the built-in image, built once per process. */
+function builtinTables(): VocabTables | null {
+  const image = builtinImage();
+  if (!image) return null;
+  builtin!.tables ??= deserializeTables(new Uint8Array(image)) ?? undefined;
+  return builtin!.tables ?? null;
+}
+
+/** A tokenizer over the built-in image another thread read (builtinImage()), using cache. */
 export function tokenizerFromImage(image: SharedArrayBuffer, cache?: PieceCache): Tokenizer {
   const tables = deserializeTables(new Uint8Array(image));
   if (tables?.sha256 !== GPT2_TOKENIZER_SHA256) throw new ToolError('the shared tokenizer image is not the built-in GPT-2 one');
@@ -255,8 +264,8 @@ function readShared(path: string): SharedArrayBuffer {
  */
 export function loadTokenizer(dir?: string, cache?: PieceCache): Tokenizer {
   if (dir === undefined) {
-    const image = builtinImage();
-    if (image) return new Tokenizer(image.tables, 'gpt2', cache);
+    const tables = builtinTables();
+    if (tables) return new Tokenizer(tables, 'gpt2', cache);
   }
   const root = dir ?? builtinTokenizerDir();
   let isDir: boolean;
@@ -277,8 +286,8 @@ export function loadTokenizer(dir?: string, cache?: PieceCache): Tokenizer {
   const vocab = read('vocab.json');
   const merges = read('merges.txt');
   if (tokenizerSha256(vocab, merges) === GPT2_TOKENIZER_SHA256) {
-    const image = builtinImage();
-    if (image) return new Tokenizer(image.tables, 'gpt2', cache);
+    const tables = builtinTables();
+    if (tables) return new Tokenizer(tables, 'gpt2', cache);
   }
   const tables = parseVocabFiles({ vocab, merges, vocabName: join(root, 'vocab.json'), mergesName: join(root, 'merges.txt') });
   return new Tokenizer(tables, basename(resolve(root)), cache);
