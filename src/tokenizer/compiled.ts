@@ -12,6 +12,7 @@
  */
 import { PairTable } from './pair-table.js';
 import { TokenTable } from './token-table.js';
+import type { PieceCacheParts } from './piece-cache.js';
 import type { VocabTables } from './vocab-files.js';
 
 const MAGIC = 'GPT2BPE\x03';
@@ -51,35 +52,78 @@ export function serializeTables(t: VocabTables): Uint8Array {
   return out;
 }
 
-/** Tables from a serialized image, or null if buf is not one (wrong magic or size). */
-export function deserializeTables(buf: Uint8Array): VocabTables | null {
+interface Header {
+  /** The image, 4-byte aligned. */
+  data: Uint8Array;
+  n: number;
+  byteCount: number;
+  slotCount: number;
+  pairSlots: number;
+  specialsLength: number;
+  cacheTable: number;
+  cacheVals: number;
+  cacheKeys: number;
+  cacheCount: number;
+}
+
+/** The counts of an image, or null if buf is not one (wrong magic or size). */
+function readHeader(buf: Uint8Array): Header | null {
   if (buf.length < HEADER || Buffer.from(buf.subarray(0, 8)).toString('latin1') !== MAGIC) return null;
   // Typed-array views need a 4-byte aligned offset; copy if the read was not.
   const data = buf.byteOffset % 4 === 0 ? buf : buf.slice();
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const [n, byteCount, slotCount, pairSlots, specialsLength, cacheTable, cacheVals, cacheKeys, cacheCount] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((k) => view.getUint32(8 + 4 * k, true));
-  const sha256 = Buffer.from(data.subarray(44, HEADER)).toString('latin1');
   const words = 4 * (n + 1) + 8 * n + 4 * slotCount + 12 * pairSlots + 4 * (cacheTable + cacheVals) + 2 * cacheKeys;
   if (data.length !== HEADER + words + byteCount + specialsLength) return null;
-  let off = data.byteOffset + HEADER;
-  const take = <T extends { byteLength: number }>(make: new (b: ArrayBufferLike, o: number, l: number) => T, len: number): T => {
-    const a = new make(data.buffer, off, len);
+  return { data, n, byteCount, slotCount, pairSlots, specialsLength, cacheTable, cacheVals, cacheKeys, cacheCount };
+}
+
+/** Views of consecutive arrays of h.data from byte `at` on. */
+function reader(h: Header, at: number) {
+  let off = h.data.byteOffset + at;
+  return <T extends { byteLength: number }>(make: new (b: ArrayBufferLike, o: number, l: number) => T, len: number): T => {
+    const a = new make(h.data.buffer, off, len);
     off += a.byteLength;
     return a;
   };
+}
+
+const seedOf = (h: Header, take: ReturnType<typeof reader>): PieceCacheParts | undefined => {
+  const table = take(Int32Array, h.cacheTable);
+  const vals = take(Uint32Array, h.cacheVals);
+  const keys = take(Uint16Array, h.cacheKeys);
+  return h.cacheTable > 0 ? { table, vals, keys, count: h.cacheCount } : undefined;
+};
+
+/** The sha256 of the tokenizer files an image was made from, or null if buf is not one. */
+export function imageSha256(buf: Uint8Array): string | null {
+  const h = readHeader(buf);
+  return h && Buffer.from(h.data.subarray(44, HEADER)).toString('latin1');
+}
+
+/** The seed piece cache of an image alone (what threads sharing a cache start from), if it has one. */
+export function imageSeedCache(buf: Uint8Array): PieceCacheParts | undefined {
+  const h = readHeader(buf);
+  return h ? seedOf(h, reader(h, HEADER + 4 * (h.n + 1) + 8 * h.n + 4 * h.slotCount + 12 * h.pairSlots)) : undefined;
+}
+
+/** Tables from a serialized image, or null if buf is not one (wrong magic or size). */
+export function deserializeTables(buf: Uint8Array): VocabTables | null {
+  const h = readHeader(buf);
+  if (!h) return null;
+  const { data, n, byteCount, slotCount, pairSlots, specialsLength } = h;
+  const sha256 = imageSha256(data)!;
+  const take = reader(h, HEADER);
   const offsets = take(Uint32Array, n + 1);
   const rankOf = take(Int32Array, n);
   const hashes = take(Uint32Array, n);
   const slots = take(Int32Array, slotCount);
   const pairs = PairTable.fromParts(take(Int32Array, pairSlots), take(Int32Array, pairSlots), take(Int32Array, pairSlots));
-  const seedTable = take(Int32Array, cacheTable);
-  const seedVals = take(Uint32Array, cacheVals);
-  const seedKeys = take(Uint16Array, cacheKeys);
-  const seedCache = cacheTable > 0 ? { table: seedTable, vals: seedVals, keys: seedKeys, count: cacheCount } : undefined;
-  const bytes = new Uint8Array(data.buffer, off, byteCount);
+  const seedCache = seedOf(h, take);
+  const bytes = take(Uint8Array, byteCount);
   const tokenBytes = new Array<Uint8Array>(n);
   for (let id = 0; id < n; id++) tokenBytes[id] = bytes.subarray(offsets[id], offsets[id + 1]);
-  const specialsJson = Buffer.from(data.buffer, off + byteCount, specialsLength).toString('utf8');
+  const specialsJson = Buffer.from(data.buffer, bytes.byteOffset + byteCount, specialsLength).toString('utf8');
   const specials = new Map<string, number>(JSON.parse(specialsJson) as [string, number][]);
   const table = TokenTable.fromParts(tokenBytes, slots, hashes);
   const byteToId = new Int32Array(256);

@@ -1,29 +1,49 @@
-/** Worker thread of the encoding pool: bytes of whole lines in, ids out (see pool.ts). */
-import { parentPort, workerData } from 'node:worker_threads';
-import { encodeDocuments, separatorIds, type DocSeparator } from './documents.js';
+/**
+ * Worker thread of the encoding pool: bytes of whole lines in, ids out (see pool.ts). It may be
+ * started before anyone knows what it will encode (encoder-threads.ts), so its first message says
+ * that: the setup, the built-in image and the cache the encoders share.
+ */
+import { parentPort } from 'node:worker_threads';
+import { encodeDocuments, separatorIds, type DocSeparator, type DocumentEncoding } from './documents.js';
 import { IdBuffer } from './id-buffer.js';
-import { loadTokenizer } from './tokenizer.js';
+import { PieceCache } from './piece-cache.js';
+import { loadTokenizer, tokenizerFromImage, type Tokenizer } from './tokenizer.js';
+import { warmUp } from './warm-up.js';
 
 export interface WorkerSetup {
   tokenizerDir?: string;
   docSeparator: DocSeparator;
   allowSpecial: boolean;
 }
+/** The first message: the setup, plus the built-in image and a shared cache when there are. */
+export interface WorkerStart extends WorkerSetup {
+  image?: SharedArrayBuffer;
+  cache?: SharedArrayBuffer;
+}
 export interface WorkRequest {
   seq: number;
   bytes: Uint8Array;
 }
+/** seq −1: the start failed. */
 export type WorkReply = { seq: number; ids: Uint32Array; documents: number } | { seq: number; error: string };
 
-const setup = workerData as WorkerSetup;
-const tokenizer = loadTokenizer(setup.tokenizerDir);
-const how = { separator: separatorIds(tokenizer, setup.docSeparator), allowSpecial: setup.allowSpecial };
+let tokenizer: Tokenizer;
+let how: DocumentEncoding;
 const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
-parentPort!.on('message', ({ seq, bytes }: WorkRequest) => {
+function start(setup: WorkerStart): void {
+  const cache = setup.cache && PieceCache.attach(setup.cache);
+  tokenizer = setup.image ? tokenizerFromImage(setup.image, cache) : loadTokenizer(setup.tokenizerDir, cache);
+  how = { separator: separatorIds(tokenizer, setup.docSeparator), allowSpecial: setup.allowSpecial };
+  warmUp(tokenizer, how);
+}
+
+parentPort!.on('message', (message: { start: WorkerStart } | WorkRequest) => {
+  const seq = 'start' in message ? -1 : message.seq;
   try {
-    const out = new IdBuffer(bytes.length >> 1);
-    const documents = encodeDocuments(tokenizer, decoder.decode(bytes), how, out);
+    if ('start' in message) return start(message.start);
+    const out = new IdBuffer(message.bytes.length >> 1);
+    const documents = encodeDocuments(tokenizer, decoder.decode(message.bytes), how, out);
     const ids = out.data.slice(0, out.length);
     parentPort!.postMessage({ seq, ids, documents } satisfies WorkReply, [ids.buffer]);
   } catch (err) {

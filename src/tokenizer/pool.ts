@@ -4,12 +4,22 @@
  * N = 1 is a thread, so this thread keeps draining stdin while the worker encodes (otherwise an
  * upstream `wikitext-prep |` stalls on a full pipe and the two alternate instead of overlapping);
  * reading files, this thread is one of the N. An input of one chunk is encoded here, no threads.
+ *
+ * Chunks are cut into parts of about `chunkBytes` at line ends (a file is read 1 MiB at a time)
+ * and each part goes to the thread with the least work queued, this thread taking one only when
+ * every thread has DEPTH queued: a thread that boots late or runs slow gets less, and no thread
+ * idles at the end waiting on a big last chunk. Two or more encoders share the built-in image and
+ * one piece cache (piece-cache.ts), so a piece merged by one is a hit for all.
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { imageSeedCache } from './compiled.js';
 import { encodeDocuments, separatorIds } from './documents.js';
+import { dropSpareEncoders, spareEncoders, takeEncoder } from './encoder-threads.js';
 import { IdBuffer } from './id-buffer.js';
-import { loadTokenizer, type Tokenizer } from './tokenizer.js';
-import type { WorkReply, WorkerSetup } from './encode-worker.js';
+import { PieceCache } from './piece-cache.js';
+import { builtinImage, loadTokenizer, type Tokenizer } from './tokenizer.js';
+import { warmUp } from './warm-up.js';
+import type { WorkReply, WorkerSetup, WorkerStart } from './encode-worker.js';
 
 export interface EncodedChunk {
   ids: Uint32Array;
@@ -28,7 +38,7 @@ export interface Chunk {
 export interface EncoderPool {
   /** Queues a chunk; resolves when there is room for more (backpressure). */
   submit(chunk: Chunk): Promise<void>;
-  /** Results in submission order, as they become available. */
+  /** Results in submission order, as they become available (a chunk's may come in several parts). */
   drain(): EncodedChunk[];
   /** Waits for everything submitted; returns the remaining results in order. */
   finish(): Promise<EncodedChunk[]>;
@@ -36,7 +46,7 @@ export interface EncoderPool {
 }
 
 export interface PoolOptions {
-  /** The caller's tokenizer, for work done on this thread (loaded here if not given). */
+  /** The caller's tokenizer, for work done on this thread (loaded here if not given; it switches to the cache the threads share). */
   tokenizer?: () => Tokenizer;
   /** Start the threads now: the caller knows the input is large, so they boot while it loads. */
   eager?: boolean;
@@ -46,27 +56,60 @@ export interface PoolOptions {
    * pipe, all N are threads and this thread keeps draining the pipe.
    */
   mainShare?: boolean;
+  /** Bytes of input per part handed to an encoder (default 256 KiB). */
+  chunkBytes?: number;
 }
+
+/**
+ * Parts queued per thread: two, so a thread always has the next part while this thread encodes
+ * one of its own (a cold part of 256 KiB takes up to ~100 ms).
+ */
+const DEPTH = 2;
+/**
+ * Slots of the cache the encoders share: 2^18 (a 4 MB table, 131k entries; WikiText-2 fills 69k).
+ * Each MB of cache costs ~1 ms to touch on our machines, so a bigger one is not worth it here.
+ */
+const SHARED_CACHE_SLOTS = 1 << 18;
 
 export function createEncoderPool(workers: number, setup: WorkerSetup, options: PoolOptions = {}): EncoderPool {
   const threads = Math.max(0, options.mainShare ? workers - 1 : workers);
+  const partBytes = options.chunkBytes ?? 1 << 18;
   let encodeHere: ((text: string) => EncodedChunk) | undefined;
-  const here = () => (encodeHere ??= inlineEncoder(setup, options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir)));
-  const start = (inline: boolean) => (inline || threads === 0 ? chunkPool(0, setup, here) : chunkPool(threads, setup, options.mainShare ? here : undefined));
-  let pool: EncoderPool | undefined = options.eager ? start(false) : undefined;
+  /** This thread's encoder; cache: the one it shares with threads, if it works beside any. */
+  const here = (cache?: PieceCache) => {
+    if (encodeHere) return encodeHere;
+    const tokenizer = options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir);
+    if (cache) tokenizer.useCache(cache);
+    return (encodeHere = inlineEncoder(setup, tokenizer, cache !== undefined));
+  };
+  const start = (inline: boolean) => {
+    const pool = inline || threads === 0 ? chunkPool(0, setup, partBytes, here) : chunkPool(threads, setup, partBytes, options.mainShare ? here : undefined);
+    dropSpareEncoders();
+    return pool;
+  };
+  // Threads already started for this pool (bpe-encode does for stdin and large files) start work now.
+  let pool: EncoderPool | undefined = options.eager || (threads > 0 && spareEncoders() > 0) ? start(false) : undefined;
   return {
     async submit(chunk) {
-      pool ??= start(chunk.final); // a lone final chunk is not worth starting threads for
+      pool ??= start(chunk.final && chunk.bytes.length <= partBytes); // one small chunk is not worth threads
       await pool.submit(chunk);
     },
     drain: () => pool?.drain() ?? [],
     finish: async () => pool?.finish() ?? [],
-    close: async () => pool?.close(),
+    close: async () => {
+      dropSpareEncoders();
+      await pool?.close();
+    },
   };
 }
 
-function inlineEncoder(setup: WorkerSetup, tokenizer: Tokenizer): (text: string) => EncodedChunk {
+/**
+ * Alone, this thread's encoder is not warmed up: its recompiles run on the other core, and
+ * within the noise (encode span of -j1 on WikiText-2, medians of 7: 745 ms with, 715 without).
+ */
+function inlineEncoder(setup: WorkerSetup, tokenizer: Tokenizer, beside: boolean): (text: string) => EncodedChunk {
   const how = { separator: separatorIds(tokenizer, setup.docSeparator), allowSpecial: setup.allowSpecial };
+  if (beside) warmUp(tokenizer, how);
   return (text) => {
     const out = new IdBuffer(text.length >> 2);
     const documents = encodeDocuments(tokenizer, text, how, out);
@@ -74,35 +117,45 @@ function inlineEncoder(setup: WorkerSetup, tokenizer: Tokenizer): (text: string)
   };
 }
 
-/** Chunk k goes to slot k mod slots; slot 0 is this thread when `here` is given. */
-function chunkPool(threads: number, setup: WorkerSetup, here?: () => (text: string) => EncodedChunk): EncoderPool {
-  const url = new URL('./encode-worker.js', import.meta.url);
-  const workers = Array.from({ length: threads }, () => new Worker(url, { workerData: setup }));
+function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, here?: (cache?: PieceCache) => (text: string) => EncodedChunk): EncoderPool {
   const inline = here !== undefined;
-  const slots = threads + (inline ? 1 : 0);
+  // The image and the cache only (the seed is in the image): the threads build their tables
+  // while this thread builds its own, later.
+  const image = (setup.tokenizerDir === undefined && builtinImage()) || undefined;
+  const seed = image && imageSeedCache(new Uint8Array(image));
+  const cache = threads + (inline ? 1 : 0) > 1 ? PieceCache.create({ slots: SHARED_CACHE_SLOTS, seed, shared: true }) : undefined;
+  const startMessage: WorkerStart = { ...setup, image, cache: cache?.buffer as SharedArrayBuffer | undefined };
+  const workers: Worker[] = [];
+  const queued: number[] = []; // parts sent to each thread and not yet answered
   const results = new Map<number, EncodedChunk>();
-  let nextSeq = 0; // next chunk to submit
-  let nextOut = 0; // next chunk to hand back
+  let nextSeq = 0; // next part to number
+  let nextOut = 0; // next part to hand back
+  let closing = false;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
-  const maxInFlight = 2 * slots;
 
   const settle = () => {
     wake?.();
     wake = undefined;
   };
-  for (const worker of workers) {
+  const fail = (err: Error) => {
+    failure ??= err;
+    settle();
+  };
+  for (let k = 0; k < threads; k++) {
+    const worker = takeEncoder();
+    worker.postMessage({ start: startMessage });
     worker.on('message', (reply: WorkReply) => {
-      if ('error' in reply) failure ??= new Error(reply.error);
+      if (reply.seq >= 0) queued[k]--;
+      if ('error' in reply) fail(new Error(reply.error));
       else results.set(reply.seq, { ids: reply.ids, documents: reply.documents });
       settle();
     });
-    worker.on('error', (err) => {
-      failure ??= err;
-      settle();
-    });
+    worker.on('error', fail);
+    worker.on('exit', (code) => closing || fail(new Error(`an encoding thread stopped (exit code ${code})`)));
+    workers.push(worker);
+    queued.push(0);
   }
-  const inFlight = () => nextSeq - nextOut - results.size;
   const wait = () => new Promise<void>((resolve) => (wake = resolve));
   const check = () => {
     if (failure) throw failure;
@@ -115,22 +168,44 @@ function chunkPool(threads: number, setup: WorkerSetup, here?: () => (text: stri
     }
     return out;
   };
+  /** The thread with the least queued, or −1 when every one has DEPTH (or there are none). */
+  const leastQueued = () => {
+    let best = -1;
+    for (let k = 0; k < threads; k++) if (queued[k] < DEPTH && (best < 0 || queued[k] < queued[best])) best = k;
+    return best;
+  };
+
+  const submitPart = async (bytes: Uint8Array, text: () => string) => {
+    check();
+    let k = leastQueued();
+    if (k < 0 && inline) {
+      await new Promise(setImmediate); // take in the replies that have come, before working here
+      check();
+      k = leastQueued();
+    }
+    while (k < 0 && !inline) {
+      await wait();
+      check();
+      k = leastQueued();
+    }
+    const seq = nextSeq++;
+    if (k < 0) {
+      results.set(seq, here!(cache)(text()));
+      return;
+    }
+    const copy = new Uint8Array(bytes); // own buffer, so it can be transferred
+    queued[k]++;
+    workers[k].postMessage({ seq, bytes: copy }, [copy.buffer]);
+  };
 
   return {
     async submit(chunk) {
-      check();
-      while (inFlight() >= maxInFlight) {
-        await wait();
-        check();
+      const { bytes } = chunk;
+      if (bytes.length <= partBytes || threads === 0) return submitPart(bytes, () => chunk.text);
+      for (const [start, end] of lineParts(bytes, partBytes)) {
+        const part = bytes.subarray(start, end);
+        await submitPart(part, () => Buffer.from(part.buffer, part.byteOffset, part.length).toString('utf8'));
       }
-      const seq = nextSeq++;
-      const slot = seq % slots;
-      if (inline && slot === 0) {
-        results.set(seq, here!()(chunk.text));
-        return;
-      }
-      const copy = new Uint8Array(chunk.bytes); // own buffer, so it can be transferred
-      workers[slot - (inline ? 1 : 0)].postMessage({ seq, bytes: copy }, [copy.buffer]);
     },
     drain,
     async finish() {
@@ -143,7 +218,25 @@ function chunkPool(threads: number, setup: WorkerSetup, here?: () => (text: stri
       }
     },
     async close() {
+      closing = true;
       await Promise.all(workers.map((w) => w.terminate()));
     },
   };
+}
+
+/** [start, end) of consecutive parts of about `size` bytes, each ending at a line end (or the end). */
+function lineParts(bytes: Uint8Array, size: number): [number, number][] {
+  const parts: [number, number][] = [];
+  let start = 0;
+  while (start < bytes.length) {
+    let end = bytes.length;
+    if (bytes.length - start > size) {
+      const before = bytes.lastIndexOf(0x0a, start + size - 1);
+      const after = bytes.indexOf(0x0a, start + size);
+      end = before >= start ? before + 1 : after >= 0 ? after + 1 : bytes.length;
+    }
+    parts.push([start, end]);
+    start = end;
+  }
+  return parts;
 }

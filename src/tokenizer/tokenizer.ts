@@ -5,7 +5,7 @@
  *   tok.encode('Hello world')               // [15496, 995]
  *   tok.decode([15496, 995])                // 'Hello world'
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpeMerger } from './bpe.js';
@@ -13,7 +13,7 @@ import { IdBuffer } from './id-buffer.js';
 import { hashRange, MAX_CACHED_PIECE, PieceCache, type PieceCacheParts } from './piece-cache.js';
 import { pieceEnd } from './pretokenize.js';
 import { utf8EncodeRange } from './utf8.js';
-import { deserializeTables } from './compiled.js';
+import { deserializeTables, imageSha256 } from './compiled.js';
 import { parseVocabFiles, tokenizerSha256, type VocabTables } from './vocab-files.js';
 import { fsError, ToolError } from '../util/errors.js';
 
@@ -42,14 +42,15 @@ export class Tokenizer {
   /** Id of <|endoftext|>, or undefined when the vocabulary has none. */
   readonly eosId: number | undefined;
   private readonly merger: BpeMerger;
-  private readonly cache: PieceCache;
+  private cache: PieceCache | undefined;
   private scratch = new Uint8Array(3 * 256);
   private readonly specials: [string, number][];
 
-  constructor(tables: VocabTables, name: string) {
+  /** cache: one shared with other threads (see PieceCache.attach); by default one of its own, made on first use. */
+  constructor(tables: VocabTables, name: string, cache?: PieceCache) {
     this.tables = tables;
     this.merger = new BpeMerger(tables);
-    this.cache = tables.seedCache ? PieceCache.from(tables.seedCache) : new PieceCache();
+    this.cache = cache;
     this.identity = {
       name: tables.sha256 === GPT2_TOKENIZER_SHA256 ? 'gpt2' : name,
       vocab_size: tables.vocabSize,
@@ -58,6 +59,17 @@ export class Tokenizer {
     this.eosId = tables.specials.get(ENDOFTEXT);
     // Longest first, so a special that is a prefix of another never wins.
     this.specials = [...tables.specials].sort((a, b) => b[0].length - a[0].length);
+  }
+
+  /**
+   * Switches to a cache shared with other threads (undefined: one of its own); returns the one it
+   * had. It must hold this vocabulary's pieces only: created for these tables (or ones equal to
+   * them) and seeded from their seedCache or nothing.
+   */
+  useCache(cache: PieceCache | undefined): PieceCache | undefined {
+    const had = this.cache;
+    this.cache = cache;
+    return had;
   }
 
   get vocabSize(): number {
@@ -97,7 +109,7 @@ export class Tokenizer {
 
   /** Encodes text[start..end) with no special-token handling (tiktoken's encode_ordinary). */
   encodeOrdinary(text: string, start: number, end: number, out: IdBuffer): void {
-    const cache = this.cache;
+    const cache = (this.cache ??= PieceCache.create({ slots: CACHE_SLOTS, seed: this.tables.seedCache }));
     let i = start;
     while (i < end) {
       const j = pieceEnd(text, i, end);
@@ -128,7 +140,7 @@ export class Tokenizer {
    * The build stores it in the image, so each worker starts with ~45k entries instead of none.
    */
   seedPieceCache(): PieceCacheParts {
-    const cache = new PieceCache();
+    const cache = PieceCache.create({ slots: CACHE_SLOTS });
     const { tokenBytes, rankOf, byteToId } = this.tables;
     const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
     const ids = new Uint32Array(1);
@@ -189,23 +201,71 @@ export function builtinTokenizerDir(): string {
 /** Where the build puts the binary image of the built-in tables (see compiled.ts). */
 export const builtinImagePath = (): string => fileURLToPath(new URL('./gpt2.bin', import.meta.url));
 
-function readBuiltinImage(): VocabTables | null {
+/**
+ * Slots of a tokenizer's own piece cache: 2^18 (a 4 MB table) take 131k entries, twice what
+ * WikiText-2 fills (50k seed + 19k of its pieces).
+ */
+export const CACHE_SLOTS = 1 << 18;
+
+let builtin: { image: SharedArrayBuffer; tables?: VocabTables } | null | undefined;
+
+/**
+ * The built-in image, read once per process into a SharedArrayBuffer: encoding threads build
+ * their tables over it (tokenizerFromImage) instead of reading and holding a copy each. Null if
+ * not built (e.g. running from src/ under vitest: the text files are parsed instead).
+ */
+export function builtinImage(): SharedArrayBuffer | null {
+  if (builtin === undefined) {
+    try {
+      const image = readShared(builtinImagePath());
+      builtin = imageSha256(new Uint8Array(image)) === GPT2_TOKENIZER_SHA256 ? { image } : null;
+    } catch {
+      builtin = null;
+    }
+  }
+  return builtin?.image ?? null;
+}
+
+/** The tables of the built-in image, built once per process. */
+function builtinTables(): VocabTables | null {
+  const image = builtinImage();
+  if (!image) return null;
+  builtin!.tables ??= deserializeTables(new Uint8Array(image)) ?? undefined;
+  return builtin!.tables ?? null;
+}
+
+/** A tokenizer over the built-in image another thread read (builtinImage()), using cache. */
+export function tokenizerFromImage(image: SharedArrayBuffer, cache?: PieceCache): Tokenizer {
+  const tables = deserializeTables(new Uint8Array(image));
+  if (tables?.sha256 !== GPT2_TOKENIZER_SHA256) throw new ToolError('the shared tokenizer image is not the built-in GPT-2 one');
+  return new Tokenizer(tables, 'gpt2', cache);
+}
+
+function readShared(path: string): SharedArrayBuffer {
+  const fd = openSync(path, 'r');
   try {
-    const tables = deserializeTables(readFileSync(builtinImagePath()));
-    return tables?.sha256 === GPT2_TOKENIZER_SHA256 ? tables : null;
-  } catch {
-    return null; // not built (e.g. running from src/ under vitest): parse the text files
+    const size = fstatSync(fd).size;
+    const bytes = new Uint8Array(new SharedArrayBuffer(size));
+    for (let off = 0; off < size; ) {
+      const n = readSync(fd, bytes, off, size - off, off);
+      if (n === 0) throw new Error(`${path}: shorter than its size`);
+      off += n;
+    }
+    return bytes.buffer as SharedArrayBuffer;
+  } finally {
+    closeSync(fd);
   }
 }
 
 /**
  * Loads vocab.json + merges.txt from dir (default: the built-in GPT-2 files). Files identical to
- * GPT-2's load from the prebuilt image; anything else is parsed and validated.
+ * GPT-2's load from the prebuilt image; anything else is parsed and validated. cache: see the
+ * Tokenizer constructor.
  */
-export function loadTokenizer(dir?: string): Tokenizer {
+export function loadTokenizer(dir?: string, cache?: PieceCache): Tokenizer {
   if (dir === undefined) {
-    const image = readBuiltinImage();
-    if (image) return new Tokenizer(image, 'gpt2');
+    const tables = builtinTables();
+    if (tables) return new Tokenizer(tables, 'gpt2', cache);
   }
   const root = dir ?? builtinTokenizerDir();
   let isDir: boolean;
@@ -226,9 +286,9 @@ export function loadTokenizer(dir?: string): Tokenizer {
   const vocab = read('vocab.json');
   const merges = read('merges.txt');
   if (tokenizerSha256(vocab, merges) === GPT2_TOKENIZER_SHA256) {
-    const image = readBuiltinImage();
-    if (image) return new Tokenizer(image, 'gpt2');
+    const tables = builtinTables();
+    if (tables) return new Tokenizer(tables, 'gpt2', cache);
   }
   const tables = parseVocabFiles({ vocab, merges, vocabName: join(root, 'vocab.json'), mergesName: join(root, 'merges.txt') });
-  return new Tokenizer(tables, basename(resolve(root)));
+  return new Tokenizer(tables, basename(resolve(root)), cache);
 }
