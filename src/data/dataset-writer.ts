@@ -16,9 +16,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { stageDir, type Replaceable, type StagedDir } from '../util/atomic-dir.js';
+import { commitWithJson, stageDir, type Replaceable, type StagedDir } from '../util/atomic-dir.js';
 import { fsError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/output.js';
 import { IdsFileWriter, readIdsFile, type TokenIds } from './ids-file.js';
 import { MANIFEST_FILE, RECORDS_FORMAT, RECORDS_VERSION, type CausalLmManifest, type ShardInfo } from './manifest.js';
 import { idArray, packer } from './records.js';
@@ -205,8 +204,7 @@ export class DatasetWriter {
       const cutter = this.cutter!;
       await cutter.finish();
       const manifest = this.manifest(cutter.shards.shards, cutter.padded, counts);
-      await writeFileAtomic(join(this.staged.path, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { shownAs: join(this.dir, MANIFEST_FILE) });
-      await this.staged.commit();
+      await commitWithJson(this.staged, this.dir, MANIFEST_FILE, manifest);
       return manifest;
     } catch (err) {
       await this.abort();

@@ -17,10 +17,9 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { ownedEntries, stageDir, type Replaceable, type StagedDir } from '../util/atomic-dir.js';
+import { commitWithJson, ownedEntries, stageDir, type Replaceable, type StagedDir } from '../util/atomic-dir.js';
 import { fsError, ToolError, UsageError } from '../util/errors.js';
 import { readJsonFile } from '../util/json-file.js';
-import { writeFileAtomic } from '../util/output.js';
 import { sha256OfFile } from '../util/sha256-file.js';
 import { orderedParts, partName, parsePart, type PartSpec } from '../util/parts.js';
 import { DatasetWriter } from './dataset-writer.js';
@@ -91,6 +90,7 @@ export interface PartMeta {
 /** A part directory being written: ids.bin as the ids arrive, part.json at finish, atomically. */
 export class PartWriter {
   private constructor(
+    private readonly dir: string,
     private readonly staged: StagedDir,
     private readonly ids: IdsFileWriter,
   ) {}
@@ -98,7 +98,7 @@ export class PartWriter {
   static async open(dir: string, dtype: IdDtype, overwrite?: Replaceable): Promise<PartWriter> {
     const staged = await stageDir(dir, { what: 'part directory', overwrite });
     try {
-      return new PartWriter(staged, await IdsFileWriter.create(join(staged.path, IDS_FILE), dtype, join(dir, IDS_FILE)));
+      return new PartWriter(dir, staged, await IdsFileWriter.create(join(staged.path, IDS_FILE), dtype, join(dir, IDS_FILE)));
     } catch (err) {
       await staged.abort();
       throw err;
@@ -134,8 +134,7 @@ export class PartWriter {
         tokens: ids.tokens,
         ids: { file: IDS_FILE, bytes: ids.bytes, sha256: ids.sha256 },
       };
-      await writeFileAtomic(join(this.staged.path, PART_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
-      await this.staged.commit();
+      await commitWithJson(this.staged, this.dir, PART_FILE, manifest);
       return manifest;
     } catch (err) {
       await this.abort();

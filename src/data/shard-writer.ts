@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { stageDir, type Replaceable } from '../util/atomic-dir.js';
+import { commitWithJson, stageDir, type Replaceable } from '../util/atomic-dir.js';
 import { writeFileAtomic } from '../util/output.js';
 import { VERSION } from '../version.js';
 import type { TokenizerIdentity } from '../tokenizer/tokenizer.js';
@@ -86,8 +86,7 @@ export async function writeShards<R extends object, M extends Manifest>(
       shards.push({ file, records: sizes[k], tokens: count, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
     }
     const manifest = finish(shards);
-    await writeFileAtomic(join(staged.path, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { shownAs: join(dir, MANIFEST_FILE) });
-    await staged.commit();
+    await commitWithJson(staged, dir, MANIFEST_FILE, manifest);
     return manifest;
   } catch (err) {
     await staged.abort();

@@ -12,6 +12,7 @@ import { lstat, mkdir, readdir, realpath, rename, rm, rmdir, stat } from 'node:f
 import { homedir } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fsError, ToolError, UsageError } from './errors.js';
+import { writeFileAtomic } from './output.js';
 import { asidePathFor, removeStaleStaging, tempPathFor } from './staging.js';
 
 export interface StagedDir {
@@ -176,4 +177,13 @@ export async function stageDir(dir: string, options: StageOptions = {}): Promise
       await rm(temp, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Writes the JSON file that marks a staged directory complete (a manifest, part.json: always
+ * last, so a directory without it is incomplete) and puts the directory in place as `dir`.
+ */
+export async function commitWithJson(staged: StagedDir, dir: string, file: string, value: unknown): Promise<void> {
+  await writeFileAtomic(join(staged.path, file), `${JSON.stringify(value, null, 2)}\n`, { shownAs: join(dir, file) });
+  await staged.commit();
 }
