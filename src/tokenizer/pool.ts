@@ -6,10 +6,14 @@
  * reading files, this thread is one of the N. An input of one chunk is encoded here, no threads.
  *
  * Chunks are cut into parts of about `chunkBytes` at line ends (a file is read 1 MiB at a time)
- * and each part goes to the thread with the least work queued, this thread taking one only when
- * every thread has DEPTH queued: a thread that boots late or runs slow gets less, and no thread
- * idles at the end waiting on a big last chunk. Two or more encoders share the built-in image and
- * one piece cache (piece-cache.ts), so a piece merged by one is a hit for all.
+ * and each part goes to the first thread with fewer than DEPTH queued, this thread taking one only
+ * when every thread has DEPTH: a thread that boots late or runs slow gets less, no thread idles at
+ * the end waiting on a big last chunk, and a second thread works (and is told to start: building
+ * its tables, compiling the encoder) only when the input comes faster than the first keeps up
+ * with. Behind `wikitext-prep |` on 2 cores it mostly does not; spreading parts evenly instead made
+ * that pipeline slower (1.67 s against 1.62, medians of 5) as the threads took CPU from
+ * wikitext-prep. Two or more encoders share the built-in image and one piece cache
+ * (piece-cache.ts), so a piece merged by one is a hit for all.
  */
 import type { Worker } from 'node:worker_threads';
 import { imageSeedCache } from './compiled.js';
@@ -130,8 +134,9 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cache
   const imageSeed = image && imageSeedCache(new Uint8Array(image));
   const seed = imageSeed && imageSeed.table.length / 4 <= cacheSlots ? imageSeed : undefined; // a smaller cache starts empty
   let cache = threads + (inline ? 1 : 0) > 1 ? PieceCache.create({ slots: cacheSlots, seed, shared: true }) : undefined;
-  const startMessage: WorkerStart = { ...setup, image, cache: cache?.buffer as SharedArrayBuffer | undefined };
+  const startMessage = { ...setup, image };
   const workers: Worker[] = [];
+  const started: boolean[] = [];
   const queued: number[] = []; // parts sent to each thread and not yet answered
   const results = new Map<number, EncodedChunk>();
   let nextSeq = 0; // next part to number
@@ -148,9 +153,13 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cache
     failure ??= err;
     settle();
   };
+  const start = (k: number) => {
+    const message: WorkerStart = { ...startMessage, cache: cache?.buffer as SharedArrayBuffer | undefined };
+    workers[k].postMessage({ start: message });
+    started[k] = true;
+  };
   for (let k = 0; k < threads; k++) {
     const worker = takeEncoder();
-    worker.postMessage({ start: startMessage });
     worker.on('message', (reply: WorkReply) => {
       if (reply.seq >= 0) queued[k]--;
       if ('error' in reply) fail(new Error(reply.error));
@@ -160,8 +169,10 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cache
     worker.on('error', fail);
     worker.on('exit', (code) => closing || fail(new Error(`an encoding thread stopped (exit code ${code})`)));
     workers.push(worker);
+    started.push(false);
     queued.push(0);
   }
+  if (threads > 0) start(0);
   const wait = () => new Promise<void>((resolve) => (wake = resolve));
   const check = () => {
     if (failure) throw failure;
@@ -174,39 +185,44 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cache
     }
     return out;
   };
-  /** The thread with the least queued, or −1 when every one has DEPTH (or there are none). */
-  const leastQueued = () => {
-    let best = -1;
-    for (let k = 0; k < threads; k++) if (queued[k] < DEPTH && (best < 0 || queued[k] < queued[best])) best = k;
-    return best;
+  /**
+   * The first thread with room, or −1 when every one has DEPTH queued (or there are none). Holding
+   * back the second thread while the first was still on its first part (compiling: its queue says
+   * nothing yet about the input's pace) made `wikitext-prep | bpe-encode -j2` slower (1.61 s
+   * against 1.51, medians of 5): the second then compiled later, beside a busier first.
+   */
+  const withRoom = () => {
+    for (let k = 0; k < threads; k++) if (queued[k] < DEPTH) return k;
+    return -1;
   };
 
   /** A filling cache is replaced (piece-cache.ts), for every encoder from its next part on. */
   const renewCache = () => {
     if (!cache?.needsReplacing()) return;
     cache = cache.replacement(seed);
-    for (const worker of workers) worker.postMessage({ cache: cache.buffer });
+    workers.forEach((worker, k) => started[k] && worker.postMessage({ cache: cache!.buffer }));
   };
 
   const submitPart = async (bytes: Uint8Array, text: () => string) => {
     check();
     renewCache();
-    let k = leastQueued();
+    let k = withRoom();
     if (k < 0 && inline) {
       await new Promise(setImmediate); // take in the replies that have come, before working here
       check();
-      k = leastQueued();
+      k = withRoom();
     }
     while (k < 0 && !inline) {
       await wait();
       check();
-      k = leastQueued();
+      k = withRoom();
     }
     const seq = nextSeq++;
     if (k < 0) {
       results.set(seq, here!(cache)(text()));
       return;
     }
+    if (!started[k]) start(k);
     const copy = new Uint8Array(bytes); // own buffer, so it can be transferred
     queued[k]++;
     workers[k].postMessage({ seq, bytes: copy }, [copy.buffer]);
