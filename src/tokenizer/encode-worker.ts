@@ -38,12 +38,17 @@ function start(setup: WorkerStart): void {
   warmUp(tokenizer, how);
 }
 
-parentPort!.on('message', (message: { start: WorkerStart } | WorkRequest) => {
-  const seq = 'start' in message ? -1 : message.seq;
+/** What the pool sends: the start, work, or the shared cache to use from now on (it replaced the last). */
+export type WorkerMessage = { start: WorkerStart } | WorkRequest | { cache: SharedArrayBuffer };
+
+parentPort!.on('message', (message: WorkerMessage) => {
+  const seq = 'seq' in message ? message.seq : -1;
   try {
     if ('start' in message) return start(message.start);
-    const out = new IdBuffer(message.bytes.length >> 1);
-    const documents = encodeDocuments(tokenizer, decoder.decode(message.bytes), how, out);
+    if ('cache' in message) return void tokenizer.useCache(PieceCache.attach(message.cache));
+    const { bytes } = message;
+    const out = new IdBuffer(bytes.length >> 1);
+    const documents = encodeDocuments(tokenizer, decoder.decode(bytes), how, out);
     const ids = out.data.slice(0, out.length);
     parentPort!.postMessage({ seq, ids, documents } satisfies WorkReply, [ids.buffer]);
   } catch (err) {

@@ -6,10 +6,14 @@
  * reading files, this thread is one of the N. An input of one chunk is encoded here, no threads.
  *
  * Chunks are cut into parts of about `chunkBytes` at line ends (a file is read 1 MiB at a time)
- * and each part goes to the thread with the least work queued, this thread taking one only when
- * every thread has DEPTH queued: a thread that boots late or runs slow gets less, and no thread
- * idles at the end waiting on a big last chunk. Two or more encoders share the built-in image and
- * one piece cache (piece-cache.ts), so a piece merged by one is a hit for all.
+ * and each part goes to the first thread with fewer than DEPTH queued, this thread taking one only
+ * when every thread has DEPTH: a thread that boots late or runs slow gets less, no thread idles at
+ * the end waiting on a big last chunk, and a second thread works (and is told to start: building
+ * its tables, compiling the encoder) only when the input comes faster than the first keeps up
+ * with. Behind `wikitext-prep |` on 2 cores it mostly does not; spreading parts evenly instead made
+ * that pipeline slower (1.67 s against 1.62, medians of 5) as the threads took CPU from
+ * wikitext-prep. Two or more encoders share the built-in image and one piece cache
+ * (piece-cache.ts), so a piece merged by one is a hit for all.
  */
 import type { Worker } from 'node:worker_threads';
 import { imageSeedCache } from './compiled.js';
@@ -58,32 +62,37 @@ export interface PoolOptions {
   mainShare?: boolean;
   /** Bytes of input per part handed to an encoder (default 256 KiB). */
   chunkBytes?: number;
+  /** Slots of the cache the encoders share, to start with (default SHARED_CACHE_SLOTS; it grows). */
+  cacheSlots?: number;
 }
 
 /**
- * Parts queued per thread: two, so a thread always has the next part while this thread encodes
- * one of its own (a cold part of 256 KiB takes up to ~100 ms).
+ * Parts queued per thread, so a thread always has the next while this one encodes a part of its
+ * own, reads or collects. Four: on the 536 MB text with -j2 the thread was busy 88% of the
+ * encoding with two, 95% with four (19.8 s instead of 20.8); WikiText-2 the same (1.04–1.08 s).
  */
-const DEPTH = 2;
+const DEPTH = 4;
 /**
- * Slots of the cache the encoders share: 2^18 (a 4 MB table, 131k entries; WikiText-2 fills 69k).
- * Each MB of cache costs ~1 ms to touch on our machines, so a bigger one is not worth it here.
+ * Slots of the cache the encoders share to start with: 2^18 (a 4 MB table, 131k entries;
+ * WikiText-2 fills 69k), the size of the image's seed table, so it starts as a copy of that. Each
+ * MB of cache costs ~1 ms to touch on our machines; bigger inputs grow it (piece-cache.ts).
  */
 const SHARED_CACHE_SLOTS = 1 << 18;
 
 export function createEncoderPool(workers: number, setup: WorkerSetup, options: PoolOptions = {}): EncoderPool {
   const threads = Math.max(0, options.mainShare ? workers - 1 : workers);
   const partBytes = options.chunkBytes ?? 1 << 18;
+  let tokenizer: Tokenizer | undefined;
   let encodeHere: ((text: string) => EncodedChunk) | undefined;
-  /** This thread's encoder; cache: the one it shares with threads, if it works beside any. */
+  /** This thread's encoder; cache: the one it shares with threads (if it works beside any) now. */
   const here = (cache?: PieceCache) => {
-    if (encodeHere) return encodeHere;
-    const tokenizer = options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir);
+    tokenizer ??= options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir);
     if (cache) tokenizer.useCache(cache);
-    return (encodeHere = inlineEncoder(setup, tokenizer, cache !== undefined));
+    return (encodeHere ??= inlineEncoder(setup, tokenizer, cache !== undefined));
   };
   const start = (inline: boolean) => {
-    const pool = inline || threads === 0 ? chunkPool(0, setup, partBytes, here) : chunkPool(threads, setup, partBytes, options.mainShare ? here : undefined);
+    const cacheSlots = options.cacheSlots ?? SHARED_CACHE_SLOTS;
+    const pool = inline || threads === 0 ? chunkPool(0, setup, partBytes, cacheSlots, here) : chunkPool(threads, setup, partBytes, cacheSlots, options.mainShare ? here : undefined);
     dropSpareEncoders();
     return pool;
   };
@@ -117,15 +126,17 @@ function inlineEncoder(setup: WorkerSetup, tokenizer: Tokenizer, beside: boolean
   };
 }
 
-function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, here?: (cache?: PieceCache) => (text: string) => EncodedChunk): EncoderPool {
+function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cacheSlots: number, here?: (cache?: PieceCache) => (text: string) => EncodedChunk): EncoderPool {
   const inline = here !== undefined;
   // The image and the cache only (the seed is in the image): the threads build their tables
   // while this thread builds its own, later.
   const image = (setup.tokenizerDir === undefined && builtinImage()) || undefined;
-  const seed = image && imageSeedCache(new Uint8Array(image));
-  const cache = threads + (inline ? 1 : 0) > 1 ? PieceCache.create({ slots: SHARED_CACHE_SLOTS, seed, shared: true }) : undefined;
-  const startMessage: WorkerStart = { ...setup, image, cache: cache?.buffer as SharedArrayBuffer | undefined };
+  const imageSeed = image && imageSeedCache(new Uint8Array(image));
+  const seed = imageSeed && imageSeed.table.length / 4 <= cacheSlots ? imageSeed : undefined; // a smaller cache starts empty
+  let cache = threads + (inline ? 1 : 0) > 1 ? PieceCache.create({ slots: cacheSlots, seed, shared: true }) : undefined;
+  const startMessage = { ...setup, image };
   const workers: Worker[] = [];
+  const started: boolean[] = [];
   const queued: number[] = []; // parts sent to each thread and not yet answered
   const results = new Map<number, EncodedChunk>();
   let nextSeq = 0; // next part to number
@@ -142,9 +153,13 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, here?
     failure ??= err;
     settle();
   };
+  const start = (k: number) => {
+    const message: WorkerStart = { ...startMessage, cache: cache?.buffer as SharedArrayBuffer | undefined };
+    workers[k].postMessage({ start: message });
+    started[k] = true;
+  };
   for (let k = 0; k < threads; k++) {
     const worker = takeEncoder();
-    worker.postMessage({ start: startMessage });
     worker.on('message', (reply: WorkReply) => {
       if (reply.seq >= 0) queued[k]--;
       if ('error' in reply) fail(new Error(reply.error));
@@ -154,8 +169,10 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, here?
     worker.on('error', fail);
     worker.on('exit', (code) => closing || fail(new Error(`an encoding thread stopped (exit code ${code})`)));
     workers.push(worker);
+    started.push(false);
     queued.push(0);
   }
+  if (threads > 0) start(0);
   const wait = () => new Promise<void>((resolve) => (wake = resolve));
   const check = () => {
     if (failure) throw failure;
@@ -168,31 +185,44 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, here?
     }
     return out;
   };
-  /** The thread with the least queued, or −1 when every one has DEPTH (or there are none). */
-  const leastQueued = () => {
-    let best = -1;
-    for (let k = 0; k < threads; k++) if (queued[k] < DEPTH && (best < 0 || queued[k] < queued[best])) best = k;
-    return best;
+  /**
+   * The first thread with room, or −1 when every one has DEPTH queued (or there are none). Holding
+   * back the second thread while the first was still on its first part (compiling: its queue says
+   * nothing yet about the input's pace) made `wikitext-prep | bpe-encode -j2` slower (1.61 s
+   * against 1.51, medians of 5): the second then compiled later, beside a busier first.
+   */
+  const withRoom = () => {
+    for (let k = 0; k < threads; k++) if (queued[k] < DEPTH) return k;
+    return -1;
+  };
+
+  /** A filling cache is replaced (piece-cache.ts), for every encoder from its next part on. */
+  const renewCache = () => {
+    if (!cache?.needsReplacing()) return;
+    cache = cache.replacement(seed);
+    workers.forEach((worker, k) => started[k] && worker.postMessage({ cache: cache!.buffer }));
   };
 
   const submitPart = async (bytes: Uint8Array, text: () => string) => {
     check();
-    let k = leastQueued();
+    renewCache();
+    let k = withRoom();
     if (k < 0 && inline) {
       await new Promise(setImmediate); // take in the replies that have come, before working here
       check();
-      k = leastQueued();
+      k = withRoom();
     }
     while (k < 0 && !inline) {
       await wait();
       check();
-      k = leastQueued();
+      k = withRoom();
     }
     const seq = nextSeq++;
     if (k < 0) {
       results.set(seq, here!(cache)(text()));
       return;
     }
+    if (!started[k]) start(k);
     const copy = new Uint8Array(bytes); // own buffer, so it can be transferred
     queued[k]++;
     workers[k].postMessage({ seq, bytes: copy }, [copy.buffer]);

@@ -125,6 +125,8 @@ export class Tokenizer {
       }
       i = j;
     }
+    // Its own cache grows here; a shared one, where it is shared from (pool.ts).
+    if (!cache.shared && cache.needsReplacing()) this.cache = cache.replacement(this.tables.seedCache);
   }
 
   private mergePiece(text: string, start: number, end: number, out: IdBuffer): void {

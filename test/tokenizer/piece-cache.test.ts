@@ -8,7 +8,7 @@ import { Tiktoken } from 'js-tiktoken/lite';
 import gpt2Ranks from 'js-tiktoken/ranks/gpt2';
 import { describe, expect, it } from 'vitest';
 import { IdBuffer } from '../../src/tokenizer/id-buffer.js';
-import { hashRange, PieceCache } from '../../src/tokenizer/piece-cache.js';
+import { hashRange, MAX_SLOTS, PieceCache } from '../../src/tokenizer/piece-cache.js';
 import { loadTokenizer, Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { ROOT } from '../helpers.js';
 
@@ -78,6 +78,28 @@ describe('piece cache', () => {
       expect(lookup(cache, ' Valkyria')).toBeNull(); // several tokens: not in the seed
     }
     expect(() => PieceCache.create({ slots: 1 << 16, seed })).toThrow(RangeError); // 32k entries < seed
+  });
+
+  it('its replacement holds what it held, or at MAX_SLOTS starts over from the seed', () => {
+    for (const shared of [false, true]) {
+      const cache = PieceCache.create({ slots: 64, shared });
+      const text = manyPieces(400, 2);
+      expect(new Tokenizer(tables, 'gpt2', cache).encode(text)).toEqual(oracle(text));
+      expect(cache.needsReplacing()).toBe(true);
+      const next = cache.replacement();
+      expect(next.count).toBe(cache.count);
+      expect(next.shared).toBe(shared);
+      const pieces = text.split(' ').slice(0, 20).map((w) => ` ${w}`);
+      for (const p of pieces) expect(lookup(next, p)).toEqual(lookup(cache, p));
+      expect(new Tokenizer(tables, 'gpt2', next).encode(text)).toEqual(oracle(text));
+    }
+    const seed = tokenizer.seedPieceCache();
+    const full = PieceCache.create({ slots: MAX_SLOTS });
+    put(full, ' Valkyria', [569, 18354, 7496]);
+    const fresh = full.replacement(seed);
+    expect(fresh.count).toBe(seed.count);
+    expect(lookup(fresh, ' the')).toEqual([262]);
+    expect(lookup(fresh, ' Valkyria')).toBeNull();
   });
 
   it('threads sharing one cache get the oracle ids while they fill it', async () => {

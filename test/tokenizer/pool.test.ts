@@ -31,12 +31,14 @@ function chunks(cuts: number[]): { bytes: Uint8Array; text: string; final: boole
 
 describe('encoder pool', () => {
   it.each([
-    [1, false, 2000],
-    [2, false, 3000],
-    [2, true, 2000],
-    [3, true, 700], // parts smaller than some documents: a part is then one whole line
-  ])('%i encoder(s), this thread sharing: %s, parts of %i bytes', async (workers, mainShare, chunkBytes) => {
-    const pool = createEncoderPool(workers, { docSeparator: 'eos', allowSpecial: false }, { eager: true, mainShare, chunkBytes });
+    [1, false, 2000, undefined],
+    [2, false, 3000, undefined],
+    [2, true, 2000, undefined],
+    [3, true, 700, undefined], // parts smaller than some documents: a part is then one whole line
+    [3, true, 2000, 64], // a shared cache replaced by bigger ones while the threads work
+    [2, false, 2000, 16],
+  ])('%i encoder(s), this thread sharing: %s, parts of %i bytes, cache slots %s', async (workers, mainShare, chunkBytes, cacheSlots) => {
+    const pool = createEncoderPool(workers, { docSeparator: 'eos', allowSpecial: false }, { eager: true, mainShare, chunkBytes, cacheSlots });
     const ids: number[] = [];
     let documents = 0;
     const take = (results: { ids: Uint32Array; documents: number }[]) => {
