@@ -102,7 +102,7 @@ async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest |
   const eager = (options.expectedBytes ?? 0) > chunkBytes;
   let tokenizer: Tokenizer | undefined;
   const fromFiles = options.files.length > 0 && !options.files.includes(STDIN);
-  const pool = createEncoderPool(workers, setup, { eager, tokenizer: () => tokenizer!, mainShare: fromFiles });
+  const pool = createEncoderPool(workers, setup, { eager, tokenizer: () => tokenizer!, mainShare: fromFiles, chunkBytes });
   let padId: number;
   let separator: number[];
   try {
