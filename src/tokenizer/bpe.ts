@@ -30,11 +30,12 @@ export class BpeMerger {
     });
   }
 
-  /** Appends the ids of bytes[0..n) to out. */
-  merge(bytes: Uint8Array, n: number, out: IdBuffer): void {
+  /** Appends the ids of bytes[start..end) to out. */
+  merge(bytes: Uint8Array, start: number, end: number, out: IdBuffer): void {
     const { byteToId, rankOf, table, pairs } = this.t;
-    if (n === 1) return out.push(byteToId[bytes[0]]);
-    const whole = table.find(bytes, 0, n);
+    const n = end - start;
+    if (n === 1) return out.push(byteToId[bytes[start]]);
+    const whole = table.find(bytes, start, end);
     if (whole >= 0 && rankOf[whole] >= 0) return out.push(whole);
     if (n >= POS) throw new RangeError('piece too long');
     if (this.ids.length < n) this.grow(n);
@@ -42,7 +43,7 @@ export class BpeMerger {
 
     let size = 0;
     for (let i = 0; i < n; i++) {
-      ids[i] = byteToId[bytes[i]];
+      ids[i] = byteToId[bytes[start + i]];
       next[i] = i + 1 < n ? i + 1 : -1;
       prev[i] = i - 1;
     }

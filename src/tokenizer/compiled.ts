@@ -4,18 +4,18 @@
  * GPT-2 files (dist/tokenizer/gpt2.bin); it carries the sha256 of the files it was made from and
  * is used only when that matches.
  *
- * Layout (little-endian): magic "GPT2BPE\x03", u32 vocabSize, byteCount, slotCount, pairSlots,
+ * Layout (little-endian): magic "GPT2BPE\x04", u32 vocabSize, byteCount, slotCount, pairSlots,
  * specialsLength, cacheTable, cacheVals, cacheKeys, cacheCount, sha256 (64 ASCII hex), then the
  * 4-byte arrays offsets[vocabSize+1], rankOf[vocabSize], hashes[vocabSize], slots[slotCount],
  * pairLeft/pairRight/pairRank[pairSlots], cache table[cacheTable] and vals[cacheVals], then the
- * cache keys (u16[cacheKeys]), the token bytes and the specials as JSON.
+ * cache keys (UTF-8, u8[cacheKeys]), the token bytes and the specials as JSON.
  */
 import { PairTable } from './pair-table.js';
 import { TokenTable } from './token-table.js';
 import type { PieceCacheParts } from './piece-cache.js';
 import type { VocabTables } from './vocab-files.js';
 
-const MAGIC = 'GPT2BPE\x03';
+const MAGIC = 'GPT2BPE\x04';
 const HEADER = 8 + 36 + 64;
 
 export function serializeTables(t: VocabTables): Uint8Array {
@@ -23,8 +23,8 @@ export function serializeTables(t: VocabTables): Uint8Array {
   let byteCount = 0;
   for (const b of t.tokenBytes) byteCount += b.length;
   const specials = Buffer.from(JSON.stringify([...t.specials]), 'utf8');
-  const cache = t.seedCache ?? { table: new Int32Array(0), vals: new Uint32Array(0), keys: new Uint16Array(0), count: 0 };
-  const arrays: (Int32Array | Uint32Array | Uint16Array)[] = [
+  const cache = t.seedCache ?? { table: new Int32Array(0), vals: new Uint32Array(0), keys: new Uint8Array(0), count: 0 };
+  const arrays: (Int32Array | Uint32Array | Uint8Array)[] = [
     new Uint32Array(n + 1), t.rankOf, t.table.hashes, t.table.slots, t.pairs.left, t.pairs.right, t.pairs.rank,
     cache.table, cache.vals, cache.keys,
   ];
@@ -73,7 +73,7 @@ function readHeader(buf: Uint8Array): Header | null {
   const data = buf.byteOffset % 4 === 0 ? buf : buf.slice();
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const [n, byteCount, slotCount, pairSlots, specialsLength, cacheTable, cacheVals, cacheKeys, cacheCount] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((k) => view.getUint32(8 + 4 * k, true));
-  const words = 4 * (n + 1) + 8 * n + 4 * slotCount + 12 * pairSlots + 4 * (cacheTable + cacheVals) + 2 * cacheKeys;
+  const words = 4 * (n + 1) + 8 * n + 4 * slotCount + 12 * pairSlots + 4 * (cacheTable + cacheVals) + cacheKeys;
   if (data.length !== HEADER + words + byteCount + specialsLength) return null;
   return { data, n, byteCount, slotCount, pairSlots, specialsLength, cacheTable, cacheVals, cacheKeys, cacheCount };
 }
@@ -91,7 +91,7 @@ function reader(h: Header, at: number) {
 const seedOf = (h: Header, take: ReturnType<typeof reader>): PieceCacheParts | undefined => {
   const table = take(Int32Array, h.cacheTable);
   const vals = take(Uint32Array, h.cacheVals);
-  const keys = take(Uint16Array, h.cacheKeys);
+  const keys = take(Uint8Array, h.cacheKeys);
   return h.cacheTable > 0 ? { table, vals, keys, count: h.cacheCount } : undefined;
 };
 

@@ -22,19 +22,18 @@ export function separatorIds(tokenizer: Tokenizer, kind: DocSeparator): number[]
 }
 
 /**
- * Appends every non-empty line of text (a trailing "\r" is dropped) followed by the separator.
- * Returns the number of documents.
+ * Appends every non-empty line of bytes (UTF-8; a trailing "\r" is dropped) followed by the
+ * separator. Returns the number of documents.
  */
-export function encodeDocuments(tokenizer: Tokenizer, text: string, how: DocumentEncoding, out: IdBuffer): number {
+export function encodeDocuments(tokenizer: Tokenizer, bytes: Uint8Array, how: DocumentEncoding, out: IdBuffer): number {
   let documents = 0;
   const options = { allowSpecial: how.allowSpecial };
-  for (let start = 0; start < text.length; ) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    const stop = end > start && text.charCodeAt(end - 1) === 0x0d ? end - 1 : end;
+  for (let start = 0; start < bytes.length; ) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    const stop = end > start && bytes[end - 1] === 0x0d ? end - 1 : end;
     if (stop > start) {
-      if (how.allowSpecial) tokenizer.encodeInto(text.slice(start, stop), out, options);
-      else tokenizer.encodeOrdinary(text, start, stop, out);
+      tokenizer.encodeBytes(bytes, start, stop, out, options);
       for (const id of how.separator) out.push(id);
       documents++;
     }

@@ -29,7 +29,6 @@ export type WorkReply = { seq: number; ids: Uint32Array; documents: number } | {
 
 let tokenizer: Tokenizer;
 let how: DocumentEncoding;
-const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 function start(setup: WorkerStart): void {
   const cache = setup.cache && PieceCache.attach(setup.cache);
@@ -48,7 +47,7 @@ parentPort!.on('message', (message: WorkerMessage) => {
     if ('cache' in message) return void tokenizer.useCache(PieceCache.attach(message.cache));
     const { bytes } = message;
     const out = new IdBuffer(bytes.length >> 1);
-    const documents = encodeDocuments(tokenizer, decoder.decode(bytes), how, out);
+    const documents = encodeDocuments(tokenizer, bytes, how, out);
     const ids = out.data.slice(0, out.length);
     parentPort!.postMessage({ seq, ids, documents } satisfies WorkReply, [ids.buffer]);
   } catch (err) {

@@ -1,6 +1,6 @@
 /**
- * Pre-token → ids cache keyed directly on the UTF-16 code units of the input text, so a hit costs
- * a hash and a compare with no substring allocated. Open addressing with linear probing over one
+ * Pre-token → ids cache keyed directly on the UTF-8 bytes of the input, so a hit costs a hash and
+ * a compare with no substring allocated. Open addressing with linear probing over one
  * Int32Array of 4-word slots [hash, key offset, key length << 8 | id count, id or ids offset]:
  * a probe reads one cache line, and single-id pieces (most of them) need no second array. Measured
  * on WikiText-2, scattering the fields over separate arrays made a hit cost three times as much.
@@ -25,6 +25,7 @@
  */
 import type { IdBuffer } from './id-buffer.js';
 
+/** Longest piece cached, in bytes. */
 export const MAX_CACHED_PIECE = 48;
 /**
  * 2^20 slots (a 16 MB table) take 512k entries. 2^21 cost 15–25 MB more peak RSS on the 536 MB
@@ -41,16 +42,16 @@ const VALS_USED = 2;
 const SLOTS = 3;
 const HEADER_BYTES = 16;
 
-export function hashRange(text: string, start: number, end: number): number {
+export function hashRange(bytes: Uint8Array, start: number, end: number): number {
   let h = 0x811c9dc5;
-  for (let k = start; k < end; k++) h = Math.imul(h ^ text.charCodeAt(k), 0x01000193);
+  for (let k = start; k < end; k++) h = Math.imul(h ^ bytes[k], 0x01000193);
   return h | 0;
 }
 
 /** A cache's contents, as stored in the compiled tokenizer image. */
 export interface PieceCacheParts {
   table: Int32Array;
-  keys: Uint16Array;
+  keys: Uint8Array;
   vals: Uint32Array;
   count: number;
 }
@@ -67,7 +68,7 @@ export interface PieceCacheOptions {
 export class PieceCache {
   private readonly header: Int32Array;
   private readonly table: Int32Array;
-  private readonly keys: Uint16Array;
+  private readonly keys: Uint8Array;
   private readonly vals: Uint32Array;
   private readonly mask: number;
   private readonly maxEntries: number;
@@ -79,8 +80,8 @@ export class PieceCache {
     const slots = this.header[SLOTS];
     const [keyCap, valCap] = capacities(slots);
     this.table = new Int32Array(buffer, HEADER_BYTES, 4 * slots);
-    this.keys = new Uint16Array(buffer, HEADER_BYTES + 16 * slots, keyCap);
-    this.vals = new Uint32Array(buffer, HEADER_BYTES + 16 * slots + 2 * keyCap, valCap);
+    this.keys = new Uint8Array(buffer, HEADER_BYTES + 16 * slots, keyCap);
+    this.vals = new Uint32Array(buffer, HEADER_BYTES + 16 * slots + keyCap, valCap);
     this.mask = slots - 1;
     this.maxEntries = slots / 2;
     this.dynamic = buffer instanceof SharedArrayBuffer ? DYNAMIC : 0;
@@ -90,7 +91,7 @@ export class PieceCache {
     const { slots, seed } = options;
     if (slots < 16 || slots & (slots - 1)) throw new RangeError(`piece cache slots must be a power of two ≥ 16, got ${slots}`);
     const [keyCap, valCap] = capacities(slots);
-    const bytes = HEADER_BYTES + 16 * slots + 2 * keyCap + 4 * valCap;
+    const bytes = HEADER_BYTES + 16 * slots + keyCap + 4 * valCap;
     const cache = new PieceCache(withSlots(options.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes), slots));
     if (seed) cache.copy(seed);
     return cache;
@@ -161,10 +162,10 @@ export class PieceCache {
   }
 
   /**
-   * If text[start..end) (with hash h from hashRange) is cached, appends its ids to out and
+   * If bytes[start..end) (with hash h from hashRange) is cached, appends its ids to out and
    * returns true. Lookup and copy in one method keep the encoder's hottest path free of calls.
    */
-  emit(text: string, start: number, end: number, h: number, out: IdBuffer): boolean {
+  emit(bytes: Uint8Array, start: number, end: number, h: number, out: IdBuffer): boolean {
     const len = end - start;
     const { table, mask, keys } = this;
     for (let s = h & mask; ; s = (s + 1) & mask) {
@@ -180,7 +181,7 @@ export class PieceCache {
       if (lens >>> 8 !== len) continue;
       const off = table[at + 1];
       let k = 0;
-      while (k < len && keys[off + k] === text.charCodeAt(start + k)) k++;
+      while (k < len && keys[off + k] === bytes[start + k]) k++;
       if (k !== len) continue;
       const n = lens & 0xff;
       if (n === 1) {
@@ -194,10 +195,10 @@ export class PieceCache {
   }
 
   /**
-   * Caches ids[from..to) for text[start..end), unless the piece is too long (MAX_CACHED_PIECE, 255
+   * Caches ids[from..to) for bytes[start..end), unless the piece is too long (MAX_CACHED_PIECE, 255
    * ids) or the cache is full: out of entries, key space or id space, whichever comes first.
    */
-  insert(text: string, start: number, end: number, h: number, ids: Uint32Array, from: number, to: number): void {
+  insert(bytes: Uint8Array, start: number, end: number, h: number, ids: Uint32Array, from: number, to: number): void {
     const len = end - start;
     const n = to - from;
     if (len > MAX_CACHED_PIECE || n > 255 || n === 0 || this.full) return;
@@ -211,7 +212,7 @@ export class PieceCache {
       this.full = true;
       return;
     }
-    for (let k = 0; k < len; k++) keys[keyOff + k] = text.charCodeAt(start + k);
+    for (let k = 0; k < len; k++) keys[keyOff + k] = bytes[start + k];
     if (n > 1) vals.set(ids.subarray(from, to), valOff);
     // At most maxEntries = slots / 2 are ever claimed, so an empty slot is always found.
     let s = h & mask;
@@ -255,11 +256,12 @@ export class PieceCache {
 }
 
 /**
- * Key and id space for a table of `slots`: WikiText-2 needs 6.8 code units and 0.65 ids an entry
- * (69k entries: 469k units, 45k ids), so 8 and 2 an entry leave room for longer words.
+ * Key and id space for a table of `slots`: WikiText-2 needs ~7 bytes and 0.65 ids an entry
+ * (69k entries: 469k code units, 45k ids), so 12 and 2 an entry leave room for longer words and
+ * for scripts of 2–3 bytes a character.
  */
 function capacities(slots: number): [keys: number, vals: number] {
-  return [4 * slots, slots];
+  return [6 * slots, slots];
 }
 
 function withSlots<B extends ArrayBufferLike>(buffer: B, slots: number): B {

@@ -31,10 +31,8 @@ export interface EncodedChunk {
 }
 
 export interface Chunk {
-  /** Whole lines as UTF-8 (what threads get) */
+  /** Whole lines as valid UTF-8. */
   bytes: Uint8Array;
-  /** ... and as text (what the inline path uses; decoded on demand). */
-  readonly text: string;
   /** No chunk follows. */
   final: boolean;
 }
@@ -83,7 +81,7 @@ export function createEncoderPool(workers: number, setup: WorkerSetup, options: 
   const threads = Math.max(0, options.mainShare ? workers - 1 : workers);
   const partBytes = options.chunkBytes ?? 1 << 18;
   let tokenizer: Tokenizer | undefined;
-  let encodeHere: ((text: string) => EncodedChunk) | undefined;
+  let encodeHere: ((bytes: Uint8Array) => EncodedChunk) | undefined;
   /** This thread's encoder; cache: the one it shares with threads (if it works beside any) now. */
   const here = (cache?: PieceCache) => {
     tokenizer ??= options.tokenizer?.() ?? loadTokenizer(setup.tokenizerDir);
@@ -116,17 +114,17 @@ export function createEncoderPool(workers: number, setup: WorkerSetup, options: 
  * Alone, this thread's encoder is not warmed up: its recompiles run on the other core, and
  * within the noise (encode span of -j1 on WikiText-2, medians of 7: 745 ms with, 715 without).
  */
-function inlineEncoder(setup: WorkerSetup, tokenizer: Tokenizer, beside: boolean): (text: string) => EncodedChunk {
+function inlineEncoder(setup: WorkerSetup, tokenizer: Tokenizer, beside: boolean): (bytes: Uint8Array) => EncodedChunk {
   const how = { separator: separatorIds(tokenizer, setup.docSeparator), allowSpecial: setup.allowSpecial };
   if (beside) warmUp(tokenizer, how);
-  return (text) => {
-    const out = new IdBuffer(text.length >> 2);
-    const documents = encodeDocuments(tokenizer, text, how, out);
+  return (bytes) => {
+    const out = new IdBuffer(bytes.length >> 2);
+    const documents = encodeDocuments(tokenizer, bytes, how, out);
     return { ids: out.view(), documents };
   };
 }
 
-function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cacheSlots: number, here?: (cache?: PieceCache) => (text: string) => EncodedChunk): EncoderPool {
+function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cacheSlots: number, here?: (cache?: PieceCache) => (bytes: Uint8Array) => EncodedChunk): EncoderPool {
   const inline = here !== undefined;
   // The image and the cache only (the seed is in the image): the threads build their tables
   // while this thread builds its own, later.
@@ -203,7 +201,7 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cache
     workers.forEach((worker, k) => started[k] && worker.postMessage({ cache: cache!.buffer }));
   };
 
-  const submitPart = async (bytes: Uint8Array, text: () => string) => {
+  const submitPart = async (bytes: Uint8Array) => {
     check();
     renewCache();
     let k = withRoom();
@@ -219,7 +217,7 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cache
     }
     const seq = nextSeq++;
     if (k < 0) {
-      results.set(seq, here!(cache)(text()));
+      results.set(seq, here!(cache)(bytes));
       return;
     }
     if (!started[k]) start(k);
@@ -231,11 +229,8 @@ function chunkPool(threads: number, setup: WorkerSetup, partBytes: number, cache
   return {
     async submit(chunk) {
       const { bytes } = chunk;
-      if (bytes.length <= partBytes || threads === 0) return submitPart(bytes, () => chunk.text);
-      for (const [start, end] of lineParts(bytes, partBytes)) {
-        const part = bytes.subarray(start, end);
-        await submitPart(part, () => Buffer.from(part.buffer, part.byteOffset, part.length).toString('utf8'));
-      }
+      if (bytes.length <= partBytes || threads === 0) return submitPart(bytes);
+      for (const [start, end] of lineParts(bytes, partBytes)) await submitPart(bytes.subarray(start, end));
     },
     drain,
     async finish() {

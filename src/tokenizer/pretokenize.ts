@@ -1,7 +1,10 @@
 /**
  * GPT-2's pre-tokenizer, hand-compiled from its pattern
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- * into a scanner over UTF-16 code units: no regex engine, no substring allocation.
+ * into a scanner over UTF-8 bytes: no regex engine, no string, no substring allocation. Scanning the
+ * bytes as they come from a file also spares decoding them into a JS string (~50 ms on WikiText-2)
+ * and byte access is cheaper than charCodeAt (pre-tokenizing and hashing WikiText-2: ~70 ms
+ * against ~100–150 ms).
  *
  * `\s` is Unicode White_Space, as in tiktoken (Rust regex), OpenAI's encoder.py and HF (Python
  * `regex`). JavaScript's own `\s` differs (it adds U+FEFF and lacks U+0085), which is why the pure-JS
@@ -23,7 +26,6 @@ const NUMBER_RE = /^\p{N}$/u;
 
 function classifyCodePoint(cp: number): number {
   if (isWhiteSpace.has(cp)) return SPACE;
-  if (cp >= 0xd800 && cp <= 0xdfff) return OTHER; // lone surrogate: encoded as U+FFFD
   const ch = String.fromCodePoint(cp);
   if (LETTER_RE.test(ch)) return LETTER;
   if (NUMBER_RE.test(ch)) return NUMBER;
@@ -52,38 +54,35 @@ function astralClass(cp: number): number {
   return cls;
 }
 
-const isHigh = (c: number) => c >= 0xd800 && c <= 0xdbff;
-const isLow = (c: number) => c >= 0xdc00 && c <= 0xdfff;
+/** Bytes in the UTF-8 sequence that starts with lead byte b (the input is valid UTF-8). */
+const seqLength = (b: number) => (b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4);
 
-/** Class of the code point that starts at `i` (callers know i < text.length). */
-export function classAt(text: string, i: number): number {
-  const c = text.charCodeAt(i);
-  if (c < 0x100) return BMP[c];
-  if (!isHigh(c)) return bmpClass(c);
-  const d = text.charCodeAt(i + 1);
-  if (!isLow(d)) return OTHER;
-  return astralClass(((c - 0xd800) << 10) + (d - 0xdc00) + 0x10000);
+/** Class of the multi-byte character that starts at i (lead byte b ≥ 0x80). */
+function multiByteClass(bytes: Uint8Array, i: number, b: number): number {
+  if (b < 0xe0) {
+    const cp = ((b & 0x1f) << 6) | (bytes[i + 1] & 0x3f);
+    return cp < 0x100 ? BMP[cp] : bmpClass(cp);
+  }
+  if (b < 0xf0) return bmpClass(((b & 0x0f) << 12) | ((bytes[i + 1] & 0x3f) << 6) | (bytes[i + 2] & 0x3f));
+  return astralClass(((b & 0x07) << 18) | ((bytes[i + 1] & 0x3f) << 12) | ((bytes[i + 2] & 0x3f) << 6) | (bytes[i + 3] & 0x3f));
 }
 
-/** End of the run of code points of class `cls` starting at i. */
-function runEnd(text: string, i: number, end: number, cls: number): number {
+/** Class of the character that starts at byte i (callers know i < end). */
+function classAt(bytes: Uint8Array, i: number): number {
+  const b = bytes[i];
+  return b < 0x80 ? BMP[b] : multiByteClass(bytes, i, b);
+}
+
+/** End of the run of characters of class `cls` starting at byte i. */
+function runEnd(bytes: Uint8Array, i: number, end: number, cls: number): number {
   while (i < end) {
-    const c = text.charCodeAt(i);
-    if (c < 0x100) {
-      if (BMP[c] !== cls) return i; // the hot path: Latin-1
-      i++;
-    } else if (!isHigh(c)) {
-      if (bmpClass(c) !== cls) return i;
+    const b = bytes[i];
+    if (b < 0x80) {
+      if (BMP[b] !== cls) return i; // the hot path: ASCII
       i++;
     } else {
-      const d = i + 1 < end ? text.charCodeAt(i + 1) : 0;
-      if (isLow(d)) {
-        if (astralClass(((c - 0xd800) << 10) + (d - 0xdc00) + 0x10000) !== cls) return i;
-        i += 2;
-      } else {
-        if (cls !== OTHER) return i; // lone surrogate
-        i++;
-      }
+      if (multiByteClass(bytes, i, b) !== cls) return i;
+      i += seqLength(b);
     }
   }
   return i;
@@ -92,64 +91,68 @@ function runEnd(text: string, i: number, end: number, cls: number): number {
 const APOS = 0x27;
 
 /**
- * Index just past the pre-token that starts at `i` in text[..end). Requires i < end.
+ * Index just past the pre-token that starts at byte i of bytes[..end), valid UTF-8 cut at
+ * character boundaries. Requires i < end.
  * Most English pieces are " word", "word", " 1999" or ",": an ASCII run (after an optional space)
  * that ends at an ASCII character of another class. Those are decided here from a 128-entry
  * table; anything else (apostrophes, whitespace, non-ASCII) takes the general path.
  */
-export function pieceEnd(text: string, i: number, end: number): number {
-  const c = text.charCodeAt(i);
+export function pieceEnd(bytes: Uint8Array, i: number, end: number): number {
+  const c = bytes[i];
   if (c !== APOS && c < 0x80) {
     let j = c === 0x20 ? i + 1 : i;
     if (j < end) {
-      const first = text.charCodeAt(j);
+      const first = bytes[j];
       const cls = first < 0x80 ? BMP[first] : SPACE;
       if (cls !== SPACE) {
         j++;
         let d = 0;
-        while (j < end && (d = text.charCodeAt(j)) < 0x80 && BMP[d] === cls) j++;
+        while (j < end && (d = bytes[j]) < 0x80 && BMP[d] === cls) j++;
         if (j === end || d < 0x80) return j;
       }
     }
   }
-  return pieceEndGeneral(text, i, end);
+  return pieceEndGeneral(bytes, i, end);
 }
 
-function pieceEndGeneral(text: string, i: number, end: number): number {
-  const c = text.charCodeAt(i);
+function pieceEndGeneral(bytes: Uint8Array, i: number, end: number): number {
+  const c = bytes[i];
   if (c === APOS && i + 1 < end) {
-    const d = text.charCodeAt(i + 1);
+    const d = bytes[i + 1];
     // 's 't 'm 'd
     if (d === 0x73 || d === 0x74 || d === 0x6d || d === 0x64) return i + 2;
     if (i + 2 < end) {
-      const e = text.charCodeAt(i + 2);
+      const e = bytes[i + 2];
       // 're 've 'll
       if ((e === 0x65 && (d === 0x72 || d === 0x76)) || (d === 0x6c && e === 0x6c)) return i + 3;
     }
   }
   let start = i;
-  let cls = classAt(text, i);
+  let cls = classAt(bytes, i);
   if (c === 0x20 && i + 1 < end) {
-    const next = classAt(text, i + 1);
+    const next = classAt(bytes, i + 1);
     if (next !== SPACE) {
       start = i + 1; // " ?" prefix of a letter, number or other run
       cls = next;
     }
   }
-  if (cls !== SPACE) return runEnd(text, start, end, cls);
+  if (cls !== SPACE) return runEnd(bytes, start, end, cls);
   // \s+(?!\S) | \s+ : a whitespace run keeps its last character for the next piece when
   // something non-space follows (so " word" stays together), unless the run is one character.
-  const j = runEnd(text, i, end, SPACE);
-  if (j === end || j - i === 1) return j;
-  return j - 1;
+  const j = runEnd(bytes, i, end, SPACE);
+  if (j === end || i + seqLength(c) === j) return j;
+  let last = j - 1;
+  while ((bytes[last] & 0xc0) === 0x80) last--; // back over the last character's continuation bytes
+  return last;
 }
 
-/** Splits text into pre-tokens (for tests and debugging; the encoder scans in place). */
+/** Splits text into pre-tokens (for tests and debugging; the encoder scans bytes in place). */
 export function pretokenize(text: string): string[] {
+  const bytes = Buffer.from(text, 'utf8');
   const out: string[] = [];
-  for (let i = 0; i < text.length; ) {
-    const j = pieceEnd(text, i, text.length);
-    out.push(text.slice(i, j));
+  for (let i = 0; i < bytes.length; ) {
+    const j = pieceEnd(bytes, i, bytes.length);
+    out.push(bytes.toString('utf8', i, j));
     i = j;
   }
   return out;

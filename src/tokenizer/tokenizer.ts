@@ -12,7 +12,7 @@ import { BpeMerger } from './bpe.js';
 import { IdBuffer } from './id-buffer.js';
 import { hashRange, MAX_CACHED_PIECE, PieceCache, type PieceCacheParts } from './piece-cache.js';
 import { pieceEnd } from './pretokenize.js';
-import { utf8EncodeRange } from './utf8.js';
+import { findInvalidUtf8 } from './utf8.js';
 import { deserializeTables, imageSha256 } from './compiled.js';
 import { parseVocabFiles, tokenizerSha256, type VocabTables } from './vocab-files.js';
 import { fsError, ToolError } from '../util/errors.js';
@@ -43,8 +43,8 @@ export class Tokenizer {
   readonly eosId: number | undefined;
   private readonly merger: BpeMerger;
   private cache: PieceCache | undefined;
-  private scratch = new Uint8Array(3 * 256);
-  private readonly specials: [string, number][];
+  /** Special tokens as UTF-8, longest first (so one that is a prefix of another never wins). */
+  private readonly specials: [Buffer, number][];
 
   /** cache: one shared with other threads (see PieceCache.attach); by default one of its own, made on first use. */
   constructor(tables: VocabTables, name: string, cache?: PieceCache) {
@@ -57,8 +57,7 @@ export class Tokenizer {
       sha256: tables.sha256,
     };
     this.eosId = tables.specials.get(ENDOFTEXT);
-    // Longest first, so a special that is a prefix of another never wins.
-    this.specials = [...tables.specials].sort((a, b) => b[0].length - a[0].length);
+    this.specials = [...tables.specials].map(([text, id]): [Buffer, number] => [Buffer.from(text, 'utf8'), id]).sort((a, b) => b[0].length - a[0].length);
   }
 
   /**
@@ -84,56 +83,56 @@ export class Tokenizer {
 
   /** Appends the ids of text to out. */
   encodeInto(text: string, out: IdBuffer, options: EncodeOptions = {}): void {
+    const bytes = Buffer.from(text, 'utf8'); // lone surrogates become U+FFFD, as tiktoken's Python callers would have to
+    this.encodeBytes(bytes, 0, bytes.length, out, options);
+  }
+
+  /** Appends the ids of bytes[start..end), valid UTF-8 cut at character boundaries, to out. */
+  encodeBytes(bytes: Uint8Array, start: number, end: number, out: IdBuffer, options: EncodeOptions = {}): void {
     if (!options.allowSpecial || this.specials.length === 0) {
-      this.encodeOrdinary(text, 0, text.length, out);
+      this.encodeOrdinary(bytes, start, end, out);
       return;
     }
-    let pos = 0;
+    const haystack = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+    let pos = start;
     for (;;) {
       let at = -1;
-      let hit: [string, number] | undefined;
+      let hit: [Buffer, number] | undefined;
       for (const special of this.specials) {
-        const k = text.indexOf(special[0], pos);
-        if (k >= 0 && (at < 0 || k < at)) {
+        const k = haystack.indexOf(special[0], pos);
+        if (k >= 0 && k + special[0].length <= end && (at < 0 || k < at)) {
           at = k;
           hit = special;
         }
       }
       if (!hit) break;
-      this.encodeOrdinary(text, pos, at, out);
+      this.encodeOrdinary(bytes, pos, at, out);
       out.push(hit[1]);
       pos = at + hit[0].length;
     }
-    this.encodeOrdinary(text, pos, text.length, out);
+    this.encodeOrdinary(bytes, pos, end, out);
   }
 
-  /** Encodes text[start..end) with no special-token handling (tiktoken's encode_ordinary). */
-  encodeOrdinary(text: string, start: number, end: number, out: IdBuffer): void {
+  /** Encodes bytes[start..end) with no special-token handling (tiktoken's encode_ordinary). */
+  encodeOrdinary(bytes: Uint8Array, start: number, end: number, out: IdBuffer): void {
     const cache = (this.cache ??= PieceCache.create({ slots: CACHE_SLOTS, seed: this.tables.seedCache }));
     let i = start;
     while (i < end) {
-      const j = pieceEnd(text, i, end);
+      const j = pieceEnd(bytes, i, end);
       if (j - i > MAX_CACHED_PIECE) {
-        this.mergePiece(text, i, j, out);
+        this.merger.merge(bytes, i, j, out);
       } else {
-        const h = hashRange(text, i, j);
-        if (!cache.emit(text, i, j, h, out)) {
+        const h = hashRange(bytes, i, j);
+        if (!cache.emit(bytes, i, j, h, out)) {
           const before = out.length;
-          this.mergePiece(text, i, j, out);
-          cache.insert(text, i, j, h, out.data, before, out.length);
+          this.merger.merge(bytes, i, j, out);
+          cache.insert(bytes, i, j, h, out.data, before, out.length);
         }
       }
       i = j;
     }
     // Its own cache grows here; a shared one, where it is shared from (pool.ts).
     if (!cache.shared && cache.needsReplacing()) this.cache = cache.replacement(this.tables.seedCache);
-  }
-
-  private mergePiece(text: string, start: number, end: number, out: IdBuffer): void {
-    const need = 3 * (end - start);
-    if (this.scratch.length < need) this.scratch = new Uint8Array(need);
-    const n = utf8EncodeRange(text, start, end, this.scratch);
-    this.merger.merge(this.scratch, n, out);
   }
 
   /**
@@ -144,20 +143,14 @@ export class Tokenizer {
   seedPieceCache(): PieceCacheParts {
     const cache = PieceCache.create({ slots: CACHE_SLOTS });
     const { tokenBytes, rankOf, byteToId } = this.tables;
-    const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
     const ids = new Uint32Array(1);
     const isByte = new Set(byteToId);
     tokenBytes.forEach((bytes, id) => {
       if (bytes.length === 0 || (rankOf[id] < 0 && !isByte.has(id))) return;
-      let text: string;
-      try {
-        text = strict.decode(bytes);
-      } catch {
-        return; // not whole characters: never a pre-token
-      }
-      if (pieceEnd(text, 0, text.length) !== text.length) return;
+      if (findInvalidUtf8(bytes) >= 0) return; // not whole characters: never a pre-token
+      if (pieceEnd(bytes, 0, bytes.length) !== bytes.length) return;
       ids[0] = id;
-      cache.insert(text, 0, text.length, hashRange(text, 0, text.length), ids, 0, 1);
+      cache.insert(bytes, 0, bytes.length, hashRange(bytes, 0, bytes.length), ids, 0, 1);
     });
     return cache.parts();
   }

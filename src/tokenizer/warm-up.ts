@@ -6,7 +6,7 @@
  * a thread before, 2 after, the OSR one and the regular one).
  *
  * - Type feedback for every branch: a branch that has not run when TurboFan compiles (a DYNAMIC
- *   cache hit, a multi-id hit, a non-Latin letter, a surrogate pair) becomes a deoptimization.
+ *   cache hit, a multi-id hit, a non-Latin letter, a 4-byte character) becomes a deoptimization.
  *   Encoding SAMPLE (well under a millisecond, interpreted) takes them all, in a throwaway shared
  *   cache so that the real one gets none of its pieces.
  * - The first ArrayBuffer detached in an isolate (a worker transferring its first ids) breaks the
@@ -21,7 +21,7 @@ import type { Tokenizer } from './tokenizer.js';
 const SAMPLE = [
   "The cat's 2 hats weren't there; they'll be back, I'd say... We've 1999 ideas, you're 'right' ²",
   'Ünïcödé résumé — naïve café “quoted” £300 Māori š\u2009x', // pages 0, 1 and 0x20 only: a page costs ~1 ms
-  'emoji 😀😀 🤖 and a lone \ud800 surrogate; tabs\t\tand   spaces \u0085 x',
+  'emoji 😀😀 🤖 and tabs\t\tand   spaces \u0085 \u3000\u3000x',
   `supercalifragilisticexpialidocious ${'abcdefghij'.repeat(6)} antidisestablishmentarianism`,
   "The cat's 2 hats weren't there; Ünïcödé résumé 😀😀 supercalifragilisticexpialidocious\r",
 ];
@@ -32,6 +32,6 @@ export function warmUp(tokenizer: Tokenizer, how: DocumentEncoding): void {
   structuredClone(detached, { transfer: [detached] });
   const cache = tokenizer.useCache(PieceCache.create({ slots: 256, shared: true }));
   const text = `${SAMPLE.join('\n')}\n\n${SAMPLE.join('\n')}\n`;
-  encodeDocuments(tokenizer, text, how, new IdBuffer(16));
+  encodeDocuments(tokenizer, Buffer.from(text, 'utf8'), how, new IdBuffer(16));
   tokenizer.useCache(cache);
 }

@@ -17,7 +17,10 @@ const oracle = (text: string) => tiktoken.encode(text, [], []);
 const tokenizer = loadTokenizer();
 const tables = tokenizer.tables;
 
-const put = (cache: PieceCache, text: string, ids: number[]) => cache.insert(text, 0, text.length, hashRange(text, 0, text.length), Uint32Array.from(ids), 0, ids.length);
+const put = (cache: PieceCache, text: string, ids: number[]) => {
+  const bytes = Buffer.from(text);
+  cache.insert(bytes, 0, bytes.length, hashRange(bytes, 0, bytes.length), Uint32Array.from(ids), 0, ids.length);
+};
 
 /** Text with many distinct pieces, most of them several tokens (made-up words, numbers, accents). */
 function manyPieces(n: number, seed: number): string {
@@ -36,7 +39,8 @@ function manyPieces(n: number, seed: number): string {
 
 const lookup = (cache: PieceCache, text: string): number[] | null => {
   const out = new IdBuffer();
-  return cache.emit(text, 0, text.length, hashRange(text, 0, text.length), out) ? out.toArray() : null;
+  const bytes = Buffer.from(text);
+  return cache.emit(bytes, 0, bytes.length, hashRange(bytes, 0, bytes.length), out) ? out.toArray() : null;
 };
 
 describe('piece cache', () => {
