@@ -7,7 +7,7 @@ import { Option } from 'commander';
 import type { TruncationSide } from '../data/encode-labelled.js';
 import type { LabelledFormat } from '../data/labelled-input.js';
 import type { DocSeparator } from '../tokenizer/documents.js';
-import { prestartEncoders } from '../tokenizer/encoder-threads.js';
+import { mainEncodes, prestartEncoders } from '../tokenizer/encoder-threads.js';
 import { checkInputs, chunkLines, readTextChunks, STDIN } from '../util/input.js';
 import { openOutput, writeStdout } from '../util/output.js';
 // Each mode imports what it needs when it runs: start-up time is most of a small job.
@@ -177,9 +177,9 @@ for shard the bytes one run on the whole file writes. Parts can run anywhere tha
     if (flags.out === undefined) throw new UsageError('--out DIR is required (or use --ids, --decode or --inspect)');
     const fromFiles = files.length > 0 && !files.includes(STDIN);
     if (!labelled && (!fromFiles || total! > (flags.chunkBytes ?? 1 << 18))) {
-      // The threads the pool will want (this thread is one of them reading files): they boot
-      // while the encoder's modules and the tokenizer load (see encoder-threads.ts).
-      prestartEncoders(fromFiles ? flags.workers - 1 : flags.workers);
+      // The threads the pool will want: they boot while the encoder's modules and the tokenizer
+      // load (see encoder-threads.ts).
+      prestartEncoders(mainEncodes(flags.workers, !fromFiles) ? flags.workers - 1 : flags.workers);
     }
     const common = {
       files,

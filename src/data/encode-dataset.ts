@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type { DocSeparator } from '../tokenizer/documents.js';
 import { separatorIds } from '../tokenizer/documents.js';
 import { createEncoderPool, type EncodedChunk } from '../tokenizer/pool.js';
+import { mainEncodes } from '../tokenizer/encoder-threads.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { fsError, UsageError } from '../util/errors.js';
 import { lineRange, readTextChunks, STDIN } from '../util/input.js';
@@ -102,7 +103,7 @@ async function encode(options: EncodeDatasetOptions): Promise<CausalLmManifest |
   const eager = (options.expectedBytes ?? 0) > chunkBytes;
   let tokenizer: Tokenizer | undefined;
   const fromFiles = options.files.length > 0 && !options.files.includes(STDIN);
-  const pool = createEncoderPool(workers, setup, { eager, tokenizer: () => tokenizer!, mainShare: fromFiles, chunkBytes });
+  const pool = createEncoderPool(workers, setup, { eager, tokenizer: () => tokenizer!, mainShare: mainEncodes(workers, !fromFiles), chunkBytes });
   let padId: number;
   let separator: number[];
   try {

@@ -24,6 +24,12 @@ export function prestartEncoders(n: number): void {
 
 export const spareEncoders = (): number => spares.size;
 
+/**
+ * Whether the main thread is one of the N encoders (pool.ts mainShare): always, except reading a
+ * pipe with N = 1, where the one encoder is a thread so that the main thread keeps draining the pipe.
+ */
+export const mainEncodes = (workers: number, readingPipe: boolean): boolean => !readingPipe || workers > 1;
+
 /** A started thread if one is spare, else a new one. */
 export function takeEncoder(): Worker {
   const [spare] = spares;
