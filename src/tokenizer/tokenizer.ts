@@ -57,7 +57,9 @@ export class Tokenizer {
       sha256: tables.sha256,
     };
     this.eosId = tables.specials.get(ENDOFTEXT);
-    this.specials = [...tables.specials].map(([text, id]): [Buffer, number] => [Buffer.from(text, 'utf8'), id]).sort((a, b) => b[0].length - a[0].length);
+    this.specials = [...tables.specials]
+      .map(([text, id]): [Buffer, number] => [Buffer.from(text, 'utf8'), id])
+      .sort((a, b) => b[0].length - a[0].length);
   }
 
   /**
@@ -83,7 +85,7 @@ export class Tokenizer {
 
   /** Appends the ids of text to out. */
   encodeInto(text: string, out: IdBuffer, options: EncodeOptions = {}): void {
-    const bytes = Buffer.from(text, 'utf8'); // lone surrogates become U+FFFD, as tiktoken's Python callers would have to
+    const bytes = Buffer.from(text, 'utf8'); // lone surrogates become U+FFFD, as tiktoken's encode makes them
     this.encodeBytes(bytes, 0, bytes.length, out, options);
   }
 

@@ -21,7 +21,7 @@ import type { Tokenizer } from './tokenizer.js';
 const SAMPLE = [
   "The cat's 2 hats weren't there; they'll be back, I'd say... We've 1999 ideas, you're 'right' ²",
   'Ünïcödé résumé — naïve café “quoted” £300 Māori š\u2009x', // pages 0, 1 and 0x20 only: a page costs ~1 ms
-  'emoji 😀😀 🤖 and tabs\t\tand   spaces \u0085 \u3000\u3000x',
+  'emoji 😀😀 🤖 and tabs\t\tand   spaces \u0085 \u2009\u2009x',
   `supercalifragilisticexpialidocious ${'abcdefghij'.repeat(6)} antidisestablishmentarianism`,
   "The cat's 2 hats weren't there; Ünïcödé résumé 😀😀 supercalifragilisticexpialidocious\r",
 ];

@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { deserializeTables, serializeTables } from '../../src/tokenizer/compiled.js';
+import { IdBuffer } from '../../src/tokenizer/id-buffer.js';
 import { pretokenize } from '../../src/tokenizer/pretokenize.js';
 import { StreamDecoder } from '../../src/tokenizer/stream-decoder.js';
 import { builtinTokenizerDir, GPT2_TOKENIZER_SHA256, loadTokenizer, Tokenizer } from '../../src/tokenizer/tokenizer.js';
@@ -29,6 +30,8 @@ describe('pre-tokenizer', () => {
     ['😀😀 x', ['😀😀', ' x']], // emoji are neither letters nor numbers
     [' \u0085x', [' ', '\u0085', 'x']], // U+0085 is White_Space (JavaScript's \s disagrees)
     ['a\ufeffb', ['a', '\ufeff', 'b']], // U+FEFF is not (JavaScript's \s disagrees)
+    ['a\u3000\u3000 b', ['a', '\u3000\u3000', ' b']], // multi-byte White_Space runs (the scanner reads UTF-8)
+    ['x\u00a0\u3000y', ['x', '\u00a0', '\u3000', 'y']], // ... giving back a 3-byte last character
     ['', []],
   ] as [string, string[]][])('%j', (text, pieces) => {
     expect(pretokenize(text)).toEqual(pieces);
@@ -49,6 +52,18 @@ describe('encode / decode', () => {
     const special = tok.encode(text, { allowSpecial: true });
     expect(special).toEqual([...tok.encode('a'), 50256, ...tok.encode('b')]);
     expect(tok.decode(special)).toBe(text);
+  });
+
+  it('encodes a range of UTF-8 bytes, a special token only when wholly inside it', () => {
+    const bytes = Buffer.from('é<|endoftext|>b');
+    const range = (start: number, end: number) => {
+      const out = new IdBuffer();
+      tok.encodeBytes(bytes, start, end, out, { allowSpecial: true });
+      return out.toArray();
+    };
+    expect(range(0, 9)).toEqual(tok.encode('é<|endof'));
+    expect(range(2, bytes.length)).toEqual([50256, ...tok.encode('b')]);
+    expect(range(0, bytes.length)).toEqual([...tok.encode('é'), 50256, ...tok.encode('b')]);
   });
 
   it('decodes arbitrary ids without throwing, incomplete UTF-8 as U+FFFD', () => {
