@@ -29,6 +29,8 @@ export type WorkReply = { seq: number; ids: Uint32Array; documents: number } | {
 
 let tokenizer: Tokenizer;
 let how: DocumentEncoding;
+/** Reused from part to part (what goes back is a copy of its ids, to transfer). */
+const out = new IdBuffer(1 << 16);
 
 function start(setup: WorkerStart): void {
   const cache = setup.cache && PieceCache.attach(setup.cache);
@@ -45,9 +47,8 @@ parentPort!.on('message', (message: WorkerMessage) => {
   try {
     if ('start' in message) return start(message.start);
     if ('cache' in message) return void tokenizer.useCache(PieceCache.attach(message.cache));
-    const { bytes } = message;
-    const out = new IdBuffer(bytes.length >> 1);
-    const documents = encodeDocuments(tokenizer, bytes, how, out);
+    out.length = 0;
+    const documents = encodeDocuments(tokenizer, message.bytes, how, out);
     const ids = out.data.slice(0, out.length);
     parentPort!.postMessage({ seq, ids, documents } satisfies WorkReply, [ids.buffer]);
   } catch (err) {
