@@ -26,6 +26,7 @@ const NUMBER_RE = /^\p{N}$/u;
 
 function classifyCodePoint(cp: number): number {
   if (isWhiteSpace.has(cp)) return SPACE;
+  if (cp > 0x10ffff) return OTHER; // decoded from invalid UTF-8
   const ch = String.fromCodePoint(cp);
   if (LETTER_RE.test(ch)) return LETTER;
   if (NUMBER_RE.test(ch)) return NUMBER;
@@ -85,7 +86,7 @@ function runEnd(bytes: Uint8Array, i: number, end: number, cls: number): number 
       i += seqLength(b);
     }
   }
-  return i;
+  return Math.min(i, end); // past it only on invalid UTF-8, which gets wrong ids but stays in range
 }
 
 const APOS = 0x27;
@@ -143,7 +144,7 @@ function pieceEndGeneral(bytes: Uint8Array, i: number, end: number): number {
   if (j === end || i + seqLength(c) === j) return j;
   let last = j - 1;
   while ((bytes[last] & 0xc0) === 0x80) last--; // back over the last character's continuation bytes
-  return last;
+  return last > i ? last : j; // (last = i only on invalid UTF-8: never an empty piece)
 }
 
 /** Splits text into pre-tokens (for tests and debugging; the encoder scans bytes in place). */

@@ -66,6 +66,17 @@ describe('encode / decode', () => {
     expect(range(0, bytes.length)).toEqual([...tok.encode('é'), 50256, ...tok.encode('b')]);
   });
 
+  it('on invalid UTF-8 (which callers must not pass) still ends, with ids in the vocabulary', () => {
+    let x = 7;
+    const cases = [Buffer.from([0x20, 0x82, 0x85, 0x78]), Buffer.from([0xe3, 0x80]), Buffer.from([0x20, 0xf0, 0x9f])];
+    for (let k = 0; k < 300; k++) cases.push(Buffer.from(Array.from({ length: 1 + (k % 13) }, () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24)));
+    for (const bytes of cases) {
+      const out = new IdBuffer();
+      tok.encodeBytes(bytes, 0, bytes.length, out);
+      expect(out.toArray().every((id) => id >= 0 && id < tok.vocabSize)).toBe(true);
+    }
+  });
+
   it('decodes arbitrary ids without throwing, incomplete UTF-8 as U+FFFD', () => {
     const ids = tok.encode('😀');
     expect(ids.length).toBeGreaterThan(1); // the emoji's four bytes span several tokens
