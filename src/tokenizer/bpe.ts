@@ -22,12 +22,13 @@ export class BpeMerger {
 
   constructor(tables: VocabTables) {
     this.t = tables;
+    // Plain loops: this runs once per tokenizer, before anything is compiled (a forEach over the
+    // 50k ids cost ~6 ms of every start-up).
+    const { rankOf } = tables;
     let maxRank = -1;
-    for (const r of tables.rankOf) if (r > maxRank) maxRank = r;
-    this.idOfRank = new Int32Array(maxRank + 1).fill(-1);
-    tables.rankOf.forEach((r, id) => {
-      if (r >= 0) this.idOfRank[r] = id;
-    });
+    for (let id = 0; id < rankOf.length; id++) if (rankOf[id] > maxRank) maxRank = rankOf[id];
+    const idOfRank = (this.idOfRank = new Int32Array(maxRank + 1).fill(-1));
+    for (let id = 0; id < rankOf.length; id++) if (rankOf[id] >= 0) idOfRank[rankOf[id]] = id;
   }
 
   /** Appends the ids of bytes[start..end) to out. */

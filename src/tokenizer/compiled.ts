@@ -121,15 +121,31 @@ export function deserializeTables(buf: Uint8Array): VocabTables | null {
   const pairs = PairTable.fromParts(take(Int32Array, pairSlots), take(Int32Array, pairSlots), take(Int32Array, pairSlots));
   const seedCache = seedOf(h, take);
   const bytes = take(Uint8Array, byteCount);
-  const tokenBytes = new Array<Uint8Array>(n);
-  for (let id = 0; id < n; id++) tokenBytes[id] = bytes.subarray(offsets[id], offsets[id + 1]);
   const specialsJson = Buffer.from(data.buffer, bytes.byteOffset + byteCount, specialsLength).toString('utf8');
   const specials = new Map<string, number>(JSON.parse(specialsJson) as [string, number][]);
-  const table = TokenTable.fromParts(tokenBytes, slots, hashes);
+  const table = TokenTable.fromParts(bytes, offsets, slots, hashes);
   const byteToId = new Int32Array(256);
   for (let b = 0; b < 256; b++) {
     byteToId[b] = table.find(Uint8Array.of(b), 0, 1);
     if (byteToId[b] < 0) return null;
   }
-  return { vocabSize: n, tokenBytes, table, pairs, byteToId, rankOf, specials, sha256, seedCache };
+  // Each token's own array only for whoever asks (decoding does; encoding never does).
+  let tokenBytes: Uint8Array[] | undefined;
+  return {
+    vocabSize: n,
+    get tokenBytes() {
+      if (!tokenBytes) {
+        tokenBytes = new Array<Uint8Array>(n);
+        for (let id = 0; id < n; id++) tokenBytes[id] = bytes.subarray(offsets[id], offsets[id + 1]);
+      }
+      return tokenBytes;
+    },
+    table,
+    pairs,
+    byteToId,
+    rankOf,
+    specials,
+    sha256,
+    seedCache,
+  };
 }
