@@ -1,14 +1,19 @@
 /**
  * The byte-pair merge loop, with tiktoken's rules: a piece that is itself a token is that token;
  * otherwise adjacent parts merge when their concatenation is a mergeable token, lowest rank
- * first, leftmost on ties. Parts live in a linked list and candidate pairs in a binary heap keyed
- * by (rank, position), so a piece of n bytes costs O(n log n) rather than the naive rescan of
- * every pair after every merge.
+ * first, leftmost on ties. A short piece is merged as tiktoken does, rescanning its pairs for the
+ * lowest rank after every merge; a long one keeps its parts in a linked list and candidate pairs
+ * in a binary heap keyed by (rank, position), so it costs O(n log n) rather than O(n²).
  */
 import type { IdBuffer } from './id-buffer.js';
 import type { VocabTables } from './vocab-files.js';
 
 const POS = 2 ** 28; // heap key = rank * POS + position: exact in a double for ranks < 2^24
+/**
+ * Longest piece merged by rescanning. Nearly all merges are of short pieces (WikiText-2's
+ * uncached ones average 8 bytes): ~1.3 µs a piece that way against ~1.9 µs through the heap.
+ */
+const RESCAN_MAX = 64;
 
 export class BpeMerger {
   private readonly t: VocabTables;
@@ -33,13 +38,50 @@ export class BpeMerger {
 
   /** Appends the ids of bytes[start..end) to out. */
   merge(bytes: Uint8Array, start: number, end: number, out: IdBuffer): void {
-    const { byteToId, rankOf, table, pairs } = this.t;
+    const { byteToId, rankOf, table } = this.t;
     const n = end - start;
     if (n === 1) return out.push(byteToId[bytes[start]]);
     const whole = table.find(bytes, start, end);
     if (whole >= 0 && rankOf[whole] >= 0) return out.push(whole);
     if (n >= POS) throw new RangeError('piece too long');
     if (this.ids.length < n) this.grow(n);
+    if (n <= RESCAN_MAX) this.mergeByRescan(bytes, start, n, out);
+    else this.mergeByHeap(bytes, start, n, out);
+  }
+
+  /** bytes[start..start + n), n ≥ 2: after each merge, the next is the first pair of lowest rank. */
+  private mergeByRescan(bytes: Uint8Array, start: number, n: number, out: IdBuffer): void {
+    const { byteToId, pairs } = this.t;
+    const { ids, rankAt, idOfRank } = this;
+    for (let i = 0; i < n; i++) ids[i] = byteToId[bytes[start + i]];
+    for (let i = 0; i + 1 < n; i++) rankAt[i] = pairs.find(ids[i], ids[i + 1]);
+    let len = n;
+    for (;;) {
+      let best = -1;
+      let bestRank = 0x7fffffff;
+      for (let i = 0; i + 1 < len; i++) {
+        const r = rankAt[i];
+        if (r >= 0 && r < bestRank) {
+          bestRank = r;
+          best = i;
+        }
+      }
+      if (best < 0) break;
+      ids[best] = idOfRank[bestRank];
+      len--;
+      for (let k = best + 1; k < len; k++) {
+        ids[k] = ids[k + 1];
+        rankAt[k] = rankAt[k + 1];
+      }
+      rankAt[best] = best + 1 < len ? pairs.find(ids[best], ids[best + 1]) : -1;
+      if (best > 0) rankAt[best - 1] = pairs.find(ids[best - 1], ids[best]);
+    }
+    for (let i = 0; i < len; i++) out.push(ids[i]);
+  }
+
+  /** bytes[start..start + n), n ≥ 2, with a heap of candidate pairs. */
+  private mergeByHeap(bytes: Uint8Array, start: number, n: number, out: IdBuffer): void {
+    const { byteToId, pairs } = this.t;
     const { ids, next, prev, rankAt, heap, idOfRank } = this;
 
     let size = 0;

@@ -91,6 +91,21 @@ describe('random strings (property test, fixed seed)', () => {
     );
   });
 
+  it('merges pieces on both sides of the rescan/heap switch (64 bytes) as tiktoken does', () => {
+    const piece = fc.oneof(
+      fc.string({ unit: fc.constantFrom('a', 'b', 'e', 'n', 'r', 't', 'é'), minLength: 20, maxLength: 120 }),
+      fc.string({ unit: fc.constantFrom('0', '1', '9'), minLength: 40, maxLength: 160 }),
+      fc.string({ unit: fc.constantFrom('!', '-', '=', '*'), minLength: 40, maxLength: 160 }),
+    );
+    fc.assert(
+      fc.property(fc.array(piece, { minLength: 1, maxLength: 4 }), (pieces) => {
+        const text = pieces.join(' ');
+        expect(tok.encode(text)).toEqual(oracle(text));
+      }),
+      { seed: 2026112902, numRuns: 400 },
+    );
+  });
+
   it('round-trips valid text', () => {
     fc.assert(
       fc.property(strings, (text) => {
