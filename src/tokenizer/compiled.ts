@@ -20,21 +20,14 @@ const HEADER = 8 + 36 + 64;
 
 export function serializeTables(t: VocabTables): Uint8Array {
   const n = t.vocabSize;
-  let byteCount = 0;
-  for (const b of t.tokenBytes) byteCount += b.length;
+  const { bytes, offsets } = t.table; // every token's bytes, end to end, as the image stores them
+  const byteCount = bytes.length;
   const specials = Buffer.from(JSON.stringify([...t.specials]), 'utf8');
   const cache = t.seedCache ?? { table: new Int32Array(0), vals: new Uint32Array(0), keys: new Uint8Array(0), count: 0 };
   const arrays: (Int32Array | Uint32Array | Uint8Array)[] = [
-    new Uint32Array(n + 1), t.rankOf, t.table.hashes, t.table.slots, t.pairs.left, t.pairs.right, t.pairs.rank,
+    offsets, t.rankOf, t.table.hashes, t.table.slots, t.pairs.left, t.pairs.right, t.pairs.rank,
     cache.table, cache.vals, cache.keys,
   ];
-  const offsets = arrays[0];
-  let pos = 0;
-  t.tokenBytes.forEach((b, id) => {
-    offsets[id] = pos;
-    pos += b.length;
-  });
-  offsets[n] = pos;
   const words = arrays.reduce((sum, a) => sum + a.byteLength, 0);
   const out = new Uint8Array(HEADER + words + byteCount + specials.length);
   const view = new DataView(out.buffer);
@@ -47,7 +40,7 @@ export function serializeTables(t: VocabTables): Uint8Array {
     out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off);
     off += a.byteLength;
   }
-  t.tokenBytes.forEach((b, id) => out.set(b, off + offsets[id]));
+  out.set(bytes, off);
   out.set(specials, off + byteCount);
   return out;
 }

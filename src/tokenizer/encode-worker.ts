@@ -40,7 +40,7 @@ function start(setup: WorkerStart): void {
 }
 
 /** What the pool sends: the start, work, or the shared cache to use from now on (it replaced the last). */
-export type WorkerMessage = { start: WorkerStart } | WorkRequest | { cache: SharedArrayBuffer };
+type WorkerMessage = { start: WorkerStart } | WorkRequest | { cache: SharedArrayBuffer };
 
 parentPort!.on('message', (message: WorkerMessage) => {
   const seq = 'seq' in message ? message.seq : -1;

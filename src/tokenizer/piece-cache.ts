@@ -24,6 +24,7 @@
  * for the few that hit entries other threads added.
  */
 import type { IdBuffer } from './id-buffer.js';
+import { hashBytes } from './token-table.js';
 
 /** Longest piece cached, in bytes. */
 export const MAX_CACHED_PIECE = 48;
@@ -42,11 +43,8 @@ const VALS_USED = 2;
 const SLOTS = 3;
 const HEADER_BYTES = 16;
 
-export function hashRange(bytes: Uint8Array, start: number, end: number): number {
-  let h = 0x811c9dc5;
-  for (let k = start; k < end; k++) h = Math.imul(h ^ bytes[k], 0x01000193);
-  return h | 0;
-}
+/** The token table's hash of bytes[start..end), signed as the Int32Array table stores it. */
+export const hashRange = (bytes: Uint8Array, start: number, end: number): number => hashBytes(bytes, start, end) | 0;
 
 /** A cache's contents, as stored in the compiled tokenizer image. */
 export interface PieceCacheParts {

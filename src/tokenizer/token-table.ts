@@ -14,8 +14,8 @@ export class TokenTable {
    * an object per token, whose 50k allocations (and the collections they set off) took ~20 ms of
    * every tokenizer load.
    */
-  private readonly bytes: Uint8Array;
-  private readonly offsets: Uint32Array;
+  readonly bytes: Uint8Array;
+  readonly offsets: Uint32Array;
 
   private constructor(bytes: Uint8Array, offsets: Uint32Array, slots: Int32Array, hashes: Uint32Array) {
     this.bytes = bytes;
