@@ -1,5 +1,5 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
@@ -77,6 +77,23 @@ export function tempDir(prefix = 'gpt2tc-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/**
+ * A full disk to write on: a 16 KiB tmpfs, unmounted after the test file. Mounting needs root;
+ * elsewhere it is undefined and the caller's tests (`what`) are reported as skipped.
+ */
+export function tinyDisk(what: string): string | undefined {
+  const mountPoint = join(tempDir(), 'tiny');
+  mkdirSync(mountPoint);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mountPoint], { stdio: 'ignore' });
+  } catch {
+    console.warn(`SKIPPED: ${what} (cannot mount a tmpfs here; needs root)`);
+    return undefined;
+  }
+  afterAll(() => execFileSync('umount', ['-l', mountPoint])); // -l: even if a failed test left a file open there
+  return mountPoint;
 }
 
 /** The stderr contract: exactly one line `<tool>: error: ...`, no stack trace. */

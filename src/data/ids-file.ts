@@ -5,8 +5,9 @@
  * side ever holds the stream: WikiText-103's 120 M tokens pass through in constant memory.
  */
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { fsError, ToolError } from '../util/errors.js';
+import { HashedFileWriter, type HashedFile } from '../util/hashed-file-writer.js';
 import type { IdDtype } from './manifest.js';
 
 const PIECE_BYTES = 1 << 22;
@@ -16,22 +17,18 @@ export type TokenIds = Uint32Array | Uint16Array | Int32Array;
 
 export const idWidth = (dtype: IdDtype) => (dtype === 'uint16' ? 2 : 4);
 
-export interface IdsFileSummary {
+export interface IdsFileSummary extends HashedFile {
   tokens: number;
-  bytes: number;
-  sha256: string;
 }
 
 /** Appends ids to a new file; close() returns its size and sha256. */
 export class IdsFileWriter {
-  private readonly hash = createHash('sha256');
+  /** Ids in the file's dtype, on their way to the file. */
   private readonly piece: Uint16Array | Int32Array;
   private used = 0;
-  private tokens = 0;
 
   private constructor(
-    private readonly handle: FileHandle,
-    private readonly shownAs: string,
+    private readonly file: HashedFileWriter,
     readonly dtype: IdDtype,
   ) {
     this.piece = dtype === 'uint16' ? new Uint16Array(PIECE_BYTES / 2) : new Int32Array(PIECE_BYTES / 4);
@@ -39,10 +36,7 @@ export class IdsFileWriter {
 
   /** Creates `path` (which must not exist); `shownAs` names it in errors. */
   static async create(path: string, dtype: IdDtype, shownAs = path): Promise<IdsFileWriter> {
-    const handle = await open(path, 'wx').catch((err) => {
-      throw fsError(err, shownAs);
-    });
-    return new IdsFileWriter(handle, shownAs, dtype);
+    return new IdsFileWriter(await HashedFileWriter.create(path, shownAs), dtype);
   }
 
   /** Appends ids (the caller keeps them below 2^16 for uint16: the vocabulary chose the dtype). */
@@ -57,32 +51,19 @@ export class IdsFileWriter {
   }
 
   private async flush(): Promise<void> {
-    if (this.used === 0) return;
-    const bytes = new Uint8Array(this.piece.buffer, 0, this.used * this.piece.BYTES_PER_ELEMENT); // the host is little-endian (x86, arm64)
-    this.hash.update(bytes);
-    this.tokens += this.used;
+    await this.file.write(new Uint8Array(this.piece.buffer, 0, this.used * this.piece.BYTES_PER_ELEMENT)); // the host is little-endian (x86, arm64)
     this.used = 0;
-    // writeFile goes on after a short write (a full disk then reports ENOSPC); write would not.
-    await this.handle.writeFile(bytes).catch((err) => {
-      throw fsError(err, this.shownAs);
-    });
   }
 
   async close(): Promise<IdsFileSummary> {
-    try {
-      await this.flush();
-      await this.handle.sync().catch((err) => {
-        throw fsError(err, this.shownAs); // what the file system defers to here (ENOSPC, EDQUOT)
-      });
-    } finally {
-      await this.handle.close();
-    }
-    return { tokens: this.tokens, bytes: this.tokens * idWidth(this.dtype), sha256: this.hash.digest('hex') };
+    await this.flush();
+    const file = await this.file.close();
+    return { ...file, tokens: file.bytes / idWidth(this.dtype) };
   }
 
   /** Closes without a summary, after a failure (the caller removes the file). */
-  async discard(): Promise<void> {
-    await this.handle.close().catch(() => {});
+  discard(): Promise<void> {
+    return this.file.discard();
   }
 }
 

@@ -4,24 +4,13 @@
  * needs root; elsewhere the test is skipped with a message.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { expectOneLineError, fixture, ROOT, runCli, tempDir, type CliResult } from '../helpers.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { expectOneLineError, fixture, ROOT, runCli, tempDir, tinyDisk, type CliResult } from '../helpers.js';
 
 const elsewhere = tempDir();
-const mountPoint = join(elsewhere, 'tiny');
-mkdirSync(mountPoint);
-let mounted = false;
-try {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mountPoint], { stdio: 'ignore' });
-  mounted = true;
-} catch {
-  console.warn('SKIPPED: disk-full tests (cannot mount a tmpfs here; they need root)');
-}
-afterAll(() => {
-  if (mounted) execFileSync('umount', [mountPoint]);
-});
+const mountPoint = tinyDisk('disk-full tests') ?? '';
 
 /** `tool args > FILE` with FILE on the full file system. */
 function redirected(tool: string, args: string[]): CliResult {
@@ -34,7 +23,7 @@ function redirected(tool: string, args: string[]): CliResult {
   }
 }
 
-describe.skipIf(!mounted)('disk full', () => {
+describe.skipIf(!mountPoint)('disk full', () => {
   afterEach(() => {
     for (const name of readdirSync(mountPoint)) rmSync(join(mountPoint, name), { recursive: true });
     execFileSync('mount', ['-o', 'remount,size=16k', mountPoint]);
