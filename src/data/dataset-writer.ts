@@ -41,8 +41,8 @@ const SPOOL = '.tokens.spool';
  */
 class ShardFiles {
   private readonly done: ShardInfo[] = [];
-  /** The last close started, resolving to its error if it failed. */
-  private closing: Promise<Error | undefined> = Promise.resolve(undefined);
+  /** The last close started (awaiting it throws its error). */
+  private closing: Promise<void> = Promise.resolve();
   private file: { writer: HashedFileWriter; index: number; records: number; tokens: number } | undefined;
   private opened = 0;
 
@@ -71,28 +71,21 @@ class ShardFiles {
   private async close(): Promise<void> {
     const f = this.file;
     if (!f) return;
-    await this.settle();
+    await this.closing;
     this.file = undefined;
-    this.closing = f.writer.close().then(
-      ({ bytes, sha256 }) => void this.done.push({ file: shardName(f.index), records: f.records, tokens: f.tokens, bytes, sha256 }),
-      (err: Error) => err,
-    );
-  }
-
-  private async settle(): Promise<void> {
-    const failure = await this.closing;
-    if (failure) throw failure;
+    this.closing = f.writer.close().then(({ bytes, sha256 }) => void this.done.push({ file: shardName(f.index), records: f.records, tokens: f.tokens, bytes, sha256 }));
+    this.closing.catch(() => {}); // not unhandled while nobody awaits it yet
   }
 
   /** Every shard, once all are written and synced. */
   async finish(): Promise<ShardInfo[]> {
     await this.close();
-    await this.settle();
+    await this.closing;
     return this.done;
   }
 
   async discard(): Promise<void> {
-    await this.closing;
+    await this.closing.catch(() => {});
     await this.file?.writer.discard();
   }
 }

@@ -25,8 +25,8 @@ export class HashedFileWriter {
   private current = 0;
   private used = 0;
   private bytes = 0;
-  /** The write of the other buffer, if one is in flight; resolves to its error, if any. */
-  private writing: Promise<Error | undefined> = Promise.resolve(undefined);
+  /** The write of the other buffer, if one is in flight (awaiting it throws its error). */
+  private writing: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly handle: FileHandle,
@@ -55,29 +55,24 @@ export class HashedFileWriter {
 
   /** Starts writing the filled buffer, once the other one's write is done (order, and it is reused next). */
   private async flush(): Promise<void> {
-    await this.settle();
+    await this.writing;
     const full = this.buffers[this.current].subarray(0, this.used);
     this.hash.update(full);
     this.bytes += full.length;
     // writeFile goes on after a short write (a full disk then reports ENOSPC); write would not.
-    this.writing = this.handle.writeFile(full).then(
-      () => undefined,
-      (err: unknown) => fsError(err, this.shownAs),
-    );
+    this.writing = this.handle.writeFile(full).catch((err) => {
+      throw fsError(err, this.shownAs);
+    });
+    this.writing.catch(() => {}); // not unhandled while nobody awaits it yet
     this.current ^= 1;
     this.used = 0;
-  }
-
-  private async settle(): Promise<void> {
-    const failure = await this.writing;
-    if (failure) throw failure;
   }
 
   /** Writes the rest, syncs and closes; returns the file's size and sha256. */
   async close(): Promise<HashedFile> {
     try {
       if (this.used > 0) await this.flush();
-      await this.settle();
+      await this.writing;
       await this.handle.sync().catch((err) => {
         throw fsError(err, this.shownAs); // what the file system defers to here (ENOSPC, EDQUOT)
       });
@@ -89,7 +84,7 @@ export class HashedFileWriter {
 
   /** Closes without a summary, after a failure (the caller removes the file). */
   async discard(): Promise<void> {
-    await this.writing;
+    await this.writing.catch(() => {});
     await this.handle.close().catch(() => {});
   }
 }
